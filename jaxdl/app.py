@@ -1,0 +1,112 @@
+"""The experiment entry point: `python -m experiments.NAME --workdir=DIR --config.KEY=VALUE`.
+
+This is the only module that reads flags or changes the process: XLA flags (host device
+split, determinism) before JAX starts, the persistent compilation cache, and exit codes.
+Bad input (unknown key, wrong type, impossible value, missing --workdir) ends with one
+line on stderr and exit status 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import ml_collections
+from absl import app as absl_app
+from absl import flags
+
+EXIT_BAD_INPUT = 2
+_RUN_FILES = ("metrics.jsonl", "summary.json")
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(EXIT_BAD_INPUT)
+
+
+def _default_cache_dir() -> str:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "jaxdl", "xla")
+
+
+def _set_xla_flag(name: str, value) -> None:
+    """Adds --name=value to XLA_FLAGS unless the user set that flag already."""
+    current = os.environ.get("XLA_FLAGS", "")
+    if f"--{name}=" not in current:
+        os.environ["XLA_FLAGS"] = f"{current} --{name}={value}".strip()
+
+
+def _check_workdir(workdir: str) -> Path:
+    path = Path(workdir).expanduser()
+    if path.exists() and not path.is_dir():
+        _fail(f"--workdir={workdir} is a file, not a directory")
+    previous = [name for name in _RUN_FILES if (path / name).exists()]
+    if previous:
+        _fail(f"--workdir={workdir} already holds a run ({', '.join(previous)}); "
+              "choose a new --workdir")
+    return path
+
+
+def _print_summary(summary: dict) -> None:
+    for split, metrics in summary["final"].items():
+        values = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "examples")
+        print(f"final {split}: {values}  ({int(metrics['examples'])} examples)")
+    print(f"steps {summary['steps']}  train {summary['train_examples_per_second']:.0f} "
+          f"examples/s  compile {summary['compile_seconds']:.1f}s  wall "
+          f"{summary['wall_seconds']:.1f}s")
+
+
+def run(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
+    """Parses flags, sets up the process and trains the experiment `get_config` pins."""
+    # Defined here, not at import, so importing jaxdl never touches the global flags.
+    flag_values = flags.FLAGS
+    flags.DEFINE_string("workdir", None, "directory for this run's files", flag_values=flag_values)
+    flags.DEFINE_string("compilation_cache_dir", _default_cache_dir(),
+                        "persistent XLA compilation cache ('' = off)", flag_values=flag_values)
+    from ml_collections import config_flags
+    config_flags.DEFINE_config_dict("config", get_config(), "experiment config",
+                                    flag_values=flag_values, lock_config=True)
+
+    def parse(argv):
+        try:
+            rest = flag_values(argv)
+        except flags.Error as e:
+            _fail(str(e).splitlines()[0])
+        if len(rest) > 1:
+            _fail(f"unexpected arguments {rest[1:]}")
+        if not flag_values.workdir:
+            _fail("--workdir is required: the directory for this run's files")
+        return rest
+
+    def main(argv):
+        del argv
+        from jaxdl import config as config_lib
+        try:
+            config = config_lib.validate(flag_values.config)
+        except config_lib.ConfigError as e:
+            _fail(str(e))
+        workdir = _check_workdir(flag_values.workdir)
+        if config.parallel.host_devices:
+            # Read when the CPU backend starts, so it must be set before the first JAX op.
+            _set_xla_flag("xla_force_host_platform_device_count", config.parallel.host_devices)
+
+        import jax
+        if flag_values.compilation_cache_dir:
+            jax.config.update("jax_compilation_cache_dir", flag_values.compilation_cache_dir)
+        from jaxdl.training import loop, parallel
+        try:
+            devices = parallel.select_devices(config.parallel.num_devices)
+        except ValueError as e:
+            _fail(str(e))
+        try:
+            config_lib.check_devices(config, len(devices))
+            summary = loop.train_and_evaluate(config, workdir)
+        except config_lib.ConfigError as e:
+            _fail(str(e))
+        _print_summary(summary)
+        print(f"run files in {workdir}: " + ", ".join(sorted(p.name for p in workdir.iterdir())))
+
+    absl_app.run(main, flags_parser=parse)

@@ -1,0 +1,299 @@
+"""The experiment schema: what a config may hold, validation, and durations.
+
+An experiment's `get_config()` pins every hyperparameter. The schema here only says what
+each key means, its type and which values are possible; the few defaults it holds are for
+keys that are not hyperparameters (logging switches, the device count). `validate` turns
+every mistake into one `ConfigError` line, before anything is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import ml_collections
+
+
+class ConfigError(ValueError):
+    """A config that cannot run: the message is one line that names the problem."""
+
+
+_REQUIRED = object()
+
+
+@dataclasses.dataclass(frozen=True)
+class Field:
+    """One config key: its type, an optional default, and the check its value must pass."""
+
+    kind: type | tuple[type, ...]
+    default: Any = _REQUIRED
+    choices: Callable[[], Sequence[str]] | None = None
+    check: Callable[[Any], str | None] | None = None
+    help: str = ""
+
+
+def _positive(value) -> str | None:
+    return None if value > 0 else "must be > 0"
+
+
+def _non_negative(value) -> str | None:
+    return None if value >= 0 else "must be >= 0"
+
+
+def _fraction(value) -> str | None:
+    return None if 0 <= value < 1 else "must be in [0, 1)"
+
+
+def _duration(value) -> str | None:
+    try:
+        _parse_duration_text(value)
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
+def _durations(value) -> str | None:
+    for part in _split_list(value):
+        if (problem := _duration(part)) is not None:
+            return problem
+    return None
+
+
+def _choices_from(names: Sequence[str]) -> Callable[[], Sequence[str]]:
+    return lambda: names
+
+
+def _known_model(name) -> str | None:
+    from jaxdl import models
+    try:
+        models.get_model_class(name)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
+def _source_names():
+    from jaxdl import data
+    return data.source_names()
+
+
+def _task_names():
+    from jaxdl import tasks
+    return tasks.task_names()
+
+
+def _loss_names():
+    from jaxdl import losses
+    return sorted(losses.LOSSES)
+
+
+def _optimizer_names():
+    from jaxdl.training import optim
+    return optim.OPTIMIZERS
+
+
+def _schedule_names():
+    from jaxdl.training import optim
+    return optim.SCHEDULES
+
+
+def schema() -> dict[str, Any]:
+    """Every key an experiment config may hold (nested dicts mirror the ConfigDict)."""
+    return {
+        "seed": Field(int, help="seed of parameters, dropout and data order"),
+        "model": {
+            # Other keys of `model` are the constructor's own fields, checked against it.
+            "name": Field(str, check=_known_model, help="a registered name or 'pkg.module:Class'"),
+        },
+        "task": {
+            "name": Field(str, choices=_task_names),
+            "loss": Field(str, choices=_loss_names),
+            "label_smoothing": Field(float, check=_fraction),
+        },
+        "data": {
+            "name": Field(str, choices=_source_names),
+            "split_seed": Field(int, help="seed of the stratified train/validation/test split"),
+            "validation_fraction": Field(float, check=_fraction),
+            "test_fraction": Field(float, check=_fraction),
+            "batch_size": Field(int, check=_positive, help="global batch, over all devices"),
+            "eval_batch_size": Field(int, check=_positive),
+            "augmentation": Field(str, choices=_choices_from(("none",))),
+        },
+        "train": {
+            "duration": Field(str, check=_duration, help="e.g. '30 epochs', '5000 steps'"),
+            "log_every": Field(str, check=_duration),
+            "eval_every": Field(str, check=_duration),
+        },
+        "optimizer": {
+            "name": Field(str, choices=_optimizer_names),
+            "learning_rate": Field(float, check=_non_negative),
+            "momentum": Field(float, check=_fraction),
+            "b1": Field(float, check=_fraction),
+            "b2": Field(float, check=_fraction),
+            "eps": Field(float, check=_positive),
+            "rmsprop_decay": Field(float, check=_fraction),
+            "adagrad_initial_accumulator": Field(float, check=_non_negative),
+            "weight_decay": Field(float, check=_non_negative),
+            "weight_decay_mask": Field(str, choices=_choices_from(("no_bias_no_norm", "all"))),
+            "grad_clip_norm": Field(float, check=_non_negative, help="0 = no clipping"),
+            "grad_accum_steps": Field(int, check=_positive, help="1 = no accumulation"),
+        },
+        "schedule": {
+            "name": Field(str, choices=_schedule_names),
+            "warmup": Field(str, check=_duration),
+            "boundaries": Field(str, check=_durations, help="piecewise: '32000 steps, 48000 steps'"),
+            "decay_factor": Field(float, check=_non_negative),
+            "decay_every": Field(str, check=_duration),
+            "final_lr_factor": Field(float, check=_non_negative),
+            "pct_start": Field(float, check=_fraction),
+            "div_factor": Field(float, check=_positive),
+            "final_div_factor": Field(float, check=_positive),
+            "plateau_factor": Field(float, check=_fraction),
+            "plateau_patience": Field(int, check=_non_negative),
+            "plateau_cooldown": Field(int, check=_non_negative),
+            "plateau_rtol": Field(float, check=_non_negative),
+            "plateau_accumulation": Field(int, check=_positive),
+        },
+        "precision": Field(str, choices=_choices_from(("fp32", "bf16"))),
+        "parallel": {
+            "backend": Field(str, choices=_choices_from(("pmap", "sharded"))),
+            "num_devices": Field(int, default=0, check=_non_negative,
+                                 help="local devices to use; 0 = all"),
+            "host_devices": Field(int, default=0, check=_non_negative,
+                                  help="split a CPU host into this many devices; 0 = leave as is"),
+        },
+        "logging": {
+            "tensorboard": Field(bool, default=True),
+            "progress": Field(bool, default=True),
+            "plot": Field(bool, default=True),
+        },
+    }
+
+
+def _kind_name(kind) -> str:
+    if isinstance(kind, tuple):
+        return " or ".join(k.__name__ for k in kind)
+    return kind.__name__
+
+
+def _check_value(path: str, field: Field, value: Any) -> Any:
+    kind = field.kind
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is not bool and isinstance(value, bool) or not isinstance(value, kind):
+        raise ConfigError(f"config.{path}: expected {_kind_name(kind)}, got "
+                          f"{type(value).__name__} {value!r}")
+    if field.choices is not None:
+        names = list(field.choices())
+        if value not in names:
+            raise ConfigError(f"config.{path}: unknown {value!r}; valid: {', '.join(names)}")
+    if field.check is not None and (problem := field.check(value)) is not None:
+        raise ConfigError(f"config.{path}={value!r}: {problem}")
+    return value
+
+
+def _validate_section(spec: Mapping[str, Any], given: Mapping[str, Any], prefix: str,
+                      *, open_keys: bool = False) -> dict[str, Any]:
+    out = {}
+    for key, value in given.items():
+        path = prefix + key
+        if key not in spec:
+            if open_keys:
+                out[key] = value
+                continue
+            raise ConfigError(f"config.{path}: unknown key; valid keys of "
+                              f"config.{prefix.rstrip('.') or ''}: {', '.join(sorted(spec))}"
+                              .replace("of config.:", "of config:"))
+        sub = spec[key]
+        if isinstance(sub, dict):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"config.{path}: expected a section, got {value!r}")
+            out[key] = _validate_section(sub, value, path + ".", open_keys=(path == "model"))
+        else:
+            out[key] = _check_value(path, sub, value)
+    for key, sub in spec.items():
+        if key in out:
+            continue
+        path = prefix + key
+        if isinstance(sub, dict):
+            out[key] = _validate_section(sub, {}, path + ".", open_keys=(path == "model"))
+        elif sub.default is _REQUIRED:
+            raise ConfigError(f"config.{path}: missing; the experiment's get_config() must set it")
+        else:
+            out[key] = sub.default
+    return out
+
+
+def _check_model_fields(model: Mapping[str, Any]) -> None:
+    from jaxdl import models
+    fields = models.model_fields(model["name"])
+    for key in model:
+        if key != "name" and key not in fields:
+            raise ConfigError(f"config.model.{key}: unknown field of model {model['name']!r}; "
+                              f"valid: {', '.join(sorted(fields))}")
+
+
+def validate(config: ml_collections.ConfigDict | Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """Checks every key, type and value; fills non-hyperparameter defaults; returns it locked."""
+    given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+    resolved = _validate_section(schema(), given, "")
+    _check_model_fields(resolved["model"])
+    data = resolved["data"]
+    if data["validation_fraction"] + data["test_fraction"] >= 1:
+        raise ConfigError("config.data: validation_fraction + test_fraction must be < 1, got "
+                          f"{data['validation_fraction']} + {data['test_fraction']}")
+    out = ml_collections.ConfigDict(resolved)
+    out.lock()
+    return out
+
+
+def check_devices(config: ml_collections.ConfigDict, num_devices: int) -> None:
+    """The global batches must split evenly over the devices."""
+    for key in ("batch_size", "eval_batch_size"):
+        value = config.data[key]
+        if value % num_devices:
+            raise ConfigError(f"config.data.{key}={value} is not divisible by the "
+                              f"{num_devices} devices in use; use a multiple of {num_devices}")
+
+
+# --- durations -----------------------------------------------------------------------------
+
+_UNITS = {"step": "steps", "steps": "steps", "epoch": "epochs", "epochs": "epochs",
+          "example": "examples", "examples": "examples"}
+_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]+)\s*$", re.IGNORECASE)
+
+
+def _split_list(text: str) -> list[str]:
+    return [part for part in (p.strip() for p in text.split(",")) if part]
+
+
+def _parse_duration_text(text: str) -> tuple[float, str]:
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if not match or match.group(2).lower() not in _UNITS:
+        raise ConfigError(f"cannot read duration {text!r}; write '<number> steps|epochs|examples'")
+    amount, unit = float(match.group(1)), _UNITS[match.group(2).lower()]
+    if unit == "steps" and amount != int(amount):
+        raise ConfigError(f"duration {text!r}: steps must be a whole number")
+    return amount, unit
+
+
+@dataclasses.dataclass(frozen=True)
+class Clock:
+    """Converts durations into steps once, from the epoch length and the global batch."""
+
+    steps_per_epoch: int
+    batch_size: int
+
+    def steps(self, text: str) -> int:
+        amount, unit = _parse_duration_text(text)
+        if unit == "steps":
+            return int(amount)
+        if unit == "epochs":
+            return int(round(amount * self.steps_per_epoch))
+        return int(math.ceil(amount / self.batch_size))
+
+    def step_list(self, text: str) -> list[int]:
+        return [self.steps(part) for part in _split_list(text)]

@@ -1,0 +1,32 @@
+"""Host-side data layer: dataset registry, splits and batching (numpy only)."""
+
+from jaxdl.data.registry import load_source, register_source, source_names
+
+# Imported for their @register_source side effect; further source modules
+# (e.g. TFDS, MNIST files) are added here the same way.
+from jaxdl.data import sources  # noqa: F401  isort: skip
+from jaxdl.data.pipeline import (
+    ArraySplit,
+    eval_batches,
+    num_eval_batches,
+    steps_per_epoch,
+    train_batch,
+    train_batches,
+)
+from jaxdl.data.sources import Dataset
+from jaxdl.data.splits import random_split, stratified_split
+
+__all__ = [
+    "ArraySplit",
+    "Dataset",
+    "eval_batches",
+    "load_source",
+    "num_eval_batches",
+    "random_split",
+    "register_source",
+    "source_names",
+    "steps_per_epoch",
+    "stratified_split",
+    "train_batch",
+    "train_batches",
+]

@@ -1,0 +1,88 @@
+"""Offline datasets: fully in-memory arrays plus metadata.
+
+The scikit-learn sources read files bundled with the package, so they never
+touch the network. sklearn is imported inside each loader to keep
+`import jaxdl.data` cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from jaxdl.data.registry import register_source
+
+
+# eq=False: the generated __eq__ would compare arrays elementwise and raise.
+@dataclasses.dataclass(frozen=True, eq=False)
+class Dataset:
+    """All examples of a dataset; `num_classes` is None for regression."""
+
+    name: str
+    features: np.ndarray
+    targets: np.ndarray
+    num_classes: int | None
+    description: str
+
+    def __post_init__(self):
+        if len(self.features) != len(self.targets):
+            raise ValueError(
+                    f"Dataset {self.name!r}: {len(self.features)} feature rows but "
+                    f"{len(self.targets)} targets."
+            )
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+# The raw digit images are 4-bit intensities in 0..16.
+_DIGITS_MAX_INTENSITY = 16.0
+
+
+@register_source("digits")
+def load_digits() -> Dataset:
+    """sklearn's 1,797 8x8 handwritten digits as [N, 8, 8, 1] float32 in [0, 1]."""
+    from sklearn import datasets
+
+    bunch = datasets.load_digits()
+    images = bunch.images.astype(np.float32) / np.float32(_DIGITS_MAX_INTENSITY)
+    return Dataset(
+            name="digits",
+            features=images[..., None],  # NHWC with one channel, as conv nets expect.
+            targets=bunch.target.astype(np.int32),
+            num_classes=len(bunch.target_names),
+            description="UCI optical handwritten digits (sklearn bundle), 8x8x1, 10 classes.",
+    )
+
+
+@register_source("breast_cancer")
+def load_breast_cancer() -> Dataset:
+    """Wisconsin breast cancer: 569 x 30 raw float32 features; 0=malignant, 1=benign."""
+    from sklearn import datasets
+
+    bunch = datasets.load_breast_cancer()
+    return Dataset(
+            name="breast_cancer",
+            features=bunch.data.astype(np.float32),
+            targets=bunch.target.astype(np.int32),
+            num_classes=len(bunch.target_names),
+            description="Breast cancer Wisconsin diagnostic (sklearn bundle), 30 raw features, "
+            "targets 0=malignant 1=benign.",
+    )
+
+
+@register_source("diabetes")
+def load_diabetes() -> Dataset:
+    """Diabetes regression: 442 x 10 float32 features, float32 targets."""
+    from sklearn import datasets
+
+    bunch = datasets.load_diabetes()
+    return Dataset(
+            name="diabetes",
+            features=bunch.data.astype(np.float32),
+            targets=bunch.target.astype(np.float32),
+            num_classes=None,
+            description="Diabetes progression regression (sklearn bundle), 10 features "
+            "as scaled by sklearn.",
+    )

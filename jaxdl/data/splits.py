@@ -1,0 +1,88 @@
+"""Deterministic index splits (train/validation/test, ...) of a dataset."""
+
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+import numpy as np
+
+# Fractions come from configs as decimals (0.7 + 0.1 + 0.2 != 1.0 exactly in
+# floating point), so "sums to 1" is checked with this tolerance.
+_SUM_TOLERANCE = 1e-6
+
+
+def _check_fractions(fractions: Mapping[str, float]) -> None:
+    if not fractions:
+        raise ValueError("fractions must name at least one split.")
+    negative = {k: v for k, v in fractions.items() if v < 0}
+    if negative:
+        raise ValueError(f"Split fractions must be >= 0, got {negative}.")
+    total = math.fsum(fractions.values())
+    if abs(total - 1.0) > _SUM_TOLERANCE:
+        raise ValueError(f"Split fractions must sum to 1, got {total} from {dict(fractions)}.")
+
+
+def _largest_remainder_counts(n: int, fractions: list[float]) -> np.ndarray:
+    """Integer counts summing exactly to n, each within 1 of n * fraction.
+
+    Ties in the remainders go to the split listed first, so the result is
+    deterministic.
+    """
+    quotas = np.asarray(fractions, dtype=np.float64) * n
+    counts = np.floor(quotas).astype(np.int64)
+    remainders = quotas - counts
+    shortfall = n - int(counts.sum())
+    # Stable sort keeps listing order among equal remainders.
+    order = np.argsort(-remainders, kind="stable")
+    counts[order[:shortfall]] += 1
+    return counts
+
+
+def _assign(
+    groups: list[np.ndarray], fractions: Mapping[str, float], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
+    """Shuffles each group of indices and deals it out by the fractions."""
+    names = list(fractions)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in names}
+    for group in groups:
+        shuffled = rng.permutation(group)
+        counts = _largest_remainder_counts(len(group), [fractions[k] for k in names])
+        bounds = np.cumsum(counts)[:-1]
+        for name, chunk in zip(names, np.split(shuffled, bounds)):
+            parts[name].append(chunk)
+    return {
+        name: np.sort(np.concatenate(chunks)) if chunks else np.zeros(0, dtype=np.int64)
+        for name, chunks in parts.items()
+    }
+
+
+def stratified_split(
+    labels: np.ndarray, fractions: Mapping[str, float], seed: int
+) -> dict[str, np.ndarray]:
+    """Splits indices of `labels` so every class is divided by `fractions`.
+
+    Returns sorted, disjoint int64 index arrays covering all examples. A pure
+    function of (labels, fractions, seed).
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {labels.shape}.")
+    if np.issubdtype(labels.dtype, np.floating):
+        # Each distinct float would become its own one-example class.
+        raise ValueError("stratified_split needs class labels; use random_split for regression.")
+    _check_fractions(fractions)
+    rng = np.random.default_rng(seed)
+    # np.unique sorts the classes, so groups are visited in a fixed order.
+    classes, inverse = np.unique(labels, return_inverse=True)
+    groups = [np.flatnonzero(inverse == c) for c in range(len(classes))]
+    return _assign(groups, fractions, rng)
+
+
+def random_split(n: int, fractions: Mapping[str, float], seed: int) -> dict[str, np.ndarray]:
+    """Like `stratified_split` without stratification (e.g. for regression)."""
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}.")
+    _check_fractions(fractions)
+    rng = np.random.default_rng(seed)
+    return _assign([np.arange(n)], fractions, rng)

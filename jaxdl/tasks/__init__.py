@@ -1,0 +1,11 @@
+"""What differs between experiments: the model's init, the per-example loss and metrics.
+
+A task turns a batch into per-example values (`loss` plus any metric); the training step
+weights them by the batch mask and sums them, so every task gets exact (sum, count)
+metrics, padded evaluation and data parallelism for free.
+"""
+
+from jaxdl.tasks.base import Task, build_task, register_task, task_names
+from jaxdl.tasks import classification as _classification  # noqa: F401  (registers it)
+
+__all__ = ["Task", "build_task", "register_task", "task_names"]

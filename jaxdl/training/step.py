@@ -1,0 +1,83 @@
+"""The pure train and eval steps, written once for every task and both backends."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from jaxdl.training import optim
+from jaxdl.training.state import TrainState
+
+
+def step_rng(state: TrainState, axis_name: str | None) -> jax.Array:
+    """This step's key: folded with the step, and with the device index under pmap, so
+    dropout masks differ per step and per device yet a rerun draws the same ones."""
+    rng = jax.random.fold_in(state.rng, state.step)
+    if axis_name is not None:
+        rng = jax.random.fold_in(rng, lax.axis_index(axis_name))
+    return rng
+
+
+def _masked_sums(values: dict[str, jax.Array], mask: jax.Array) -> dict[str, jax.Array]:
+    sums = {name: jnp.sum(v.astype(jnp.float32) * mask) for name, v in values.items()}
+    sums["count"] = jnp.sum(mask)
+    return sums
+
+
+def make_train_step(task, tx: optax.GradientTransformation, *,
+                    axis_name: str | None) -> Callable:
+    """`train_step(state, batch) -> (state, metrics)`.
+
+    metrics: `sums` (per-example values summed, with `count`) to be merged over steps then
+    divided, and `scalars` (gradient, parameter and update norms, learning rate) of this step.
+    """
+
+    def train_step(state: TrainState, batch):
+        rng = step_rng(state, axis_name)
+        mask = batch["mask"].astype(jnp.float32)
+
+        def loss_fn(params):
+            variables = {"params": params, **state.model_state}
+            values, model_state = task.apply(variables, batch, train=True, rng=rng)
+            loss = jnp.sum(values["loss"].astype(jnp.float32) * mask) / jnp.sum(mask)
+            return loss, (values, model_state)
+
+        (loss, (values, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params)
+        sums = _masked_sums(values, mask)
+        if axis_name is not None:
+            # Every device holds an equal share of the global batch, so the mean of the
+            # per-device means is the global mean.
+            grads, loss = lax.pmean((grads, loss), axis_name)
+            sums = lax.psum(sums, axis_name)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+        params = optax.apply_updates(state.params, updates)
+        new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
+                                  opt_state=opt_state)
+        scalars = {
+            "grad_norm": optax.global_norm(grads),
+            "param_norm": optax.global_norm(params),
+            "update_norm": optax.global_norm(updates),
+            "learning_rate": optim.current_learning_rate(opt_state),
+        }
+        return new_state, {"sums": sums, "scalars": scalars}
+
+    return train_step
+
+
+def make_eval_step(task, *, axis_name: str | None) -> Callable:
+    """`eval_step(state, batch) -> sums`: masked per-example sums, padding excluded."""
+
+    def eval_step(state: TrainState, batch):
+        variables = {"params": state.params, **state.model_state}
+        values, _ = task.apply(variables, batch, train=False, rng=state.rng)
+        sums = _masked_sums(values, batch["mask"].astype(jnp.float32))
+        if axis_name is not None:
+            sums = lax.psum(sums, axis_name)
+        return sums
+
+    return eval_step

@@ -1,0 +1,319 @@
+"""Metric sinks for training runs: JSONL + TensorBoard, console progress, and PNG curves.
+
+Nothing here reads flags or holds global state; every cadence (when to write, when to
+report progress) belongs to the caller. TensorBoard files are written with tensorboardX
+so that tensorflow is never imported (slow, and it would grab a GPU).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import numpy as np
+import tqdm
+
+if TYPE_CHECKING:
+    import jax
+
+__all__ = ["MetricWriter", "Progress", "plot_curves", "read_metrics"]
+
+METRICS_FILENAME = "metrics.jsonl"
+TENSORBOARD_DIRNAME = "tensorboard"
+
+# Keys every JSONL record carries besides the metrics; metric names may not reuse them.
+_RESERVED_KEYS = ("step", "split", "time")
+
+# JSON has no NaN/Infinity; these strings stand in for them so every line stays valid JSON.
+_STR_TO_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+def _to_float(name: str, value: Any) -> float:
+    """Python float from a scalar, 0-d numpy array or 0-d jax.Array."""
+    arr = np.asarray(value)  # also pulls a jax.Array to host
+    if arr.size != 1:
+        raise ValueError(f"metric {name!r} must be a scalar, got shape {arr.shape}")
+    return float(arr.reshape(()))
+
+
+def _encode(value: float) -> float | str:
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return "nan"
+    return "inf" if value > 0 else "-inf"
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, str) and value in _STR_TO_NONFINITE:
+        return _STR_TO_NONFINITE[value]
+    return value
+
+
+class MetricWriter:
+    """Writes metrics to `workdir/metrics.jsonl` and (optionally) TensorBoard.
+
+    Each `write` appends one JSON line `{"step", "split", <metrics>..., "time"}` and
+    flushes it, so a killed run keeps everything written so far. Non-finite values are
+    stored as the strings "nan", "inf", "-inf" (JSON cannot represent them);
+    `read_metrics` turns them back into floats.
+    """
+
+    def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True):
+        self.workdir = Path(workdir)
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.path = self.workdir / METRICS_FILENAME
+        # Append: a resumed run continues the same file instead of erasing history.
+        self._file: TextIO | None = open(self.path, "a", encoding="utf-8")
+        self._tb = None
+        if tensorboard:
+            from tensorboardX import SummaryWriter  # only pay the protobuf import when used
+
+            self._tb = SummaryWriter(logdir=str(self.workdir / TENSORBOARD_DIRNAME))
+
+    def write(
+        self,
+        step: int,
+        split: str,
+        metrics: Mapping[str, float | np.ndarray | jax.Array],
+    ) -> None:
+        """Record `metrics` of `split` at `step` (one JSON line, flushed)."""
+        if self._file is None:
+            raise ValueError("MetricWriter is closed")
+        step = int(step)
+        values = {}
+        for name, value in metrics.items():
+            if name in _RESERVED_KEYS:
+                raise ValueError(f"metric name {name!r} is reserved")
+            values[name] = _to_float(name, value)
+        record: dict[str, Any] = {"step": step, "split": str(split)}
+        record.update({name: _encode(v) for name, v in values.items()})
+        record["time"] = time.time()
+        # allow_nan=False: fail loudly rather than ever emit invalid JSON.
+        self._file.write(json.dumps(record, allow_nan=False) + "\n")
+        self._file.flush()
+        if self._tb is not None:
+            for name, v in values.items():
+                self._tb.add_scalar(f"{split}/{name}", v, global_step=step)
+            # Writes happen at logging cadence, so flushing each time is cheap and keeps
+            # TensorBoard as durable as the JSONL file.
+            self._tb.flush()
+
+    def close(self) -> None:
+        """Flush and close all backends; calling it again does nothing."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
+
+    def __enter__(self) -> MetricWriter:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def read_metrics(path: str | os.PathLike) -> list[dict]:
+    """Parse a metrics.jsonl file; "nan"/"inf"/"-inf" strings become floats again.
+
+    A torn final line (the run was killed mid-write) is ignored; any other malformed
+    line raises.
+    """
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            raw = json.loads(line)
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # no trailing newline: the write never finished
+                break
+            raise
+        records.append(
+            {k: (v if k in _RESERVED_KEYS else _decode(v)) for k, v in raw.items()}
+        )
+    return records
+
+
+def _format_rate(rate: float) -> str:
+    # Large rates read best as integers, small ones need a few significant digits.
+    return f"{rate:.0f}" if rate >= 100 else f"{rate:.3g}"
+
+
+def _format_metrics(metrics: Mapping[str, float]) -> str:
+    return " ".join(f"{name} {float(np.asarray(v)):.4g}" for name, v in metrics.items())
+
+
+class Progress:
+    """Human-readable progress: a tqdm bar on a terminal, plain log lines elsewhere.
+
+    The training loop calls `update` at its logging points; rates are measured over the
+    interval since the previous update (wall clock).
+    """
+
+    def __init__(
+        self,
+        total_steps: int,
+        *,
+        initial_step: int = 0,
+        examples_per_step: int,
+        stream: TextIO = sys.stderr,
+        tty: bool | None = None,
+    ):
+        self.total_steps = int(total_steps)
+        self.examples_per_step = int(examples_per_step)
+        self.stream = stream
+        self.tty = stream.isatty() if tty is None else bool(tty)
+        self._last_step = int(initial_step)
+        self._last_time = time.perf_counter()
+        self._bar: tqdm.tqdm | None = None
+        if self.tty:
+            self._bar = tqdm.tqdm(
+                total=self.total_steps,
+                initial=self._last_step,
+                file=stream,
+                unit="step",
+                dynamic_ncols=True,
+            )
+
+    def _interval_rate(self, step: int) -> float | None:
+        """Steps/s since the previous update; None when it cannot be measured."""
+        now = time.perf_counter()
+        dt, dsteps = now - self._last_time, step - self._last_step
+        self._last_time, self._last_step = now, step
+        if dt <= 0 or dsteps <= 0:
+            return None
+        return dsteps / dt
+
+    def update(self, step: int, metrics: Mapping[str, float] | None = None) -> None:
+        """Report that training reached `step`, with optional metrics to show."""
+        step = int(step)
+        metrics = metrics or {}
+        rate = self._interval_rate(step)
+        if rate is None:
+            rates = "- steps/s - ex/s"
+        else:
+            ex_rate = rate * self.examples_per_step
+            rates = f"{_format_rate(rate)} steps/s {_format_rate(ex_rate)} ex/s"
+        if self._bar is not None:
+            # tqdm already shows the ETA; the postfix adds metrics and interval rates.
+            postfix = " | ".join(p for p in (_format_metrics(metrics), rates) if p)
+            self._bar.set_postfix_str(postfix, refresh=False)
+            # update() redraws only past tqdm's mininterval (returns True then); logging
+            # points are rare, so make sure each one is shown, but only once.
+            redrawn = step > self._bar.n and self._bar.update(step - self._bar.n)
+            if not redrawn:
+                self._bar.refresh()
+            return
+        pct = f" ({100 * step // self.total_steps}%)" if self.total_steps > 0 else ""
+        parts = [f"step {step}/{self.total_steps}{pct}"]
+        if metrics:
+            parts.append(_format_metrics(metrics))
+        parts.append(rates)
+        if rate is None:
+            parts.append("ETA ?")
+        else:
+            remaining = max(self.total_steps - step, 0) / rate
+            parts.append(f"ETA {datetime.timedelta(seconds=round(remaining))}")
+        self._print(" | ".join(parts))
+
+    def message(self, text: str) -> None:
+        """Print a line of text without breaking the progress bar."""
+        if self._bar is not None:
+            self._bar.write(text, file=self.stream)
+        else:
+            self._print(text)
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream)
+        self.stream.flush()  # logs redirected to a file should show up promptly
+
+    def close(self) -> None:
+        """Finish the bar (if any); calling it again does nothing."""
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+# Size of one subplot; the figure grows with the number of metrics.
+_PANEL_SIZE_INCHES = (4.5, 3.2)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+        value, (bool, np.bool_)
+    )
+
+
+def plot_curves(metrics: list[dict], path: str | os.PathLike, *, title: str = "") -> None:
+    """Save a PNG with one subplot per metric (x = step), one line per split.
+
+    Non-numeric values are skipped, as are non-finite ones (they cannot be drawn). Names
+    containing "loss" use a log y-axis when all their values are positive. An input with
+    nothing to plot still yields a figure saying "no metrics".
+    """
+    # Figure + Agg canvas directly: pyplot would switch the process-wide backend/state.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    # series[name][split] = list of (step, value), in order of first appearance.
+    series: dict[str, dict[str, list[tuple[float, float]]]] = {}
+    for record in metrics:
+        step, split = record.get("step"), str(record.get("split", ""))
+        if not _is_number(step):
+            continue
+        for name, value in record.items():
+            if name in _RESERVED_KEYS or not _is_number(value):
+                continue
+            points = series.setdefault(name, {}).setdefault(split, [])
+            if math.isfinite(float(value)):
+                points.append((float(step), float(value)))
+
+    n = len(series)
+    ncols = max(1, math.ceil(math.sqrt(n)))
+    nrows = max(1, math.ceil(n / ncols))
+    fig = Figure(figsize=(_PANEL_SIZE_INCHES[0] * ncols, _PANEL_SIZE_INCHES[1] * nrows))
+    FigureCanvasAgg(fig)
+    if title:
+        fig.suptitle(title)
+    if n == 0:
+        ax = fig.add_subplot()
+        ax.text(0.5, 0.5, "no metrics", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    for i, (name, by_split) in enumerate(series.items()):
+        ax = fig.add_subplot(nrows, ncols, i + 1)
+        all_values = []
+        for split, points in by_split.items():
+            if not points:
+                continue
+            points.sort()
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, label=split, marker="." if len(points) == 1 else None)
+            all_values.extend(ys)
+        if "loss" in name.lower() and all_values and min(all_values) > 0:
+            ax.set_yscale("log")
+        ax.set_title(name)
+        ax.set_xlabel("step")
+        if all_values:
+            ax.legend()
+        ax.grid(True, alpha=0.3)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png")

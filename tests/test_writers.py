@@ -1,0 +1,189 @@
+"""Tests for jaxdl.training.writers: JSONL/TensorBoard metrics, progress, curve plots."""
+
+import io
+import json
+import math
+import struct
+
+import numpy as np
+import pytest
+
+from jaxdl.training.writers import MetricWriter, Progress, plot_curves, read_metrics
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _tb_scalars(logdir):
+    """{tag: [(step, value), ...]} from the event files under `logdir`."""
+    files = sorted(logdir.rglob("events.out.tfevents.*"))
+    assert files, f"no event file under {logdir}"
+    try:
+        from tensorboard.backend.event_processing import event_accumulator
+    except ImportError:
+        event_accumulator = None
+    out = {}
+    if event_accumulator is not None:
+        acc = event_accumulator.EventAccumulator(str(files[0].parent))
+        acc.Reload()
+        for tag in acc.Tags()["scalars"]:
+            out[tag] = [(e.step, e.value) for e in acc.Scalars(tag)]
+        return out
+    # No tensorboard package: decode the TFRecord framing ourselves
+    # (u64 length, u32 length-crc, payload, u32 payload-crc) with tensorboardX's protos.
+    from tensorboardX.proto import event_pb2
+
+    for path in files:
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (length,) = struct.unpack("<Q", data[pos : pos + 8])
+            payload = data[pos + 12 : pos + 12 + length]
+            pos += 12 + length + 4
+            event = event_pb2.Event.FromString(payload)
+            for value in event.summary.value:
+                out.setdefault(value.tag, []).append((event.step, value.simple_value))
+    return out
+
+
+def test_write_and_read_two_splits(tmp_path):
+    with MetricWriter(tmp_path, tensorboard=False) as writer:
+        writer.write(10, "train", {"loss": 0.5, "accuracy": np.float32(0.25)})
+        writer.write(10, "validation", {"loss": np.array(0.75)})
+        writer.write(20, "train", {"loss": 0.125, "accuracy": 0.5})
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    assert [(r["step"], r["split"]) for r in records] == [
+        (10, "train"),
+        (10, "validation"),
+        (20, "train"),
+    ]
+    assert records[0]["loss"] == 0.5 and records[0]["accuracy"] == 0.25
+    assert records[1]["loss"] == 0.75 and "accuracy" not in records[1]
+    assert records[2]["loss"] == 0.125 and records[2]["accuracy"] == 0.5
+    assert all(isinstance(r["time"], float) for r in records)
+
+
+def test_jax_scalar_values(tmp_path):
+    jnp = pytest.importorskip("jax.numpy")
+    with MetricWriter(tmp_path, tensorboard=False) as writer:
+        writer.write(1, "train", {"loss": jnp.asarray(1.5)})
+    assert read_metrics(tmp_path / "metrics.jsonl")[0]["loss"] == 1.5
+
+
+def test_nonfinite_round_trip_and_valid_json(tmp_path):
+    with MetricWriter(tmp_path, tensorboard=False) as writer:
+        writer.write(1, "train", {"a": float("nan"), "b": float("inf"), "c": -np.inf, "d": 1.0})
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    # Strict JSON parser: NaN/Infinity literals would be rejected.
+    raw = json.loads(lines[0], parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert (raw["a"], raw["b"], raw["c"]) == ("nan", "inf", "-inf")
+    (record,) = read_metrics(tmp_path / "metrics.jsonl")
+    assert math.isnan(record["a"])
+    assert record["b"] == math.inf and record["c"] == -math.inf and record["d"] == 1.0
+
+
+def test_flushed_before_close_and_append_mode(tmp_path):
+    writer = MetricWriter(tmp_path, tensorboard=False)
+    writer.write(3, "train", {"loss": 2.0})
+    # Read while still open: a killed run must keep what was written.
+    (record,) = read_metrics(tmp_path / "metrics.jsonl")
+    assert (record["step"], record["split"], record["loss"]) == (3, "train", 2.0)
+    writer.close()
+    writer.close()  # closing twice is harmless
+    with pytest.raises(ValueError):
+        writer.write(4, "train", {"loss": 1.0})
+    with MetricWriter(tmp_path, tensorboard=False) as writer:
+        writer.write(4, "train", {"loss": 1.0})
+    assert [r["step"] for r in read_metrics(tmp_path / "metrics.jsonl")] == [3, 4]
+
+
+def test_rejects_reserved_and_nonscalar(tmp_path):
+    with MetricWriter(tmp_path, tensorboard=False) as writer:
+        with pytest.raises(ValueError):
+            writer.write(1, "train", {"step": 1.0})
+        with pytest.raises(ValueError):
+            writer.write(1, "train", {"loss": np.zeros(3)})
+
+
+def test_read_metrics_ignores_torn_last_line(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "split": "train", "loss": 1.0, "time": 0.0}\n{"step": 2, "spl')
+    assert [r["step"] for r in read_metrics(path)] == [1]
+
+
+def test_tensorboard_scalars(tmp_path):
+    with MetricWriter(tmp_path) as writer:
+        writer.write(5, "train", {"loss": 0.25})
+        writer.write(5, "validation", {"loss": 0.5})
+    scalars = _tb_scalars(tmp_path / "tensorboard")
+    assert scalars["train/loss"] == [(5, pytest.approx(0.25))]
+    assert scalars["validation/loss"] == [(5, pytest.approx(0.5))]
+
+
+def test_progress_plain_lines():
+    stream = io.StringIO()
+    progress = Progress(100, examples_per_step=64, stream=stream)  # StringIO is not a tty
+    assert not progress.tty
+    progress.update(10, {"loss": 0.43214})
+    progress.update(20, {"loss": 0.3125, "accuracy": 0.9})
+    progress.message("hello")
+    progress.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 3
+    assert "step 10/100 (10%)" in lines[0] and "loss 0.4321" in lines[0]
+    last = lines[1]
+    assert "step 20/100 (20%)" in last
+    assert "loss 0.3125" in last and "accuracy 0.9" in last
+    assert "steps/s" in last and "ex/s" in last and "ETA" in last
+    assert lines[2] == "hello"
+
+
+def test_progress_plain_rates_use_interval(monkeypatch):
+    clock = iter([0.0, 2.0, 3.0])  # init, first update, second update
+    monkeypatch.setattr("jaxdl.training.writers.time.perf_counter", lambda: next(clock))
+    stream = io.StringIO()
+    progress = Progress(100, initial_step=10, examples_per_step=8, stream=stream, tty=False)
+    progress.update(20)  # 10 steps in 2 s
+    progress.update(50)  # 30 steps in 1 s
+    first, second = stream.getvalue().splitlines()
+    assert "5 steps/s 40 ex/s" in first and "ETA 0:00:16" in first
+    assert "30 steps/s 240 ex/s" in second and "ETA 0:00:02" in second
+
+
+def test_progress_tty():
+    stream = io.StringIO()
+    progress = Progress(250, initial_step=50, examples_per_step=32, stream=stream, tty=True)
+    progress.update(100, {"loss": 1.23456})
+    progress.message("note")
+    progress.update(250, {"loss": 0.5})
+    progress.close()
+    progress.close()
+    out = stream.getvalue()
+    assert "250" in out
+    assert "loss 1.235" in out and "ex/s" in out
+    assert "note" in out
+
+
+def test_plot_curves(tmp_path):
+    records = [
+        {"step": 1, "split": "train", "loss": 2.0, "accuracy": 0.1, "time": 0.0},
+        {"step": 2, "split": "train", "loss": 1.0, "accuracy": 0.5, "note": "x", "time": 1.0},
+        {"step": 2, "split": "validation", "loss": 1.5, "accuracy": float("nan"), "time": 1.0},
+        {"step": 3, "split": "test", "loss": -1.0, "time": 2.0},
+    ]
+    path = tmp_path / "curves.png"
+    plot_curves(records, path, title="run")
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > len(PNG_SIGNATURE)
+
+
+def test_plot_curves_from_writer_and_empty(tmp_path):
+    with MetricWriter(tmp_path, tensorboard=False) as writer:
+        for step in range(1, 4):
+            writer.write(step, "train", {"loss": 1.0 / step})
+    plot_curves(read_metrics(tmp_path / "metrics.jsonl"), tmp_path / "a.png")
+    assert (tmp_path / "a.png").read_bytes().startswith(PNG_SIGNATURE)
+
+    empty = tmp_path / "sub" / "empty.png"
+    plot_curves([], empty)
+    data = empty.read_bytes()
+    assert data.startswith(PNG_SIGNATURE) and len(data) > 100
