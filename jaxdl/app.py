@@ -27,6 +27,22 @@ def _fail(message: str) -> None:
     sys.exit(EXIT_BAD_INPUT)
 
 
+def _override_error(error: Exception, defaults: ml_collections.ConfigDict) -> str:
+    """One line naming the --config.* override that cannot apply, with the valid keys."""
+    for arg in sys.argv[1:]:
+        if not arg.startswith("--config."):
+            continue
+        path = arg[len("--config."):].split("=")[0].split(".")
+        section, parents = defaults, []
+        for key in path:
+            if not isinstance(section, ml_collections.ConfigDict) or key not in section:
+                where = ".".join(["config", *parents])
+                valid = ", ".join(sorted(section)) if isinstance(section, ml_collections.ConfigDict) else ""
+                return f"--config.{'.'.join(path)}: unknown key; valid keys of {where}: {valid}"
+            section, parents = section[key], parents + [key]
+    return str(error).strip().splitlines()[0] if str(error) else type(error).__name__
+
+
 def _default_cache_dir() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "jaxdl", "xla")
@@ -66,9 +82,15 @@ def run(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
     flags.DEFINE_string("workdir", None, "directory for this run's files", flag_values=flag_values)
     flags.DEFINE_string("compilation_cache_dir", _default_cache_dir(),
                         "persistent XLA compilation cache ('' = off)", flag_values=flag_values)
+    from absl import logging
     from ml_collections import config_flags
-    config_flags.DEFINE_config_dict("config", get_config(), "experiment config",
-                                    flag_values=flag_values, lock_config=True)
+    # Backend-probing INFO lines (no TPU here) would bury the one line a user must read.
+    logging.set_verbosity(logging.WARNING)
+    try:  # config_flags applies --config.* overrides while defining the flag
+        config_flags.DEFINE_config_dict("config", get_config(), "experiment config",
+                                        flag_values=flag_values, lock_config=True)
+    except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+        _fail(_override_error(e, get_config()))
 
     def parse(argv):
         try:

@@ -227,13 +227,37 @@ def _validate_section(spec: Mapping[str, Any], given: Mapping[str, Any], prefix:
     return out
 
 
+_SIMPLE_TYPES = {int: int, float: float, str: str, bool: bool}
+
+
 def _check_model_fields(model: Mapping[str, Any]) -> None:
+    """Every key is a constructor field, every field without a default is set, and values
+    of plain-typed fields (int, float, str, bool, tuple) have that type."""
+    import typing
+
     from jaxdl import models
+    cls = models.get_model_class(model["name"])
     fields = models.model_fields(model["name"])
     for key in model:
         if key != "name" and key not in fields:
             raise ConfigError(f"config.model.{key}: unknown field of model {model['name']!r}; "
                               f"valid: {', '.join(sorted(fields))}")
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if field.name not in fields:
+            continue
+        required = (field.default is dataclasses.MISSING
+                    and field.default_factory is dataclasses.MISSING)
+        if field.name not in model:
+            if required:
+                raise ConfigError(f"config.model.{field.name}: missing; model "
+                                  f"{model['name']!r} requires it")
+            continue
+        hint = hints.get(field.name)
+        origin = typing.get_origin(hint) or hint
+        if hint in _SIMPLE_TYPES or origin is tuple:
+            _check_value(f"model.{field.name}", Field(_SIMPLE_TYPES.get(hint, tuple)),
+                         model[field.name])
 
 
 def validate(config: ml_collections.ConfigDict | Mapping[str, Any]) -> ml_collections.ConfigDict:

@@ -150,7 +150,7 @@ def test_plateau_schedule_fn_is_constant_with_warmup():
 
 @pytest.mark.parametrize('name', optim.SCHEDULES)
 @pytest.mark.parametrize('total', [1, 2])
-@pytest.mark.parametrize('warmup', ['0 steps', '1 steps', '5 steps'])
+@pytest.mark.parametrize('warmup', ['0 steps', '5 steps'])  # 5 > total
 def test_tiny_runs_give_finite_lr(name, total, warmup):
   if name == 'one_cycle' and warmup != '0 steps':
     pytest.skip('one_cycle rejects a separate warmup')
@@ -188,7 +188,7 @@ def test_every_optimizer_reduces_quadratic(name):
 
 
 VALUE_CASES = ([(n, 'plateau', a) for n in optim.OPTIMIZERS for a in (1, 2)]
-               + [('adamw', s, a) for s in optim.SCHEDULES for a in (1, 2)])
+               + [('adamw', s, a) for s in optim.SCHEDULES if s != 'plateau' for a in (1, 2)])
 
 
 @pytest.mark.parametrize('name, sched_name, accum', VALUE_CASES)
@@ -363,21 +363,25 @@ def test_plateau_reduces_lr_after_patience(accumulation):
   np.testing.assert_allclose(float(lr), LR * factor, rtol=1e-6)
 
 
-def test_plateau_through_multisteps_reports_applied_lr():
+@pytest.mark.parametrize('name', ['sgd', 'adam'])
+def test_plateau_through_multisteps_reports_applied_lr(name):
   patience, factor, k = 2, 0.5, 2
   s = make_sched(name='plateau', plateau_patience=patience, plateau_factor=factor,
                  plateau_accumulation=1)
-  tx, _ = build(opt=make_opt(name='sgd', learning_rate=LR, grad_accum_steps=k), sched=s)
+  tx, _ = build(opt=make_opt(name=name, learning_rate=LR, grad_accum_steps=k, eps=1e-8),
+                sched=s)
   params = {'w': jnp.zeros(2)}
   state = tx.init(params)
   step = make_step(tx)
   g = jnp.array([1.0, -2.0])
+  # Under a constant gradient adam's bias-corrected step is sign(g); sgd's is g.
+  direction = g if name == 'sgd' else jnp.sign(g)
   lrs = []
   for micro in range(k * (patience + 2)):
     params, state, lr, u = step(params, state, g, jnp.float32(1.0))
     if (micro + 1) % k == 0:
-      # The update really applied used the reported lr.
-      np.testing.assert_allclose(u['w'], -float(lr) * g, rtol=1e-6)
+      # The update really applied used the reported lr (plateau scales after adam).
+      np.testing.assert_allclose(u['w'], -float(lr) * direction, rtol=1e-4)
       lrs.append(float(lr))
   # Plateau counts optimizer updates: best at update 1, reduced at update patience+1.
   np.testing.assert_allclose(lrs, [LR] * patience + [LR * factor] * 2, rtol=1e-6)

@@ -105,13 +105,49 @@ def _better(value: float, best: float | None, mode: str) -> bool:
     return value > best if mode == "max" else value < best
 
 
-def run(config, workdir: Path, *, stream=sys.stderr) -> Iterator[dict[str, Any]]:
-    """Trains `config` writing into `workdir`; yields one report per evaluation.
+@dataclasses.dataclass
+class Trainer:
+    """Everything a run needs, built from the config: the same pieces for the loop, the
+    benchmarks and the tests, so none of them trains a copy of the step."""
 
-    The final report (after the last step) carries the run summary under `summary`.
-    """
-    workdir = Path(workdir)
-    try:  # a config the data or the optimizer cannot honour is bad input, not a crash
+    config: Any
+    dataset: data_lib.Dataset
+    splits: dict[str, data_lib.ArraySplit]
+    plan: Plan
+    backend: parallel.Backend
+    task: tasks.Task
+    tx: Any
+    state: Any  # on the devices
+    train_step: Any  # compiled
+    eval_step: Any  # compiled
+    compile_seconds: float
+
+    def train_batch(self, step: int) -> dict[str, np.ndarray]:
+        """The host batch of global step `step` (0-based), mask included."""
+        batch = data_lib.train_batch(self.splits[TRAIN], self.config.data.batch_size,
+                                     self.config.seed, step)
+        return _with_mask(batch)
+
+    def evaluate(self, state, split_name: str) -> dict[str, float]:
+        """Metrics over every example of the split: the last batch is padded and masked."""
+        total = None
+        for batch in data_lib.eval_batches(self.splits[split_name],
+                                           self.config.data.eval_batch_size):
+            sums = self.eval_step(state, self.backend.put_batch(batch))
+            total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
+        sums = {k: float(v) for k, v in self.backend.get_metrics(total).items()}
+        return {**_mean_metrics(sums), "examples": sums["count"]}
+
+
+def _with_mask(batch):
+    return {**batch, "mask": np.ones(len(batch["targets"]), np.float32)}
+
+
+def build(config) -> Trainer:
+    """Loads the data, builds task and optimizer, initialises and places the state, and
+    compiles the train and eval steps once. Raises ConfigError for a config the data or
+    the devices cannot honour."""
+    try:
         dataset, splits = load_splits(config)
         if TRAIN not in splits:
             raise ConfigError("the train split is empty")
@@ -125,22 +161,32 @@ def run(config, workdir: Path, *, stream=sys.stderr) -> Iterator[dict[str, Any]]
     except ValueError as e:
         raise e if isinstance(e, ConfigError) else ConfigError(str(e)) from None
 
-    batch_size, eval_batch_size = config.data.batch_size, config.data.eval_batch_size
-    example = data_lib.train_batch(splits[TRAIN], batch_size, config.seed, 0)
-    state = create_state(task, tx, config.seed, example["inputs"][:1])
-    state = backend.put_state(state)
-
-    def with_mask(batch):
-        return {**batch, "mask": np.ones(len(batch["targets"]), np.float32)}
-
-    train_step, train_compile_s = backend.compile(
+    example = _with_mask(data_lib.train_batch(splits[TRAIN], config.data.batch_size,
+                                              config.seed, 0))
+    state = backend.put_state(create_state(task, tx, config.seed, example["inputs"][:1]))
+    train_step, train_seconds = backend.compile(
         step_lib.make_train_step(task, tx, axis_name=backend.axis_name), state,
-        backend.put_batch(with_mask(example)), donate_state=True)
-    eval_splits = [name for name in EVAL_SPLITS if name in splits]
-    eval_example = next(data_lib.eval_batches(splits[TRAIN], eval_batch_size), None)
-    eval_step, eval_compile_s = backend.compile(
+        backend.put_batch(example), donate_state=True)
+    eval_example = next(data_lib.eval_batches(splits[TRAIN], config.data.eval_batch_size))
+    eval_step, eval_seconds = backend.compile(
         step_lib.make_eval_step(task, axis_name=backend.axis_name), state,
         backend.put_batch(eval_example), donate_state=False)
+    return Trainer(config=config, dataset=dataset, splits=splits, plan=plan, backend=backend,
+                   task=task, tx=tx, state=state, train_step=train_step, eval_step=eval_step,
+                   compile_seconds=train_seconds + eval_seconds)
+
+
+def run(config, workdir: Path, *, stream=sys.stderr) -> Iterator[dict[str, Any]]:
+    """Trains `config` writing into `workdir`; yields one report per evaluation.
+
+    The final report (after the last step) carries the run summary under `summary`.
+    """
+    workdir = Path(workdir)
+    trainer = build(config)
+    splits, plan, backend, task = trainer.splits, trainer.plan, trainer.backend, trainer.task
+    state, train_step, eval_step = trainer.state, trainer.train_step, trainer.eval_step
+    batch_size = config.data.batch_size
+    eval_splits = [name for name in EVAL_SPLITS if name in splits]
 
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(json.dumps(
@@ -149,21 +195,13 @@ def run(config, workdir: Path, *, stream=sys.stderr) -> Iterator[dict[str, Any]]
     (workdir / "env.json").write_text(json.dumps(
         environment.describe(backend.devices, config.parallel.backend), indent=2) + "\n")
 
-    def evaluate(split_name: str) -> dict[str, float]:
-        total = None
-        for batch in data_lib.eval_batches(splits[split_name], eval_batch_size):
-            sums = eval_step(state, backend.put_batch(batch))
-            total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
-        sums = {k: float(v) for k, v in backend.get_metrics(total).items()}
-        return {**_mean_metrics(sums), "examples": sums["count"]}
-
     writer = writers.MetricWriter(workdir, tensorboard=config.logging.tensorboard)
     progress = writers.Progress(plan.total_steps, examples_per_step=batch_size, stream=stream,
                                 tty=None if config.logging.progress else False)
     progress.message(f"{config.model.name} on {config.data.name}: {plan.total_steps} steps "
                      f"({plan.steps_per_epoch}/epoch), {backend.kind} over "
                      f"{backend.num_devices} {backend.devices[0].platform} device(s), compiled "
-                     f"in {train_compile_s + eval_compile_s:.1f}s")
+                     f"in {trainer.compile_seconds:.1f}s")
     best: dict[str, dict[str, float]] = {}
     final: dict[str, dict[str, float]] = {}
     window = _Window()
@@ -173,7 +211,7 @@ def run(config, workdir: Path, *, stream=sys.stderr) -> Iterator[dict[str, Any]]
         segment_start = time.perf_counter()
         batches = data_lib.train_batches(splits[TRAIN], batch_size, config.seed)
         for step in range(1, plan.total_steps + 1):
-            state, metrics = train_step(state, backend.put_batch(with_mask(next(batches))))
+            state, metrics = train_step(state, backend.put_batch(_with_mask(next(batches))))
             window.add(metrics)
             examples_seen += batch_size
             log_now = Plan.due(step, plan.log_every, plan.total_steps)
@@ -192,7 +230,7 @@ def run(config, workdir: Path, *, stream=sys.stderr) -> Iterator[dict[str, Any]]
             if eval_now:
                 report = {"step": step}
                 for name in eval_splits:
-                    result = evaluate(name)
+                    result = trainer.evaluate(state, name)
                     writer.write(step, name, result)
                     report[name] = final[name] = result
                     if _better(result[task.monitor], best.get(name, {}).get(task.monitor),
@@ -208,7 +246,7 @@ def run(config, workdir: Path, *, stream=sys.stderr) -> Iterator[dict[str, Any]]
                         "epochs": plan.total_steps / plan.steps_per_epoch,
                         "train_examples_per_second": examples_seen / train_seconds,
                         "train_seconds": train_seconds,
-                        "compile_seconds": train_compile_s + eval_compile_s,
+                        "compile_seconds": trainer.compile_seconds,
                         "wall_seconds": time.perf_counter() - wall_start,
                         "last_train": train_metrics,
                     }
@@ -220,7 +258,10 @@ def run(config, workdir: Path, *, stream=sys.stderr) -> Iterator[dict[str, Any]]
         progress.close()
         writer.close()
         if config.logging.plot:
-            writers.plot_curves(writers.read_metrics(workdir / "metrics.jsonl"),
+            bookkeeping = ("epoch", "examples")
+            records = [{k: v for k, v in r.items() if k not in bookkeeping}
+                       for r in writers.read_metrics(workdir / "metrics.jsonl")]
+            writers.plot_curves(records,
                                 workdir / "curves.png",
                                 title=f"{config.model.name} on {config.data.name}")
 

@@ -22,6 +22,11 @@ def step_rng(state: TrainState, axis_name: str | None) -> jax.Array:
     return rng
 
 
+def global_norm(tree) -> jax.Array:
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
+                        for x in jax.tree.leaves(tree)))
+
+
 def _masked_sums(values: dict[str, jax.Array], mask: jax.Array) -> dict[str, jax.Array]:
     sums = {name: jnp.sum(v.astype(jnp.float32) * mask) for name, v in values.items()}
     sums["count"] = jnp.sum(mask)
@@ -59,9 +64,9 @@ def make_train_step(task, tx: optax.GradientTransformation, *,
         new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
                                   opt_state=opt_state)
         scalars = {
-            "grad_norm": optax.global_norm(grads),
-            "param_norm": optax.global_norm(params),
-            "update_norm": optax.global_norm(updates),
+            "grad_norm": global_norm(grads),
+            "param_norm": global_norm(params),
+            "update_norm": global_norm(updates),
             "learning_rate": optim.current_learning_rate(opt_state),
         }
         return new_state, {"sums": sums, "scalars": scalars}

@@ -1,0 +1,40 @@
+"""MLP on scikit-learn's handwritten digits (1,797 8x8 images), the lectures' first network.
+
+Command:
+    python -m experiments.digits_mlp --workdir=runs/digits_mlp
+    python -m experiments.digits_mlp --workdir=runs/digits_mlp_sigmoid --config.model.activation=sigmoid
+
+Expected result: MEASURED_RESULT
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.model = dict(name="mlp", widths=(128, 64), activation="relu", dropout_rate=0.1,
+                   num_classes=10)
+    c.task = dict(name="classification", loss="softmax_cross_entropy", label_smoothing=0.0)
+    c.data = dict(name="digits", split_seed=0, validation_fraction=0.1, test_fraction=0.2,
+                  batch_size=64, eval_batch_size=128, augmentation="none")
+    c.train = dict(duration="60 epochs", log_every="1 epoch", eval_every="5 epochs")
+    c.optimizer = dict(name="momentum", learning_rate=0.05, momentum=0.9, b1=0.9, b2=0.999,
+                       eps=1e-8, rmsprop_decay=0.9, adagrad_initial_accumulator=0.1,
+                       weight_decay=1e-4, weight_decay_mask="no_bias_no_norm", grad_clip_norm=0.0,
+                       grad_accum_steps=1)
+    c.schedule = dict(name="cosine", warmup="0 steps", boundaries="", decay_factor=0.1,
+                      decay_every="1 epoch", final_lr_factor=0.0, pct_start=0.3,
+                      div_factor=25.0, final_div_factor=1e4, plateau_factor=0.1,
+                      plateau_patience=10, plateau_cooldown=0, plateau_rtol=1e-4,
+                      plateau_accumulation=1)
+    c.precision = "fp32"
+    c.parallel = dict(backend="sharded", num_devices=0, host_devices=2)
+    c.logging = dict(tensorboard=True, progress=True, plot=True)
+    return c
+
+
+if __name__ == "__main__":
+    from jaxdl import app
+
+    app.run(get_config)

@@ -1,0 +1,33 @@
+"""Test set-up: 4 forced CPU devices, so multi-device behaviour is tested without a GPU.
+
+XLA reads the flag when its CPU backend starts, so it is set before any test touches JAX.
+"""
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+FORCED_DEVICES = 4
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           f" --xla_force_host_platform_device_count={FORCED_DEVICES}").strip()
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def repo() -> Path:
+    return REPO
+
+
+def cli_env() -> dict[str, str]:
+    """Environment for a subprocess through the real CLI: the forced devices, and a
+    private compilation cache so tests never write into the user's."""
+    return {**os.environ, "PYTHONPATH": str(REPO)}
+
+
+def run_cli(module: str, *args: str, timeout: float = 300):
+    import subprocess
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=cli_env(),
+                          capture_output=True, text=True, timeout=timeout)

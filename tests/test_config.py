@@ -1,0 +1,432 @@
+"""Tests for jaxdl.config: schema validation, device checks and durations."""
+
+from __future__ import annotations
+
+import copy
+import sys
+import textwrap
+
+import ml_collections
+import pytest
+
+from experiments import digits_cnn
+from jaxdl import losses, models, tasks
+from jaxdl.config import Clock, ConfigError, check_devices, validate
+from jaxdl.data import source_names
+from jaxdl.training import optim
+
+
+def base() -> dict:
+    """The digits_cnn config as a plain (mutable, untyped) nested dict."""
+    return digits_cnn.get_config().to_dict()
+
+
+def error_of(config) -> str:
+    """The message of the ConfigError `validate(config)` raises; asserts it is one line."""
+    with pytest.raises(ConfigError) as info:
+        validate(config)
+    message = str(info.value)
+    assert message.strip(), "empty error message"
+    assert "\n" not in message.strip(), f"multi-line error: {message!r}"
+    return message
+
+
+# --- the happy path --------------------------------------------------------------------------
+
+
+def test_digits_cnn_config_validates_and_is_locked():
+    config = validate(digits_cnn.get_config())
+    assert isinstance(config, ml_collections.ConfigDict)
+    assert config.is_locked
+    with pytest.raises((AttributeError, KeyError)):
+        config.no_such_key = 1
+    with pytest.raises((AttributeError, KeyError)):
+        config.optimizer.lr = 0.1
+    assert config.seed == 0
+    assert config.data.batch_size == 64
+    assert config.optimizer.name == "adam"
+    assert config.optimizer.learning_rate == pytest.approx(3e-3)
+    assert config.model.name == "cnn"
+    assert tuple(config.model.features) == (32, 64)
+
+
+def test_validate_accepts_a_plain_mapping():
+    config = validate(base())
+    assert config.is_locked
+    assert config.train.duration == "40 epochs"
+
+
+def test_non_hyperparameter_defaults_are_filled_in():
+    given = base()
+    del given["parallel"]["num_devices"]
+    del given["logging"]
+    config = validate(given)
+    assert config.parallel.num_devices == 0
+    assert config.parallel.host_devices == 2  # given values are kept
+    assert config.logging.tensorboard is True
+    assert config.logging.progress is True
+    assert config.logging.plot is True
+
+
+def test_given_defaults_are_not_overridden():
+    given = base()
+    given["logging"] = {"tensorboard": False}
+    given["parallel"]["num_devices"] = 2
+    config = validate(given)
+    assert config.logging.tensorboard is False
+    assert config.logging.progress is True
+    assert config.parallel.num_devices == 2
+
+
+def test_ints_are_accepted_for_floats():
+    given = base()
+    given["optimizer"]["learning_rate"] = 1
+    given["task"]["label_smoothing"] = 0
+    given["optimizer"]["weight_decay"] = 0
+    config = validate(given)
+    assert config.optimizer.learning_rate == 1.0
+    assert isinstance(config.optimizer.learning_rate, float)
+    assert isinstance(config.task.label_smoothing, float)
+
+
+def test_validate_does_not_mutate_its_input():
+    given = base()
+    snapshot = copy.deepcopy(given)
+    given["optimizer"]["learning_rate"] = 1
+    snapshot["optimizer"]["learning_rate"] = 1
+    validate(given)
+    assert given == snapshot
+
+
+# --- unknown and missing keys ----------------------------------------------------------------
+
+
+def test_unknown_top_level_key():
+    given = base()
+    given["sed"] = 0
+    message = error_of(given)
+    assert "config.sed" in message
+    assert "unknown key" in message
+    assert "seed" in message  # the valid keys are listed
+
+
+def test_unknown_nested_key():
+    given = base()
+    given["optimizer"]["lr"] = 0.1
+    message = error_of(given)
+    assert "config.optimizer.lr" in message
+    assert "unknown key" in message
+    assert "learning_rate" in message
+
+
+def test_missing_required_key():
+    given = base()
+    del given["seed"]
+    message = error_of(given)
+    assert "config.seed" in message
+    assert "missing" in message
+
+
+def test_missing_required_nested_key():
+    given = base()
+    del given["data"]["batch_size"]
+    message = error_of(given)
+    assert "config.data.batch_size" in message
+    assert "missing" in message
+
+
+def test_missing_required_section():
+    given = base()
+    del given["optimizer"]
+    message = error_of(given)
+    assert "config.optimizer." in message
+    assert "missing" in message
+
+
+def test_scalar_where_a_section_goes():
+    given = base()
+    given["data"] = 3
+    message = error_of(given)
+    assert "config.data" in message
+
+
+# --- wrong types -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("section, key, value, expected", [
+    ("data", "batch_size", "64", "int"),
+    (None, "seed", 1.5, "int"),
+    (None, "seed", True, "int"),
+    ("data", "batch_size", True, "int"),
+    ("optimizer", "learning_rate", "0.1", "float"),
+    ("optimizer", "learning_rate", True, "float"),
+    ("train", "duration", 40, "str"),
+    ("logging", "plot", 1, "bool"),
+    ("optimizer", "name", 3, "str"),
+])
+def test_wrong_type(section, key, value, expected):
+    given = base()
+    (given[section] if section else given)[key] = value
+    message = error_of(given)
+    path = f"config.{section}.{key}" if section else f"config.{key}"
+    assert path in message
+    assert f"expected {expected}" in message
+    assert repr(value) in message
+
+
+# --- impossible values -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("section, key, value", [
+    ("optimizer", "learning_rate", -0.1),
+    ("optimizer", "learning_rate", -1),
+    ("data", "batch_size", 0),
+    ("data", "batch_size", -64),
+    ("data", "eval_batch_size", 0),
+    ("task", "label_smoothing", 1.0),
+    ("task", "label_smoothing", -0.1),
+    ("data", "validation_fraction", 1.0),
+    ("optimizer", "eps", 0.0),
+    ("optimizer", "grad_accum_steps", 0),
+    ("optimizer", "b2", 1.0),
+    ("parallel", "num_devices", -1),
+])
+def test_impossible_value(section, key, value):
+    given = base()
+    given[section][key] = value
+    message = error_of(given)
+    assert f"config.{section}.{key}" in message
+    assert "must be" in message
+
+
+@pytest.mark.parametrize("validation, test", [(0.5, 0.5), (0.6, 0.5), (0.9, 0.2)])
+def test_split_fractions_must_leave_training_data(validation, test):
+    given = base()
+    given["data"]["validation_fraction"] = validation
+    given["data"]["test_fraction"] = test
+    message = error_of(given)
+    assert "config.data" in message
+    assert "validation_fraction" in message and "test_fraction" in message
+
+
+def test_split_fractions_just_below_one_are_fine():
+    given = base()
+    given["data"]["validation_fraction"] = 0.4
+    given["data"]["test_fraction"] = 0.5
+    validate(given)
+
+
+# --- unknown names ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("section, bad, valid_names", [
+    ("optimizer", "adamax", lambda: optim.OPTIMIZERS),
+    ("schedule", "linear_warmup_magic", lambda: optim.SCHEDULES),
+    ("model", "resnet9000", models.model_names),
+    ("data", "imagenet22k", source_names),
+    ("task", "segmentation", tasks.task_names),
+])
+def test_unknown_name_lists_valid_names(section, bad, valid_names):
+    given = base()
+    given[section]["name"] = bad
+    message = error_of(given)
+    assert f"config.{section}.name" in message
+    assert repr(bad) in message
+    names = list(valid_names())
+    assert names, "nothing registered"
+    for name in names:
+        assert name in message
+
+
+def test_unknown_loss_lists_valid_losses():
+    given = base()
+    given["task"]["loss"] = "hinge_squared_magic"
+    message = error_of(given)
+    assert "config.task.loss" in message
+    assert "'hinge_squared_magic'" in message
+    for name in losses.LOSSES:
+        assert name in message
+
+
+@pytest.mark.parametrize("section, key, bad", [
+    (None, "precision", "fp8"),
+    ("parallel", "backend", "horovod"),
+    ("optimizer", "weight_decay_mask", "some"),
+    ("data", "augmentation", "randaugment"),
+])
+def test_unknown_choice(section, key, bad):
+    given = base()
+    (given[section] if section else given)[key] = bad
+    message = error_of(given)
+    path = f"config.{section}.{key}" if section else f"config.{key}"
+    assert path in message
+    assert "valid:" in message
+
+
+def test_unknown_model_field():
+    given = base()
+    given["model"]["widths"] = (32, 64)
+    message = error_of(given)
+    assert "config.model.widths" in message
+    assert "'cnn'" in message
+    for field in ("features", "kernel_size", "dense_width", "num_classes"):
+        assert field in message
+
+
+def test_missing_model_field():
+    """The constructor needs `kernel_size`: a config without it cannot run."""
+    given = base()
+    del given["model"]["kernel_size"]
+    message = error_of(given)
+    assert "config.model.kernel_size" in message
+
+
+# --- durations -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("section, key", [
+    ("train", "duration"), ("train", "log_every"), ("train", "eval_every"),
+    ("schedule", "warmup"), ("schedule", "decay_every"),
+])
+@pytest.mark.parametrize("bad", ["10 parsecs", "1.5 steps", "ten epochs", "epochs", ""])
+def test_bad_duration(section, key, bad):
+    given = base()
+    given[section][key] = bad
+    message = error_of(given)
+    assert f"config.{section}.{key}" in message
+    assert repr(bad) in message
+
+
+def test_bad_duration_in_a_list():
+    given = base()
+    given["schedule"]["boundaries"] = "2 epochs, 10 parsecs"
+    message = error_of(given)
+    assert "config.schedule.boundaries" in message
+    assert "10 parsecs" in message
+
+
+@pytest.mark.parametrize("good", ["40 epochs", "1 epoch", "0.5 epochs", "100 steps", "1 step",
+                                  "1000 examples", "1e3 steps", " 3  EPOCHS "])
+def test_good_durations(good):
+    given = base()
+    given["train"]["duration"] = good
+    assert validate(given).train.duration == good
+
+
+# --- devices ---------------------------------------------------------------------------------
+
+
+def test_check_devices_rejects_uneven_batch():
+    config = validate(digits_cnn.get_config())
+    with pytest.raises(ConfigError) as info:
+        check_devices(config, 3)
+    message = str(info.value)
+    assert "\n" not in message.strip()
+    assert "3" in message
+    assert "config.data.batch_size" in message
+
+
+@pytest.mark.parametrize("num_devices", [1, 2, 4])
+def test_check_devices_accepts_even_batch(num_devices):
+    check_devices(validate(digits_cnn.get_config()), num_devices)
+
+
+def test_check_devices_checks_eval_batch_too():
+    given = base()
+    given["data"]["batch_size"] = 64
+    given["data"]["eval_batch_size"] = 100
+    with pytest.raises(ConfigError, match="eval_batch_size"):
+        check_devices(validate(given), 8)
+
+
+# --- Clock -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def clock():
+    return Clock(steps_per_epoch=19, batch_size=64)
+
+
+@pytest.mark.parametrize("text, steps", [
+    ("40 epochs", 760),
+    ("1 epoch", 19),
+    ("100 steps", 100),
+    ("1 step", 1),
+    ("1000 examples", 16),  # ceil(1000 / 64)
+    ("64 examples", 1),
+    ("65 examples", 2),
+    ("0.5 epoch", 10),  # round(9.5)
+    ("0.5 epochs", 10),
+])
+def test_clock_steps(clock, text, steps):
+    assert clock.steps(text) == steps
+    assert isinstance(clock.steps(text), int)
+
+
+def test_clock_step_list(clock):
+    assert clock.step_list("2 epochs, 100 steps") == [38, 100]
+    assert clock.step_list("") == []
+
+
+@pytest.mark.parametrize("bad", ["10 parsecs", "1.5 steps", "ten epochs"])
+def test_clock_rejects_bad_durations(clock, bad):
+    with pytest.raises(ConfigError):
+        clock.steps(bad)
+
+
+# --- a model given as an import path -----------------------------------------------------------
+
+
+_HELPER_MODULE = "jaxdl_test_helper_models"
+
+
+@pytest.fixture
+def tiny_model(tmp_path, monkeypatch):
+    (tmp_path / f"{_HELPER_MODULE}.py").write_text(textwrap.dedent("""
+        import flax.linen as nn
+
+
+        class TinyNet(nn.Module):
+            hidden: int
+            num_classes: int = 10
+
+            @nn.compact
+            def __call__(self, x, *, train: bool):
+                x = x.reshape((x.shape[0], -1))
+                x = nn.relu(nn.Dense(self.hidden)(x))
+                return nn.Dense(self.num_classes)(x)
+
+
+        NOT_A_MODULE = 3
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, _HELPER_MODULE, raising=False)
+    yield f"{_HELPER_MODULE}:TinyNet"
+    sys.modules.pop(_HELPER_MODULE, None)
+
+
+def test_import_path_model_validates(tiny_model):
+    given = base()
+    given["model"] = {"name": tiny_model, "hidden": 16, "num_classes": 10}
+    config = validate(given)
+    assert config.model.name == tiny_model
+    assert config.model.hidden == 16
+
+
+def test_import_path_model_fields_are_checked(tiny_model):
+    given = base()
+    given["model"] = {"name": tiny_model, "hidden": 16, "features": (32, 64)}
+    message = error_of(given)
+    assert "config.model.features" in message
+    assert "hidden" in message and "num_classes" in message
+
+
+@pytest.mark.parametrize("name", [f"{_HELPER_MODULE}:NoSuchNet",
+                                  f"{_HELPER_MODULE}:NOT_A_MODULE",
+                                  "jaxdl_no_such_module_xyz:Net"])
+def test_bad_import_path_model(tiny_model, name):
+    given = base()
+    given["model"] = {"name": name, "hidden": 16}
+    message = error_of(given)
+    assert "config.model.name" in message
+    assert name in message

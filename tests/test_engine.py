@@ -1,0 +1,144 @@
+"""The step and the loop's pieces: learning, backend equivalence, rng streams, eval padding."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments import digits_cnn
+from jaxdl import config as config_lib
+from jaxdl.training import loop
+from jaxdl.training.step import step_rng
+from jaxdl.training.state import TrainState
+
+
+def make_config(**overrides):
+    """digits_cnn's config with dotted-key overrides, validated."""
+    config = digits_cnn.get_config()
+    for dotted, value in overrides.items():
+        section = config
+        *parents, leaf = dotted.split(".")
+        for name in parents:
+            section = section[name]
+        section[leaf] = value
+    return config_lib.validate(config)
+
+
+def train_losses(trainer, steps):
+    state, losses = trainer.state, []
+    for step in range(steps):
+        state, metrics = trainer.train_step(state, trainer.backend.put_batch(
+            trainer.train_batch(step)))
+        sums = trainer.backend.get_metrics(metrics)["sums"]
+        losses.append(float(sums["loss"] / sums["count"]))
+    return state, np.array(losses)
+
+
+def test_loss_decreases():
+    trainer = loop.build(make_config(**{"parallel.num_devices": 1}))
+    _, losses = train_losses(trainer, 40)
+    assert np.isfinite(losses).all()
+    assert losses[-5:].mean() < 0.3 * losses[0], losses
+
+
+# Tolerance: the backends sum the batch in a different order (per device, then across),
+# so float32 results agree to rounding, not bitwise.
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def test_pmap_sharded_and_single_device_agree():
+    """Same global batch -> same loss curve, parameters and BatchNorm statistics."""
+    # No dropout (its masks legitimately differ by backend); BatchNorm on, to test its sync.
+    common = {"model.dropout_rate": 0.0, "model.batch_norm": True,
+              "optimizer.name": "momentum", "optimizer.learning_rate": 0.05,
+              "optimizer.momentum": 0.9, "schedule.name": "constant", "schedule.warmup": "0 steps"}
+    results = {}
+    for backend, devices in (("sharded", 1), ("sharded", 4), ("pmap", 4)):
+        trainer = loop.build(make_config(**common, **{"parallel.backend": backend,
+                                                      "parallel.num_devices": devices}))
+        assert trainer.backend.num_devices == devices
+        state, losses = train_losses(trainer, 8)
+        results[backend, devices] = (losses, trainer.backend.get_state(state))
+    ref_losses, ref_state = results["sharded", 1]
+    assert ref_losses[-1] < ref_losses[0]
+    for key, (losses, state) in results.items():
+        np.testing.assert_allclose(losses, ref_losses, rtol=RTOL, atol=ATOL, err_msg=str(key))
+        for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(ref_state.params)):
+            np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=str(key))
+        bn = jax.tree.leaves(state.model_state)
+        assert len(bn) == 4  # mean and var of two BatchNorm layers
+        for got, want in zip(bn, jax.tree.leaves(ref_state.model_state)):
+            np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=str(key))
+
+
+def _masks_under_pmap(steps, devices=4):
+    """Dropout masks drawn from step_rng for each (step, device) under pmap."""
+    state = TrainState(step=jnp.zeros((), jnp.int32), params={}, model_state={}, opt_state=(),
+                       rng=jax.random.PRNGKey(7))
+
+    def masks(step):
+        s = state.replace(step=step)
+        return nn.Dropout(0.5, deterministic=False).apply(
+            {}, jnp.ones(32), rngs={"dropout": step_rng(s, "data")})
+
+    run = jax.pmap(lambda step: masks(step), axis_name="data", devices=jax.devices()[:devices])
+    return np.stack([np.asarray(run(jnp.full((devices,), step))) for step in steps])
+
+
+def test_dropout_masks_differ_across_steps_and_devices_and_repeat_on_rerun():
+    first = _masks_under_pmap([0, 1, 2])  # [step, device, units]
+    flat = first.reshape(-1, first.shape[-1]) != 0
+    assert len({row.tobytes() for row in flat}) == len(flat), "a mask repeated"
+    np.testing.assert_array_equal(first, _masks_under_pmap([0, 1, 2]))
+
+
+def test_dropout_in_the_train_step_changes_with_the_step():
+    """With lr 0 the same batch gives a different loss at the next step only via dropout."""
+    config = make_config(**{"model.dropout_rate": 0.5, "optimizer.learning_rate": 0.0,
+                            "parallel.backend": "pmap"})
+    losses = []
+    for _ in range(2):  # a rerun draws the same masks
+        trainer = loop.build(config)
+        batch = trainer.backend.put_batch(trainer.train_batch(0))
+        state, run_losses = trainer.state, []
+        for _ in range(3):
+            state, metrics = trainer.train_step(state, batch)
+            sums = trainer.backend.get_metrics(metrics)["sums"]
+            run_losses.append(float(sums["loss"]))
+        losses.append(run_losses)
+    assert len(set(losses[0])) == 3, losses
+    assert losses[0] == losses[1]
+
+
+@pytest.mark.parametrize("backend", ["sharded", "pmap"])
+def test_eval_counts_every_example_once(backend):
+    """361 test examples in batches of 128: the padded last batch adds nothing."""
+    trainer = loop.build(make_config(**{"parallel.backend": backend}))
+    split = trainer.splits["test"]
+    assert len(split) % trainer.config.data.eval_batch_size != 0
+    result = trainer.evaluate(trainer.state, "test")
+    assert result["examples"] == len(split)
+    host = trainer.backend.get_state(trainer.state)
+    logits = trainer.task.model.apply({"params": host.params, **host.model_state},
+                                      split.inputs, train=False)
+    expected = float(np.mean(np.argmax(logits, -1) == split.targets))
+    assert result["accuracy"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_step_is_compiled_once_and_rejects_another_shape():
+    trainer = loop.build(make_config(**{"parallel.num_devices": 1}))
+    batch = {k: v[:32] for k, v in trainer.train_batch(0).items()}
+    with pytest.raises((TypeError, ValueError)):
+        trainer.train_step(trainer.state, trainer.backend.put_batch(batch))
+
+
+def test_bf16_computes_in_bf16_with_float32_params():
+    trainer = loop.build(make_config(**{"precision": "bf16", "parallel.num_devices": 1}))
+    state, losses = train_losses(trainer, 3)
+    host = trainer.backend.get_state(state)
+    assert {leaf.dtype for leaf in jax.tree.leaves(host.params)} == {np.dtype("float32")}
+    logits = trainer.task.model.apply({"params": host.params}, trainer.train_batch(0)["inputs"],
+                                      train=False)
+    assert logits.dtype == jnp.bfloat16
+    assert np.isfinite(losses).all()
