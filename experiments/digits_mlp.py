@@ -4,7 +4,10 @@ Command:
     python -m experiments.digits_mlp --workdir=runs/digits_mlp
     python -m experiments.digits_mlp --workdir=runs/digits_mlp_sigmoid --config.model.activation=sigmoid
 
-Expected result: MEASURED_RESULT
+Expected result (measured 2026-11-21 on the 2-core AMD EPYC CPU dev machine, no GPU,
+jax 0.10.2, 2 host devices, sharded backend): ReLU test accuracy 0.9751 after 60 epochs =
+1,140 steps (training loop 1.2 s, whole command 6.6 s); sigmoid hidden units with the same
+recipe reach only 0.9114: they learn far more slowly at this learning rate.
 """
 
 import ml_collections

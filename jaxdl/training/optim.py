@@ -17,168 +17,230 @@ import optax.contrib
 Schedule = Callable[[int], Any]
 
 OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'adagrad', 'rmsprop')
-SCHEDULES = ('constant', 'piecewise', 'exponential', 'cosine', 'warmup_cosine',
-             'one_cycle', 'plateau')
+SCHEDULES = (
+    'constant',
+    'piecewise',
+    'exponential',
+    'cosine',
+    'warmup_cosine',
+    'one_cycle',
+    'plateau',
+)
 WEIGHT_DECAY_MASKS = ('no_bias_no_norm', 'all')
 
 
 def _check_name(kind: str, name: str, valid: tuple[str, ...]) -> None:
-  if name not in valid:
-    raise ValueError(f'unknown {kind} {name!r}; valid names: {", ".join(valid)}')
+    if name not in valid:
+        raise ValueError(f'unknown {kind} {name!r}; valid names: {", ".join(valid)}')
 
 
 def _parse_durations(text: str, to_updates: Callable[[str], int]) -> list[int]:
-  """'32000 steps, 48000 steps' -> [32000, 48000] optimizer updates."""
-  return [int(to_updates(part.strip())) for part in text.split(',') if part.strip()]
+    """'32000 steps, 48000 steps' -> [32000, 48000] optimizer updates."""
+    return [int(to_updates(part.strip())) for part in text.split(',') if part.strip()]
 
 
-def make_schedule(sched: ml_collections.ConfigDict, learning_rate: float, *,
-                  total_updates: int, to_updates: Callable[[str], int]) -> Schedule:
-  """Learning rate as a function of the optimizer-update count."""
-  name = sched.name
-  _check_name('schedule', name, SCHEDULES)
-  lr = learning_rate
-  warmup = int(to_updates(sched.warmup))
+def make_schedule(
+    sched: ml_collections.ConfigDict,
+    learning_rate: float,
+    *,
+    total_updates: int,
+    to_updates: Callable[[str], int],
+) -> Schedule:
+    """Learning rate as a function of the optimizer-update count."""
+    name = sched.name
+    _check_name('schedule', name, SCHEDULES)
+    lr = learning_rate
+    warmup = int(to_updates(sched.warmup))
 
-  if name == 'warmup_cosine':
-    # optax raises when the warmup leaves no decay steps (tiny runs); keep one
-    # decay step so the schedule stays defined.
-    return optax.warmup_cosine_decay_schedule(
-        init_value=0.0, peak_value=lr, warmup_steps=warmup,
-        decay_steps=max(total_updates, warmup + 1),
-        end_value=lr * sched.final_lr_factor)
-  if name == 'one_cycle':
-    if warmup > 0:
-      # one_cycle has its own ramp (pct_start); a second warmup is a config error.
-      raise ValueError(f'schedule one_cycle has its own warmup (pct_start); '
-                       f'set sched.warmup to 0, got {sched.warmup!r}')
-    return optax.cosine_onecycle_schedule(
-        transition_steps=total_updates, peak_value=lr, pct_start=sched.pct_start,
-        div_factor=sched.div_factor, final_div_factor=sched.final_div_factor)
+    if name == 'warmup_cosine':
+        # optax raises when the warmup leaves no decay steps (tiny runs); keep one
+        # decay step so the schedule stays defined.
+        return optax.warmup_cosine_decay_schedule(
+            init_value=0.0,
+            peak_value=lr,
+            warmup_steps=warmup,
+            decay_steps=max(total_updates, warmup + 1),
+            end_value=lr * sched.final_lr_factor,
+        )
+    if name == 'one_cycle':
+        if warmup > 0:
+            # one_cycle has its own ramp (pct_start); a second warmup is a config error.
+            raise ValueError(
+                f'schedule one_cycle has its own warmup (pct_start); '
+                f'set sched.warmup to 0, got {sched.warmup!r}'
+            )
+        return optax.cosine_onecycle_schedule(
+            transition_steps=total_updates,
+            peak_value=lr,
+            pct_start=sched.pct_start,
+            div_factor=sched.div_factor,
+            final_div_factor=sched.final_div_factor,
+        )
 
-  # The schedules below start after the warmup: their count is shifted by it.
-  if name in ('constant', 'plateau'):
-    main = optax.constant_schedule(lr)
-  elif name == 'piecewise':
-    boundaries = _parse_durations(sched.boundaries, to_updates)
-    if sorted(set(boundaries)) != boundaries:
-      raise ValueError(f'piecewise boundaries must be strictly increasing, got '
-                       f'{boundaries} updates from {sched.boundaries!r}')
-    if boundaries and boundaries[0] <= warmup:
-      raise ValueError(f'piecewise boundary at {boundaries[0]} updates is not '
-                       f'after the warmup ({warmup} updates)')
-    # Boundaries are absolute update counts, so undo the warmup shift.
-    main = optax.piecewise_constant_schedule(
-        init_value=lr,
-        boundaries_and_scales={b - warmup: sched.decay_factor for b in boundaries})
-  elif name == 'exponential':
-    decay_every = int(to_updates(sched.decay_every))
-    if decay_every <= 0:
-      raise ValueError(f'exponential decay_every must be positive, got '
-                       f'{sched.decay_every!r} = {decay_every} updates')
-    main = optax.exponential_decay(
-        init_value=lr, transition_steps=decay_every,
-        decay_rate=sched.decay_factor, staircase=False)
-  else:  # cosine
-    # Decay ends exactly at total_updates; at least one step so optax accepts
-    # runs whose warmup covers everything.
-    main = optax.cosine_decay_schedule(
-        init_value=lr, decay_steps=max(total_updates - warmup, 1),
-        alpha=sched.final_lr_factor)
+    # The schedules below start after the warmup: their count is shifted by it.
+    if name in ('constant', 'plateau'):
+        main = optax.constant_schedule(lr)
+    elif name == 'piecewise':
+        boundaries = _parse_durations(sched.boundaries, to_updates)
+        if sorted(set(boundaries)) != boundaries:
+            raise ValueError(
+                f'piecewise boundaries must be strictly increasing, got '
+                f'{boundaries} updates from {sched.boundaries!r}'
+            )
+        if boundaries and boundaries[0] <= warmup:
+            raise ValueError(
+                f'piecewise boundary at {boundaries[0]} updates is not '
+                f'after the warmup ({warmup} updates)'
+            )
+        # Boundaries are absolute update counts, so undo the warmup shift.
+        main = optax.piecewise_constant_schedule(
+            init_value=lr,
+            boundaries_and_scales={b - warmup: sched.decay_factor for b in boundaries},
+        )
+    elif name == 'exponential':
+        decay_every = int(to_updates(sched.decay_every))
+        if decay_every <= 0:
+            raise ValueError(
+                f'exponential decay_every must be positive, got '
+                f'{sched.decay_every!r} = {decay_every} updates'
+            )
+        main = optax.exponential_decay(
+            init_value=lr,
+            transition_steps=decay_every,
+            decay_rate=sched.decay_factor,
+            staircase=False,
+        )
+    else:  # cosine
+        # Decay ends exactly at total_updates; at least one step so optax accepts
+        # runs whose warmup covers everything.
+        main = optax.cosine_decay_schedule(
+            init_value=lr, decay_steps=max(total_updates - warmup, 1), alpha=sched.final_lr_factor
+        )
 
-  if warmup <= 0:
-    # linear_schedule with zero steps would return its init value (0) forever.
-    return main
-  ramp = optax.linear_schedule(init_value=0.0, end_value=lr, transition_steps=warmup)
-  return optax.join_schedules([ramp, main], [warmup])
+    if warmup <= 0:
+        # linear_schedule with zero steps would return its init value (0) forever.
+        return main
+    ramp = optax.linear_schedule(init_value=0.0, end_value=lr, transition_steps=warmup)
+    return optax.join_schedules([ramp, main], [warmup])
 
 
 def _decay_mask(mask_name: str) -> Callable[[Any], Any] | None:
-  _check_name('weight_decay_mask', mask_name, WEIGHT_DECAY_MASKS)
-  if mask_name == 'all':
-    return None
-  # Biases and normalisation scales/offsets are the 0/1-D leaves.
-  return lambda params: jax.tree.map(lambda p: jnp.ndim(p) > 1, params)
+    _check_name('weight_decay_mask', mask_name, WEIGHT_DECAY_MASKS)
+    if mask_name == 'all':
+        return None
+    # Biases and normalisation scales/offsets are the 0/1-D leaves.
+    return lambda params: jax.tree.map(lambda p: jnp.ndim(p) > 1, params)
 
 
-def _base_optimizer(opt: ml_collections.ConfigDict, mask) -> Callable[..., optax.GradientTransformation]:
-  """Factory taking only `learning_rate`, so inject_hyperparams exposes just it."""
-  name = opt.name
-  _check_name('optimizer', name, OPTIMIZERS)
+def _base_optimizer(
+    opt: ml_collections.ConfigDict, mask
+) -> Callable[..., optax.GradientTransformation]:
+    """Factory taking only `learning_rate`, so inject_hyperparams exposes just it."""
+    name = opt.name
+    _check_name('optimizer', name, OPTIMIZERS)
 
-  def factory(learning_rate):
-    if name == 'sgd':
-      return optax.sgd(learning_rate)
-    if name in ('momentum', 'nesterov'):
-      return optax.sgd(learning_rate, momentum=opt.momentum,
-                       nesterov=name == 'nesterov')
-    if name == 'adam':
-      return optax.adam(learning_rate, b1=opt.b1, b2=opt.b2, eps=opt.eps)
-    if name == 'adamw':
-      return optax.adamw(learning_rate, b1=opt.b1, b2=opt.b2, eps=opt.eps,
-                         weight_decay=opt.weight_decay, mask=mask)
-    if name == 'adagrad':
-      return optax.adagrad(learning_rate,
-                           initial_accumulator_value=opt.adagrad_initial_accumulator,
-                           eps=opt.eps)
-    # rmsprop: momentum 0 means plain RMSprop (no trace state).
-    return optax.rmsprop(learning_rate, decay=opt.rmsprop_decay, eps=opt.eps,
-                         momentum=opt.momentum if opt.momentum else None)
+    def factory(learning_rate):
+        if name == 'sgd':
+            return optax.sgd(learning_rate)
+        if name in ('momentum', 'nesterov'):
+            return optax.sgd(learning_rate, momentum=opt.momentum, nesterov=name == 'nesterov')
+        if name == 'adam':
+            return optax.adam(learning_rate, b1=opt.b1, b2=opt.b2, eps=opt.eps)
+        if name == 'adamw':
+            return optax.adamw(
+                learning_rate,
+                b1=opt.b1,
+                b2=opt.b2,
+                eps=opt.eps,
+                weight_decay=opt.weight_decay,
+                mask=mask,
+            )
+        if name == 'adagrad':
+            return optax.adagrad(
+                learning_rate,
+                initial_accumulator_value=opt.adagrad_initial_accumulator,
+                eps=opt.eps,
+            )
+        # rmsprop: momentum 0 means plain RMSprop (no trace state).
+        return optax.rmsprop(
+            learning_rate,
+            decay=opt.rmsprop_decay,
+            eps=opt.eps,
+            momentum=opt.momentum if opt.momentum else None,
+        )
 
-  return factory
+    return factory
 
 
-def make_optimizer(opt: ml_collections.ConfigDict, sched: ml_collections.ConfigDict, *,
-                   total_updates: int, to_updates: Callable[[str], int]
-                   ) -> tuple[optax.GradientTransformationExtraArgs, Schedule]:
-  """Returns (tx, schedule_fn); call `tx.update(grads, state, params, value=loss)`."""
-  _check_name('optimizer', opt.name, OPTIMIZERS)
-  _check_name('schedule', sched.name, SCHEDULES)
-  mask = _decay_mask(opt.weight_decay_mask)
-  schedule = make_schedule(sched, opt.learning_rate, total_updates=total_updates,
-                           to_updates=to_updates)
+def make_optimizer(
+    opt: ml_collections.ConfigDict,
+    sched: ml_collections.ConfigDict,
+    *,
+    total_updates: int,
+    to_updates: Callable[[str], int],
+) -> tuple[optax.GradientTransformationExtraArgs, Schedule]:
+    """Returns (tx, schedule_fn); call `tx.update(grads, state, params, value=loss)`."""
+    _check_name('optimizer', opt.name, OPTIMIZERS)
+    _check_name('schedule', sched.name, SCHEDULES)
+    mask = _decay_mask(opt.weight_decay_mask)
+    schedule = make_schedule(
+        sched, opt.learning_rate, total_updates=total_updates, to_updates=to_updates
+    )
 
-  parts = []
-  if opt.grad_clip_norm > 0:
-    parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
-  if opt.weight_decay > 0 and opt.name != 'adamw':
-    # Coupled (L2) decay enters the gradient before the optimizer, as PyTorch's
-    # `weight_decay` does; adamw decouples it inside optax.adamw instead.
-    parts.append(optax.add_decayed_weights(opt.weight_decay, mask=mask))
-  parts.append(optax.inject_hyperparams(_base_optimizer(opt, mask))(learning_rate=schedule))
-  if sched.name == 'plateau':
-    # After the optimizer so its scale multiplies the final update (i.e. the lr).
-    parts.append(optax.contrib.reduce_on_plateau(
-        factor=sched.plateau_factor, patience=sched.plateau_patience,
-        cooldown=sched.plateau_cooldown, rtol=sched.plateau_rtol,
-        accumulation_size=sched.plateau_accumulation))
-  # chain drops extra args (value=) for members that do not take them.
-  tx = optax.chain(*parts)
+    parts = []
+    if opt.grad_clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
+    if opt.weight_decay > 0 and opt.name != 'adamw':
+        # Coupled (L2) decay enters the gradient before the optimizer, as PyTorch's
+        # `weight_decay` does; adamw decouples it inside optax.adamw instead.
+        parts.append(optax.add_decayed_weights(opt.weight_decay, mask=mask))
+    parts.append(optax.inject_hyperparams(_base_optimizer(opt, mask))(learning_rate=schedule))
+    if sched.name == 'plateau':
+        # After the optimizer so its scale multiplies the final update (i.e. the lr).
+        parts.append(
+            optax.contrib.reduce_on_plateau(
+                factor=sched.plateau_factor,
+                patience=sched.plateau_patience,
+                cooldown=sched.plateau_cooldown,
+                rtol=sched.plateau_rtol,
+                accumulation_size=sched.plateau_accumulation,
+            )
+        )
+    # chain drops extra args (value=) for members that do not take them.
+    tx = optax.chain(*parts)
 
-  if opt.grad_accum_steps > 1:
-    multi = optax.MultiSteps(tx, every_k_schedule=opt.grad_accum_steps)
-    # MultiSteps.gradient_transformation() is typed as a plain transformation,
-    # although its update forwards extra args; keep the extra-args type.
-    tx = optax.GradientTransformationExtraArgs(multi.init, multi.update)
-  return tx, schedule
+    if opt.grad_accum_steps > 1:
+        multi = optax.MultiSteps(tx, every_k_schedule=opt.grad_accum_steps)
+        # MultiSteps.gradient_transformation() is typed as a plain transformation,
+        # although its update forwards extra args; keep the extra-args type.
+        tx = optax.GradientTransformationExtraArgs(multi.init, multi.update)
+    return tx, schedule
 
 
 def _lr_states(opt_state) -> list:
-  is_state = lambda x: isinstance(
-      x, (optax.InjectHyperparamsState, optax.InjectStatefulHyperparamsState,
-          optax.contrib.ReduceLROnPlateauState))
-  return [x for x in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(x)]
+    is_state = lambda x: isinstance(
+        x,
+        (
+            optax.InjectHyperparamsState,
+            optax.InjectStatefulHyperparamsState,
+            optax.contrib.ReduceLROnPlateauState,
+        ),
+    )
+    return [x for x in jax.tree.leaves(opt_state, is_leaf=is_state) if is_state(x)]
 
 
 def current_learning_rate(opt_state) -> jax.Array:
-  """Effective lr of the last (or, before any update, the next) update; jit-safe."""
-  states = _lr_states(opt_state)
-  lrs = [s.hyperparams['learning_rate'] for s in states
-         if not isinstance(s, optax.contrib.ReduceLROnPlateauState)]
-  if len(lrs) != 1:
-    raise ValueError(f'expected one injected learning_rate in opt_state, found {len(lrs)}')
-  lr = jnp.asarray(lrs[0])
-  for s in states:
-    if isinstance(s, optax.contrib.ReduceLROnPlateauState):
-      lr = lr * s.scale
-  return lr
+    """Effective lr of the last (or, before any update, the next) update; jit-safe."""
+    states = _lr_states(opt_state)
+    lrs = [
+        s.hyperparams['learning_rate']
+        for s in states
+        if not isinstance(s, optax.contrib.ReduceLROnPlateauState)
+    ]
+    if len(lrs) != 1:
+        raise ValueError(f'expected one injected learning_rate in opt_state, found {len(lrs)}')
+    lr = jnp.asarray(lrs[0])
+    for s in states:
+        if isinstance(s, optax.contrib.ReduceLROnPlateauState):
+            lr = lr * s.scale
+    return lr
