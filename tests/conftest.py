@@ -22,9 +22,10 @@ def repo() -> Path:
 
 
 def cli_env() -> dict[str, str]:
-    """Environment for a subprocess through the real CLI: the forced devices, and a
-    private compilation cache so tests never write into the user's."""
-    return {**os.environ, "PYTHONPATH": str(REPO)}
+    """Environment for a subprocess through the real CLI: the forced devices, and the repo
+    (ahead of any PYTHONPATH a test set) so `-m experiments.NAME` resolves."""
+    path = [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
 
 
 def run_cli(module: str, *args: str, timeout: float = 300):

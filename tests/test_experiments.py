@@ -72,3 +72,33 @@ def test_default_experiment_reaches_its_target(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["final"]["test"]["accuracy"] >= 0.98, summary["final"]
+
+
+MY_MODEL = '''
+import flax.linen as nn
+
+
+class TinyMLP(nn.Module):
+    width: int
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        x = nn.relu(nn.Dense(self.width)(x.reshape((x.shape[0], -1))))
+        return nn.Dense(self.num_classes)(x)
+'''
+
+
+def test_a_model_from_the_users_own_file_trains(tmp_path, monkeypatch):
+    """The README's bring-your-own-model example, through the CLI, without editing jaxdl."""
+    (tmp_path / "my_models.py").write_text(MY_MODEL)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    result = run_cli("experiments.digits_mlp", f"--workdir={tmp_path / 'run'}", *SHRINK,
+                     "--config.model={'name': 'my_models:TinyMLP', 'width': 32, "
+                     "'num_classes': 10}", f"--compilation_cache_dir={tmp_path / 'cache'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["config"]["model"] == {"name": "my_models:TinyMLP", "width": 32,
+                                         "num_classes": 10}
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["final"]["test"]["accuracy"] > 0.5
