@@ -23,6 +23,8 @@ def get_config() -> ml_collections.ConfigDict:
     c.data = dict(name="digits", split_seed=0, validation_fraction=0.1, test_fraction=0.2,
                   batch_size=64, eval_batch_size=128, augmentation="none")
     c.train = dict(duration="40 epochs", log_every="1 epoch", eval_every="5 epochs")
+    c.checkpoint = dict(every="10 epochs", keep_last=2, keep_best=1, monitor="validation/accuracy",
+                        mode="max")
     c.optimizer = dict(name="adam", learning_rate=3e-3, momentum=0.0, b1=0.9, b2=0.999, eps=1e-8,
                        rmsprop_decay=0.9, adagrad_initial_accumulator=0.1, weight_decay=0.0,
                        weight_decay_mask="no_bias_no_norm", grad_clip_norm=0.0,

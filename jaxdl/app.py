@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -55,15 +57,57 @@ def _set_xla_flag(name: str, value) -> None:
         os.environ["XLA_FLAGS"] = f"{current} --{name}={value}".strip()
 
 
-def _check_workdir(workdir: str) -> Path:
+def _check_workdir(workdir: str, config, overwrite: bool) -> tuple[Path, dict | None]:
+    """The run directory, and the summary if that run is already complete.
+
+    A directory holding a run of this same config is resumed; one holding anything else
+    is refused (or, with --overwrite, emptied) before anything is written.
+    """
+    from jaxdl import config as config_lib
     path = Path(workdir).expanduser()
     if path.exists() and not path.is_dir():
         _fail(f"--workdir={workdir} is a file, not a directory")
-    previous = [name for name in _RUN_FILES if (path / name).exists()]
-    if previous:
-        _fail(f"--workdir={workdir} already holds a run ({', '.join(previous)}); "
-              "choose a new --workdir")
-    return path
+    if not path.exists() or not any(path.iterdir()):
+        return path, None
+    if overwrite:
+        shutil.rmtree(path)
+        return path, None
+    saved_path = path / "config.json"
+    if not saved_path.exists():
+        _fail(f"--workdir={workdir} is not empty and holds no jaxdl run; choose a new "
+              "--workdir (or pass --overwrite to empty it)")
+    try:
+        saved = json.loads(saved_path.read_text())["config"]
+    except (ValueError, KeyError) as e:
+        _fail(f"--workdir={workdir}: unreadable config.json ({e}); choose a new --workdir")
+    changed = config_lib.differences(saved, config.to_dict())
+    if changed:
+        _fail(f"--workdir={workdir} holds a run with another config ({'; '.join(changed[:3])}"
+              f"{'; ...' if len(changed) > 3 else ''}); choose a new --workdir or pass "
+              "--overwrite")
+    summary_path = path / "summary.json"
+    return path, json.loads(summary_path.read_text()) if summary_path.exists() else None
+
+
+class _StopOnSignal:
+    """The first SIGTERM/SIGINT asks the loop to checkpoint and stop; a second one ends
+    the process at once."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        if self.signal is not None:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+        self.signal = signum
+        print(f"\n{signal.Signals(signum).name}: checkpointing, then stopping "
+              "(send it again to stop at once)", file=sys.stderr)
+
+    def requested(self) -> bool:
+        return self.signal is not None
 
 
 def _print_summary(summary: dict) -> None:
@@ -80,6 +124,8 @@ def run(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
     # Defined here, not at import, so importing jaxdl never touches the global flags.
     flag_values = flags.FLAGS
     flags.DEFINE_string("workdir", None, "directory for this run's files", flag_values=flag_values)
+    flags.DEFINE_bool("overwrite", False, "empty a --workdir that holds another run",
+                      flag_values=flag_values)
     flags.DEFINE_string("compilation_cache_dir", _default_cache_dir(),
                         "persistent XLA compilation cache ('' = off)", flag_values=flag_values)
     from absl import logging
@@ -110,7 +156,11 @@ def run(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
             config = config_lib.validate(flag_values.config)
         except config_lib.ConfigError as e:
             _fail(str(e))
-        workdir = _check_workdir(flag_values.workdir)
+        workdir, done = _check_workdir(flag_values.workdir, config, flag_values.overwrite)
+        if done is not None:
+            print(f"the run in {workdir} is already complete")
+            _print_summary(done)
+            return
         if config.parallel.host_devices:
             # Read when the CPU backend starts, so it must be set before the first JAX op.
             _set_xla_flag("xla_force_host_platform_device_count", config.parallel.host_devices)
@@ -125,9 +175,13 @@ def run(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
             _fail(str(e))
         try:
             config_lib.check_devices(config, len(devices))
-            summary = loop.train_and_evaluate(config, workdir)
+            stop = _StopOnSignal()
+            summary = loop.train_and_evaluate(config, workdir, should_stop=stop.requested)
         except config_lib.ConfigError as e:
             _fail(str(e))
+        except loop.RunInterrupted as e:
+            print(f"{e}; rerun the same command to resume", file=sys.stderr)
+            sys.exit(128 + stop.signal)
         _print_summary(summary)
         print(f"run files in {workdir}: " + ", ".join(sorted(p.name for p in workdir.iterdir())))
 

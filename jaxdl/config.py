@@ -127,6 +127,13 @@ def schema() -> dict[str, Any]:
             "log_every": Field(str, check=_duration),
             "eval_every": Field(str, check=_duration),
         },
+        "checkpoint": {
+            "every": Field(str, check=_duration, help="'0 steps' = only at the end and on a signal"),
+            "keep_last": Field(int, check=_positive),
+            "keep_best": Field(int, check=_non_negative),
+            "monitor": Field(str, help="'<split>/<metric>' that ranks the best checkpoints"),
+            "mode": Field(str, choices=_choices_from(("max", "min"))),
+        },
         "optimizer": {
             "name": Field(str, choices=_optimizer_names),
             "learning_rate": Field(float, check=_non_negative),
@@ -281,6 +288,31 @@ def check_devices(config: ml_collections.ConfigDict, num_devices: int) -> None:
         if value % num_devices:
             raise ConfigError(f"config.data.{key}={value} is not divisible by the "
                               f"{num_devices} devices in use; use a multiple of {num_devices}")
+
+
+# Sections a resumed run may change: where it runs and what it prints, not what it learns.
+RESUMABLE_CHANGES = ("parallel", "logging")
+
+
+def differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "",
+                ) -> list[str]:
+    """'key: saved -> current' for every value that differs, outside RESUMABLE_CHANGES."""
+    out = []
+    for key in sorted(set(saved) | set(current)):
+        path = prefix + key
+        if not prefix and key in RESUMABLE_CHANGES:
+            continue
+        a, b = saved.get(key), current.get(key)
+        if isinstance(a, Mapping) and isinstance(b, Mapping):
+            out += differences(a, b, path + ".")
+        elif _jsonable(a) != _jsonable(b):
+            out.append(f"{path}: {a!r} -> {b!r}")
+    return out
+
+
+def _jsonable(value):
+    """Tuples become lists in config.json; compare the saved form."""
+    return list(value) if isinstance(value, tuple) else value
 
 
 # --- durations -----------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from jaxdl import data as data_lib
 from jaxdl import tasks
 from jaxdl.config import Clock, ConfigError
 from jaxdl.training import environment, optim, parallel, step as step_lib, writers
+from jaxdl.training.checkpoints import Checkpoints
 from jaxdl.training.state import create_state
 
 TRAIN = "train"
@@ -37,6 +38,7 @@ class Plan:
     total_steps: int
     log_every: int
     eval_every: int
+    checkpoint_every: int
     total_updates: int
 
     @classmethod
@@ -49,6 +51,7 @@ class Plan:
         return cls(steps_per_epoch=steps_per_epoch, total_steps=total,
                    log_every=clock.steps(config.train.log_every),
                    eval_every=clock.steps(config.train.eval_every),
+                   checkpoint_every=clock.steps(config.checkpoint.every),
                    total_updates=max(1, total // config.optimizer.grad_accum_steps))
 
     def to_updates(self, config):
@@ -82,21 +85,44 @@ def _mean_metrics(sums: dict[str, float]) -> dict[str, float]:
 
 
 class _Window:
-    """Train metrics of the steps since the last log, kept on device until fetched."""
+    """Train metrics of the steps since the last log: kept on device until fetched, then
+    summed on the host in step order, so a resumed run sums exactly as an uninterrupted one
+    (the partial sums travel in the checkpoint)."""
 
-    def __init__(self):
+    def __init__(self, sums: dict[str, float] | None = None,
+                 scalars: dict[str, float] | None = None):
         self.pending = []
+        self.sums = dict(sums or {})
+        self.scalars = dict(scalars or {})
 
     def add(self, metrics):
         self.pending.append(metrics)
 
-    def fetch(self, backend: parallel.Backend) -> dict[str, float]:
-        fetched = backend.get_metrics(self.pending)
+    def absorb(self, backend: parallel.Backend) -> None:
+        for metrics in backend.get_metrics(self.pending):  # waits for the device
+            for name, value in metrics["sums"].items():
+                self.sums[name] = self.sums.get(name, 0.0) + float(value)
+            self.scalars = {name: float(value) for name, value in metrics["scalars"].items()}
         self.pending = []
-        sums = {k: float(sum(m["sums"][k] for m in fetched)) for k in fetched[0]["sums"]}
-        out = _mean_metrics(sums)
-        out.update({k: float(v) for k, v in fetched[-1]["scalars"].items()})
+
+    def take(self, backend: parallel.Backend) -> dict[str, float]:
+        """The window's mean metrics and last scalars; starts a new window."""
+        self.absorb(backend)
+        out = {**_mean_metrics(self.sums), **self.scalars}
+        self.sums, self.scalars = {}, {}
         return out
+
+    def snapshot(self, backend: parallel.Backend) -> dict[str, Any]:
+        self.absorb(backend)
+        return {"sums": dict(self.sums), "scalars": dict(self.scalars)}
+
+
+class RunInterrupted(Exception):
+    """Training stopped on request (a signal); the run is checkpointed at `step`."""
+
+    def __init__(self, step: int):
+        super().__init__(f"stopped at step {step}; a checkpoint was saved there")
+        self.step = step
 
 
 def _better(value: float, best: float | None, mode: str) -> bool:
@@ -118,6 +144,7 @@ class Trainer:
     task: tasks.Task
     tx: Any
     state: Any  # on the devices
+    abstract_state: Any  # shapes and dtypes of one copy: the checkpoint restore target
     train_step: Any  # compiled
     eval_step: Any  # compiled
     compile_seconds: float
@@ -163,7 +190,9 @@ def build(config) -> Trainer:
 
     example = _with_mask(data_lib.train_batch(splits[TRAIN], config.data.batch_size,
                                               config.seed, 0))
-    state = backend.put_state(create_state(task, tx, config.seed, example["inputs"][:1]))
+    initial = create_state(task, tx, config.seed, example["inputs"][:1])
+    abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), initial)
+    state = backend.put_state(initial)
     train_step, train_seconds = backend.compile(
         step_lib.make_train_step(task, tx, axis_name=backend.axis_name), state,
         backend.put_batch(example), donate_state=True)
@@ -172,63 +201,106 @@ def build(config) -> Trainer:
         step_lib.make_eval_step(task, axis_name=backend.axis_name), state,
         backend.put_batch(eval_example), donate_state=False)
     return Trainer(config=config, dataset=dataset, splits=splits, plan=plan, backend=backend,
-                   task=task, tx=tx, state=state, train_step=train_step, eval_step=eval_step,
+                   task=task, tx=tx, state=state, abstract_state=abstract_state, train_step=train_step, eval_step=eval_step,
                    compile_seconds=train_seconds + eval_seconds)
 
 
-def run(config, workdir: Path, *, stream=sys.stderr) -> Iterator[dict[str, Any]]:
-    """Trains `config` writing into `workdir`; yields one report per evaluation.
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drops logged events after `last_step`: a resumed run logs them again, identically."""
+    if not path.exists():
+        return
+    keep = [json.dumps(r, allow_nan=False) for r in writers.read_metrics(path)
+            if r["step"] <= last_step]
+    # read_metrics decoded non-finite values; write them back the way the writer does.
+    path.write_text("".join(line + "\n" for line in keep) if keep else "")
 
-    The final report (after the last step) carries the run summary under `summary`.
+
+def _fresh_progress() -> dict[str, Any]:
+    return {"window": {}, "best": {}, "final": {}, "train_seconds": 0.0, "examples_seen": 0}
+
+
+def run(config, workdir: Path, *, stream=sys.stderr,
+        should_stop: Callable[[], bool] = lambda: False) -> Iterator[dict[str, Any]]:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint if it has one;
+    yields one report per evaluation. The last report carries the run summary.
+
+    `should_stop` is polled after every step; when it turns true the run is checkpointed
+    and RunInterrupted is raised.
     """
     workdir = Path(workdir)
     trainer = build(config)
     splits, plan, backend, task = trainer.splits, trainer.plan, trainer.backend, trainer.task
-    state, train_step, eval_step = trainer.state, trainer.train_step, trainer.eval_step
+    state, train_step = trainer.state, trainer.train_step
     batch_size = config.data.batch_size
     eval_splits = [name for name in EVAL_SPLITS if name in splits]
+    monitor_split, _, monitor_name = config.checkpoint.monitor.partition("/")
+    if monitor_split not in eval_splits or not monitor_name:
+        raise ConfigError(f"config.checkpoint.monitor={config.checkpoint.monitor!r}: write "
+                          f"'<split>/<metric>' with split one of {', '.join(eval_splits)}")
 
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.json").write_text(json.dumps(
-        {"config": config.to_dict(), "derived": dataclasses.asdict(plan),
-         "num_examples": {k: len(v) for k, v in splits.items()}}, indent=2, default=str) + "\n")
+    checkpoints = Checkpoints(workdir / "checkpoints", keep_last=config.checkpoint.keep_last,
+                              keep_best=config.checkpoint.keep_best,
+                              best_mode=config.checkpoint.mode)
+    start, carried = 0, _fresh_progress()
+    if checkpoints.steps():
+        host_state, carried, start = checkpoints.restore(trainer.abstract_state)
+        state = backend.put_state(host_state)
+    _truncate_metrics(workdir / writers.METRICS_FILENAME, start)
+    if not (workdir / "config.json").exists():
+        (workdir / "config.json").write_text(json.dumps(
+            {"config": config.to_dict(), "derived": dataclasses.asdict(plan),
+             "num_examples": {k: len(v) for k, v in splits.items()}},
+            indent=2, default=str) + "\n")
     (workdir / "env.json").write_text(json.dumps(
         environment.describe(backend.devices, config.parallel.backend), indent=2) + "\n")
 
     writer = writers.MetricWriter(workdir, tensorboard=config.logging.tensorboard)
-    progress = writers.Progress(plan.total_steps, examples_per_step=batch_size, stream=stream,
-                                tty=None if config.logging.progress else False)
+    progress = writers.Progress(plan.total_steps, initial_step=start, examples_per_step=batch_size,
+                                stream=stream, tty=None if config.logging.progress else False)
     progress.message(f"{config.model.name} on {config.data.name}: {plan.total_steps} steps "
                      f"({plan.steps_per_epoch}/epoch), {backend.kind} over "
                      f"{backend.num_devices} {backend.devices[0].platform} device(s), compiled "
                      f"in {trainer.compile_seconds:.1f}s")
-    best: dict[str, dict[str, float]] = {}
-    final: dict[str, dict[str, float]] = {}
-    window = _Window()
-    train_seconds, examples_seen = 0.0, 0
+    if start:
+        progress.message(f"resuming from the checkpoint at step {start} in "
+                         f"{checkpoints.directory}")
+    best, final = carried["best"], carried["final"]
+    window = _Window(**carried["window"])
+    train_seconds, examples_seen = carried["train_seconds"], carried["examples_seen"]
     wall_start = time.perf_counter()
+
+    def save(step: int, monitor: float | None) -> None:
+        checkpoints.save(step, backend.get_state(state), {
+            "window": window.snapshot(backend), "best": best, "final": final,
+            "train_seconds": train_seconds, "examples_seen": examples_seen}, monitor=monitor)
+
     try:
         segment_start = time.perf_counter()
-        batches = data_lib.train_batches(splits[TRAIN], batch_size, config.seed)
-        for step in range(1, plan.total_steps + 1):
+        batches = data_lib.train_batches(splits[TRAIN], batch_size, config.seed, start)
+        for step in range(start + 1, plan.total_steps + 1):
             state, metrics = train_step(state, backend.put_batch(_with_mask(next(batches))))
             window.add(metrics)
             examples_seen += batch_size
             log_now = Plan.due(step, plan.log_every, plan.total_steps)
             eval_now = Plan.due(step, plan.eval_every, plan.total_steps)
-            if not (log_now or eval_now):
+            save_now = Plan.due(step, plan.checkpoint_every, plan.total_steps)
+            stop_now = should_stop()
+            if not (log_now or eval_now or save_now or stop_now):
                 continue
-            train_metrics = window.fetch(backend)  # waits for the device
+            window.absorb(backend)  # waits for the device
             train_seconds += time.perf_counter() - segment_start
-            train_metrics["epoch"] = step / plan.steps_per_epoch
-            writer.write(step, TRAIN, train_metrics)
-            progress.update(step, {k: train_metrics[k] for k in ("loss", task.monitor)})
-            if not math.isfinite(train_metrics["loss"]):
-                raise FloatingPointError(
-                    f"non-finite train loss {train_metrics['loss']} in steps "
-                    f"{step - plan.log_every + 1}..{step}")
+            report = {"step": step}
+            if log_now or eval_now:
+                train_metrics = window.take(backend)
+                train_metrics["epoch"] = step / plan.steps_per_epoch
+                writer.write(step, TRAIN, train_metrics)
+                progress.update(step, {k: train_metrics[k] for k in ("loss", task.monitor)})
+                if not math.isfinite(train_metrics["loss"]):
+                    raise FloatingPointError(
+                        f"non-finite train loss {train_metrics['loss']} in steps "
+                        f"{step - plan.log_every + 1}..{step}")
             if eval_now:
-                report = {"step": step}
                 for name in eval_splits:
                     result = trainer.evaluate(state, name)
                     writer.write(step, name, result)
@@ -239,36 +311,43 @@ def run(config, workdir: Path, *, stream=sys.stderr) -> Iterator[dict[str, Any]]
                 progress.message(f"step {step}: " + "  ".join(
                     f"{name} {task.monitor} {report[name][task.monitor]:.4f}"
                     for name in eval_splits))
-                if step == plan.total_steps:
-                    report["summary"] = {
-                        "final": final, "best": best, "monitor": task.monitor,
-                        "monitor_mode": task.monitor_mode, "steps": plan.total_steps,
-                        "epochs": plan.total_steps / plan.steps_per_epoch,
-                        "train_examples_per_second": examples_seen / train_seconds,
-                        "train_seconds": train_seconds,
-                        "compile_seconds": trainer.compile_seconds,
-                        "wall_seconds": time.perf_counter() - wall_start,
-                        "last_train": train_metrics,
-                    }
-                    (workdir / "summary.json").write_text(
-                        json.dumps(report["summary"], indent=2) + "\n")
+            if save_now or stop_now:
+                monitored = report.get(monitor_split, {}).get(monitor_name)
+                save(step, monitored)
+            if stop_now and step < plan.total_steps:
+                raise RunInterrupted(step)
+            if step == plan.total_steps:
+                report["summary"] = {
+                    "final": final, "best": best, "monitor": task.monitor,
+                    "monitor_mode": task.monitor_mode, "steps": plan.total_steps,
+                    "epochs": plan.total_steps / plan.steps_per_epoch,
+                    "resumed_from_step": start,
+                    "train_examples_per_second": examples_seen / max(train_seconds, 1e-9),
+                    "train_seconds": train_seconds,
+                    "compile_seconds": trainer.compile_seconds,
+                    "wall_seconds": time.perf_counter() - wall_start,  # of this process
+                }
+                (workdir / "summary.json").write_text(
+                    json.dumps(report["summary"], indent=2) + "\n")
+            if eval_now:
                 yield report
             segment_start = time.perf_counter()
     finally:
         progress.close()
         writer.close()
+        checkpoints.close()
         if config.logging.plot:
             bookkeeping = ("epoch", "examples")
             records = [{k: v for k, v in r.items() if k not in bookkeeping}
-                       for r in writers.read_metrics(workdir / "metrics.jsonl")]
-            writers.plot_curves(records,
-                                workdir / "curves.png",
+                       for r in writers.read_metrics(workdir / writers.METRICS_FILENAME)]
+            writers.plot_curves(records, workdir / "curves.png",
                                 title=f"{config.model.name} on {config.data.name}")
 
 
-def train_and_evaluate(config, workdir: Path, *, stream=sys.stderr) -> dict[str, Any]:
-    """Runs the whole training; returns the summary (also written to summary.json)."""
+def train_and_evaluate(config, workdir: Path, *, stream=sys.stderr,
+                       should_stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    """Runs (or resumes) the whole training; returns the summary, also in summary.json."""
     report = {}
-    for report in run(config, workdir, stream=stream):
+    for report in run(config, workdir, stream=stream, should_stop=should_stop):
         pass
     return report["summary"]

@@ -1,0 +1,164 @@
+"""Runs that never lose work: kill a run anywhere, rerun the command, get the same numbers."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO, cli_env, run_cli
+from jaxdl.training.writers import read_metrics
+
+# Cadences deliberately out of step: a kill lands between logs, evals and checkpoints.
+CONFIG = ["--config.train.duration=12 epochs", "--config.train.log_every=7 steps",
+          "--config.train.eval_every=2 epochs", "--config.checkpoint.every=50 steps",
+          "--config.checkpoint.keep_last=2", "--config.logging.progress=False",
+          "--config.logging.plot=False", "--config.logging.tensorboard=False"]
+
+
+def _command(workdir, cache, *extra):
+    return [sys.executable, "-m", "experiments.digits_cnn", f"--workdir={workdir}",
+            f"--compilation_cache_dir={cache}", *CONFIG, *extra]
+
+
+def _logged(workdir):
+    path = workdir / "metrics.jsonl"
+    return read_metrics(path) if path.exists() else []
+
+
+def _checkpoint_steps(workdir):
+    root = workdir / "checkpoints"
+    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
+
+
+def _kill_when(workdir, cache, condition, sig=signal.SIGKILL, timeout=120):
+    """Starts the run and sends `sig` the moment `condition(workdir)` holds."""
+    proc = subprocess.Popen(_command(workdir, cache), cwd=REPO, env=cli_env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        try:
+            if condition(workdir):
+                proc.send_signal(sig)
+                break
+        except (OSError, ValueError):  # a file caught mid-write: look again
+            pass
+        time.sleep(0.002)
+    out, err = proc.communicate(timeout=timeout)
+    return proc.returncode, err
+
+
+def _values(records):
+    return [{k: v for k, v in r.items() if k != "time"} for r in records]
+
+
+def _final_params(workdir):
+    from experiments import digits_cnn
+    from jaxdl import config as config_lib
+    from jaxdl.training import checkpoints, loop
+    config = config_lib.validate(digits_cnn.get_config())
+    trainer = loop.build(config)
+    ckpt = checkpoints.Checkpoints(workdir / "checkpoints", keep_last=2, keep_best=0,
+                                   best_mode="max")
+    state, _, step = ckpt.restore(trainer.abstract_state)
+    ckpt.close()
+    return step, state
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run."""
+    root = tmp_path_factory.mktemp("reference")
+    result = subprocess.run(_command(root / "run", root / "cache"), cwd=REPO, env=cli_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "run"
+
+
+def test_sigkill_at_three_points_then_resume_is_bitwise_identical(reference, tmp_path):
+    workdir, cache = tmp_path / "run", tmp_path / "cache"
+    total = json.loads((reference / "summary.json").read_text())["steps"]
+
+    def mid_training(w):  # an arbitrary step, before the first checkpoint
+        return len(_logged(w)) >= 4
+
+    def after_checkpoint(w):  # right after the second checkpoint is committed
+        return len(_checkpoint_steps(w)) >= 2
+
+    def inside_eval(w):  # validation written, test not yet: the kill lands inside an eval
+        records = _logged(w)
+        evals = [r for r in records if r["split"] != "train"]
+        return bool(evals) and evals[-1]["split"] == "validation" and evals[-1]["step"] > 150
+
+    for condition in (mid_training, after_checkpoint, inside_eval):
+        code, err = _kill_when(workdir, cache, condition)
+        assert code == -signal.SIGKILL, f"{condition.__name__}: the run ended first ({code})"
+        assert not (workdir / "summary.json").exists()
+    resumed_from = _checkpoint_steps(workdir)
+    assert resumed_from and max(resumed_from) < total
+
+    final = subprocess.run(_command(workdir, cache), cwd=REPO, env=cli_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert "resuming from the checkpoint at step" in final.stderr
+
+    assert _values(_logged(workdir)) == _values(_logged(reference))
+    step_a, state_a = _final_params(reference)
+    step_b, state_b = _final_params(workdir)
+    assert step_a == step_b == total
+    for a, b in zip(jax.tree.leaves(state_a), jax.tree.leaves(state_b)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sigterm_checkpoints_and_the_rerun_finishes_identically(reference, tmp_path):
+    workdir, cache = tmp_path / "run", tmp_path / "cache"
+    code, err = _kill_when(workdir, cache, lambda w: len(_logged(w)) >= 10, sig=signal.SIGTERM)
+    assert code == 128 + signal.SIGTERM, err[-2000:]
+    assert "rerun the same command to resume" in err
+    stopped_at = max(_checkpoint_steps(workdir))
+    assert 0 < stopped_at
+    final = subprocess.run(_command(workdir, cache), cwd=REPO, env=cli_env(),
+                           capture_output=True, text=True, timeout=300)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert f"resuming from the checkpoint at step {stopped_at}" in final.stderr
+    assert _values(_logged(workdir)) == _values(_logged(reference))
+
+
+def test_resume_on_another_device_count_and_backend(reference, tmp_path):
+    """Saved with 4 devices under `sharded`, resumed with 1 under `pmap`."""
+    workdir, cache = tmp_path / "run", tmp_path / "cache"
+    code, _ = _kill_when(workdir, cache, lambda w: len(_checkpoint_steps(w)) >= 1)
+    assert code == -signal.SIGKILL
+    final = run_cli("experiments.digits_cnn", f"--workdir={workdir}",
+                    f"--compilation_cache_dir={cache}", *CONFIG,
+                    "--config.parallel.backend=pmap", "--config.parallel.num_devices=1")
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert "resuming from the checkpoint" in final.stderr
+    env = json.loads((workdir / "env.json").read_text())
+    assert env["device_count"] == 1 and env["backend"] == "pmap"
+    summary = json.loads((workdir / "summary.json").read_text())
+    ref = json.loads((reference / "summary.json").read_text())
+    # Another device layout sums in another order: close to the reference, not bitwise.
+    assert summary["final"]["test"]["accuracy"] == pytest.approx(
+        ref["final"]["test"]["accuracy"], abs=0.02)
+
+
+def test_a_finished_run_is_not_trained_again(reference):
+    result = run_cli("experiments.digits_cnn", f"--workdir={reference}", *CONFIG)
+    assert result.returncode == 0
+    assert "already complete" in result.stdout
+    assert "final test: accuracy" in result.stdout
+
+
+def test_a_changed_config_is_refused_and_nothing_is_touched(reference):
+    before = (reference / "metrics.jsonl").read_bytes()
+    result = run_cli("experiments.digits_cnn", f"--workdir={reference}", *CONFIG,
+                     "--config.optimizer.learning_rate=0.5")
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "optimizer.learning_rate: 0.003 -> 0.5" in result.stderr
+    assert (reference / "metrics.jsonl").read_bytes() == before
