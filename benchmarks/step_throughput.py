@@ -12,10 +12,19 @@ What is timed (synthetic-from-real-data mode): `--batches` distinct real trainin
 are placed on the devices *before* timing and cycled, so host batching and host-to-device
 transfer are excluded. After `--warmup` steps, `--steps` steps are timed in `--repeats`
 windows; each window ends with `jax.block_until_ready` on the returned state and metrics,
-so it measures device work plus per-step dispatch. The step time is reported as the median
-and p10/p90 over windows, examples/s as the global batch over the median. Compilation is
-excluded from the timing and reported separately (`Trainer.compile_seconds`: train + eval
-step, no persistent compilation cache).
+so it measures device work plus per-step dispatch. The step time is reported as the
+median and p10/p90 over windows, examples/s as the global batch over the median.
+Compilation is excluded from the timing and reported separately
+(`Trainer.compile_seconds`: train + eval step, no persistent compilation cache).
+
+At most `--max_in_flight` (default: the config's `parallel.max_in_flight`) steps are dispatched ahead of the device. Without
+a bound, JAX 0.10.2's CPU client with 2 forced host devices deadlocks in the step's
+all-reduce once some 30 or more steps are queued ("Termination timeout for `all reduce
+RendezvousKey...` of 40 seconds exceeded", then abort), with either backend; a plain
+jitted all-reduce reproduces it, so it is not jaxdl's step. With pre-placed batches the
+queue fills at once; the training loop puts each batch from the host, so its queue
+stays shorter (it did not hang in the runs tried). On 1 device the bound of 8 cost
+nothing measurable (within the run-to-run noise of a few percent).
 
 Devices: as in `python -m experiments.NAME`, the CPU host split comes from XLA_FLAGS if it
 sets --xla_force_host_platform_device_count, otherwise from config.parallel.host_devices.
@@ -26,6 +35,7 @@ It must be decided before JAX starts its backend, so one process measures one sp
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
 import importlib
 import json
@@ -54,12 +64,16 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="parallel backend (default: the experiment's)")
     parser.add_argument("--batch_size", type=int, default=0,
                         help="global batch size; 0 = keep config.data.batch_size")
-    parser.add_argument("--steps", type=int, default=1000, help="timed steps")
+    parser.add_argument("--steps", type=int, default=1500, help="timed steps")
     parser.add_argument("--warmup", type=int, default=50, help="untimed steps before timing")
     parser.add_argument("--repeats", type=int, default=10,
                         help="timing windows the timed steps are split into")
     parser.add_argument("--batches", type=int, default=4,
                         help="distinct device batches pre-placed and cycled")
+    parser.add_argument("--max_in_flight", type=int, default=None,
+                        help="steps dispatched ahead of the device at most (0 = no bound; "
+                             "default: the config's parallel.max_in_flight, as in training); "
+                             "see the module doc: unbounded queues deadlock forced host devices")
     parser.add_argument("--json", default=None, help="append one JSON record (a line) here")
     parser.add_argument("--no_header", action="store_true",
                         help="print only the Markdown row, not the table header")
@@ -67,8 +81,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     for name in ("steps", "repeats", "batches"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1")
-    if args.warmup < 0 or args.batch_size < 0:
-        parser.error("--warmup and --batch_size must be >= 0")
+    if min(args.warmup, args.batch_size, args.max_in_flight or 0) < 0:
+        parser.error("--warmup, --batch_size and --max_in_flight must be >= 0")
     bad = [a for a in rest if not a.startswith("--config.")]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
@@ -110,28 +124,42 @@ def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
 
 
-def measure(trainer, *, steps: int, warmup: int, repeats: int, batches: int) -> dict:
-    """Times `trainer.train_step`; returns the per-window step times and the last loss."""
+def measure(trainer, *, steps: int, warmup: int, repeats: int, batches: int,
+            max_in_flight: int) -> dict:
+    """Times `trainer.train_step`; returns the per-window step times and the last loss.
+
+    At most `max_in_flight` steps (0 = no bound) are dispatched ahead of the device: before
+    dispatching more, the metrics of the step that many steps back are waited for. Metrics
+    are not donated, so waiting on them is safe while the state is donated.
+    """
     import jax
     import numpy as np
 
     backend, train_step = trainer.backend, trainer.train_step
     device_batches = [backend.put_batch(trainer.train_batch(i)) for i in range(batches)]
     jax.block_until_ready(device_batches)
-    state, metrics, k = trainer.state, None, 0  # the state is donated: keep the returned one
-    for _ in range(warmup):
-        state, metrics = train_step(state, device_batches[k % batches])
-        k += 1
-    jax.block_until_ready((state, metrics))
+    state, metrics = trainer.state, None  # the state is donated: keep the returned one
+    pending: collections.deque = collections.deque()
+    step_index = 0
 
+    def run(count: int):
+        nonlocal state, metrics, step_index
+        for _ in range(count):
+            state, metrics = train_step(state, device_batches[step_index % batches])
+            step_index += 1
+            if max_in_flight:
+                pending.append(metrics)
+                if len(pending) > max_in_flight:
+                    jax.block_until_ready(pending.popleft())
+        jax.block_until_ready((state, metrics))
+        pending.clear()
+
+    run(warmup)
     window_seconds = []
     sizes = _split(steps, repeats)
     for size in sizes:
         start = time.perf_counter()
-        for _ in range(size):
-            state, metrics = train_step(state, device_batches[k % batches])
-            k += 1
-        jax.block_until_ready((state, metrics))
+        run(size)
         window_seconds.append((time.perf_counter() - start) / size)
 
     sums = backend.get_metrics(metrics)["sums"]
@@ -186,7 +214,9 @@ def main(argv: list[str] | None = None) -> dict:
         _fail(e)
     trainer = loop.build(config)
     timing = measure(trainer, steps=args.steps, warmup=args.warmup, repeats=args.repeats,
-                     batches=args.batches)
+                     batches=args.batches,
+                     max_in_flight=(config.parallel.max_in_flight if args.max_in_flight is None
+                                    else args.max_in_flight))
     if not math.isfinite(timing["last_train_loss"]):
         raise FloatingPointError(f"non-finite train loss {timing['last_train_loss']}")
 
@@ -207,6 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
         "warmup": args.warmup,
         "repeats": len(timing["window_steps"]),
         "distinct_batches": args.batches,
+        "max_in_flight": args.max_in_flight,
         "compile_seconds": trainer.compile_seconds,
         **timing,
         "examples_per_second": batch_size / (timing["ms_per_step_median"] / 1e3),
@@ -215,7 +246,8 @@ def main(argv: list[str] | None = None) -> dict:
     }
     if not args.no_header:
         print(f"# {MODE}; compile excluded (reported); {record['repeats']} windows over "
-              f"{args.steps} steps after {args.warmup} warmup; jax {jax.__version__}")
+              f"{args.steps} steps after {args.warmup} warmup, at most "
+              f"{args.max_in_flight or 'unbounded'} steps in flight; jax {jax.__version__}")
         print(HEADER)
         print(SEPARATOR)
     print(markdown_row(record), flush=True)

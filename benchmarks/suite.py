@@ -1,7 +1,8 @@
 """The backend x host-device matrix of `benchmarks.step_throughput`, one subprocess a cell.
 
     python -m benchmarks.suite [--experiment digits_cnn] [--json FILE] [--rounds 3]
-        [--steps K] [--warmup W] [--repeats R] [--batch_size N] [--config.KEY=VALUE ...]
+        [--steps K] [--warmup W] [--repeats R] [--batch_size N] [--max_in_flight M]
+        [--config.KEY=VALUE ...]
 
 Cells: backend in (pmap, sharded) x host_devices in (1, 2). The host split is read by XLA
 when JAX starts its CPU backend, so every cell runs in its own process with
@@ -108,10 +109,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--experiment", default="digits_cnn")
     parser.add_argument("--json", default=None, help="append every run's record here")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--warmup", type=int, default=50)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--batch_size", type=int, default=0)
+    parser.add_argument("--max_in_flight", type=int, default=8)
     parser.add_argument("--timeout", type=float, default=300, help="seconds per cell")
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     bad = [a for a in rest if not a.startswith("--config.")]
@@ -119,7 +121,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         parser.error(f"unrecognized arguments: {' '.join(bad)}" if bad else "--rounds >= 1")
     passthrough = ["--experiment", args.experiment, "--steps", str(args.steps),
                    "--warmup", str(args.warmup), "--repeats", str(args.repeats),
-                   "--batch_size", str(args.batch_size), *rest]
+                   "--batch_size", str(args.batch_size),
+                   "--max_in_flight", str(args.max_in_flight), *rest]
 
     cells = [(backend, n) for n in HOST_DEVICES for backend in BACKENDS]
     records = []
@@ -141,7 +144,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     first = records[0]
     print(f"# {args.experiment}: {first['mode']}; compile excluded (reported); "
           f"{args.rounds} rounds (order alternating), {args.steps} timed steps in "
-          f"{first['repeats']} windows after {args.warmup} warmup per run; "
+          f"{first['repeats']} windows after {args.warmup} warmup per run, at most "
+          f"{args.max_in_flight or 'unbounded'} steps in flight; "
           f"{first['platform']} ({first['device_kind']}), jax {first['env']['packages']['jax']}; "
           f"suite wall {time.perf_counter() - start:.0f}s")
     print(markdown(rows))

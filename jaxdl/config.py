@@ -171,6 +171,8 @@ def schema() -> dict[str, Any]:
                                  help="local devices to use; 0 = all"),
             "host_devices": Field(int, default=0, check=_non_negative,
                                   help="split a CPU host into this many devices; 0 = leave as is"),
+            "max_in_flight": Field(int, default=8, check=_positive,
+                                   help="train steps dispatched ahead of the device at most"),
         },
         "logging": {
             "tensorboard": Field(bool, default=True),

@@ -104,13 +104,14 @@ def test_more_devices_than_exist(workdir):
     assert not workdir.exists()
 
 
-def test_workdir_with_a_previous_run(workdir):
+def test_workdir_holding_something_else(workdir):
+    """Files but no jaxdl config.json: not a run to resume, so refused untouched."""
     workdir.mkdir()
     (workdir / "metrics.jsonl").write_text('{"step": 1, "train/loss": 2.3}\n')
     (workdir / "notes.txt").write_text("keep me\n")
     before = snapshot(workdir)
     result = run_cli(f"--workdir={workdir}")
-    assert_bad_input(result, "metrics.jsonl", str(workdir))
+    assert_bad_input(result, "holds no jaxdl run", "--overwrite", str(workdir))
     assert snapshot(workdir) == before
 
 

@@ -7,6 +7,7 @@ reads afterwards: metrics.jsonl, TensorBoard events, curves.png and summary.json
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import json
 import math
@@ -278,9 +279,15 @@ def run(config, workdir: Path, *, stream=sys.stderr,
     try:
         segment_start = time.perf_counter()
         batches = data_lib.train_batches(splits[TRAIN], batch_size, config.seed, start)
+        in_flight = collections.deque(maxlen=config.parallel.max_in_flight)
         for step in range(start + 1, plan.total_steps + 1):
             state, metrics = train_step(state, backend.put_batch(_with_mask(next(batches))))
             window.add(metrics)
+            if len(in_flight) == in_flight.maxlen:
+                # A deep queue of steps with cross-device all-reduces can deadlock XLA's CPU
+                # collectives (benchmarks/README.md); waiting on an older step bounds it.
+                jax.block_until_ready(in_flight.popleft())
+            in_flight.append(metrics)
             examples_seen += batch_size
             log_now = Plan.due(step, plan.log_every, plan.total_steps)
             eval_now = Plan.due(step, plan.eval_every, plan.total_steps)
