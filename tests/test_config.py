@@ -60,9 +60,10 @@ def test_non_hyperparameter_defaults_are_filled_in():
     given = base()
     del given["parallel"]["num_devices"]
     del given["logging"]
+    given["parallel"]["host_devices"] = 3
     config = validate(given)
     assert config.parallel.num_devices == 0
-    assert config.parallel.host_devices == 2  # given values are kept
+    assert config.parallel.host_devices == 3  # given values are kept
     assert config.logging.tensorboard is True
     assert config.logging.progress is True
     assert config.logging.plot is True
