@@ -64,7 +64,7 @@ def _check_workdir(workdir: str, config, overwrite: bool) -> tuple[Path, dict | 
     is refused (or, with --overwrite, emptied) before anything is written.
     """
     from jaxdl import config as config_lib
-    path = Path(workdir).expanduser()
+    path = Path(workdir).expanduser().absolute()
     if path.exists() and not path.is_dir():
         _fail(f"--workdir={workdir} is a file, not a directory")
     if not path.exists() or not any(path.iterdir()):

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 
 import pytest
 
@@ -19,15 +20,17 @@ def _values(records):
 
 
 @pytest.mark.parametrize("module", EXPERIMENTS)
-def test_experiment_runs_end_to_end(module, tmp_path):
+def test_experiment_runs_end_to_end(module, tmp_path, repo):
     workdir = tmp_path / "run"
-    result = run_cli(module, f"--workdir={workdir}", *SHRINK,
+    relative = os.path.relpath(workdir, repo)  # as `make run` passes it: relative to the repo
+    result = run_cli(module, f"--workdir={relative}", *SHRINK,
                      f"--compilation_cache_dir={tmp_path / 'cache'}")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "final test: accuracy" in result.stdout
     for name in ("config.json", "env.json", "metrics.jsonl", "summary.json", "curves.png"):
         assert (workdir / name).stat().st_size > 0, name
     assert list((workdir / "tensorboard").iterdir()), "no TensorBoard event file"
+    assert [p.name for p in (workdir / "checkpoints").iterdir() if p.name.isdigit()]
 
     config = json.loads((workdir / "config.json").read_text())
     assert config["config"]["train"]["duration"] == "3 epochs"

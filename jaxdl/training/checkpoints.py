@@ -45,7 +45,7 @@ class Checkpoints:
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policies.AnyPreservationPolicy(keep),
             enable_async_checkpointing=False, create=True)
-        self.directory = Path(directory)
+        self.directory = Path(directory).absolute()  # orbax needs an absolute path
         self._manager = ocp.CheckpointManager(self.directory, options=options,
                                               item_names=(STATE, PROGRESS))
 
