@@ -25,6 +25,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.train = dict(duration="60 epochs", log_every="1 epoch", eval_every="5 epochs")
     c.checkpoint = dict(every="10 epochs", keep_last=2, keep_best=1, monitor="validation/accuracy",
                         mode="max")
+    c.early_stopping = dict(patience=0, min_delta=0.0)
+    c.guard = dict(skip_nonfinite=False)
+    c.init_from = ""
     c.optimizer = dict(name="momentum", learning_rate=0.05, momentum=0.9, b1=0.9, b2=0.999,
                        eps=1e-8, rmsprop_decay=0.9, adagrad_initial_accumulator=0.1,
                        weight_decay=1e-4, weight_decay_mask="no_bias_no_norm", grad_clip_norm=0.0,

@@ -134,6 +134,19 @@ def schema() -> dict[str, Any]:
             "monitor": Field(str, help="'<split>/<metric>' that ranks the best checkpoints"),
             "mode": Field(str, choices=_choices_from(("max", "min"))),
         },
+        "early_stopping": {
+            "patience": Field(int, check=_non_negative,
+                              help="evaluations without improvement of checkpoint.monitor "
+                                   "before stopping; 0 = never stop early"),
+            "min_delta": Field(float, check=_non_negative,
+                               help="a smaller change of the monitor is no improvement"),
+        },
+        "guard": {
+            "skip_nonfinite": Field(bool, help="skip a step with a non-finite loss or gradient "
+                                               "instead of stopping the run"),
+        },
+        "init_from": Field(str, default="", help="a run's workdir whose latest weights start "
+                                                 "this run ('' = initialise from the seed)"),
         "optimizer": {
             "name": Field(str, choices=_optimizer_names),
             "learning_rate": Field(float, check=_non_negative),
@@ -278,6 +291,9 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any]) -> ml_collec
     if data["validation_fraction"] + data["test_fraction"] >= 1:
         raise ConfigError("config.data: validation_fraction + test_fraction must be < 1, got "
                           f"{data['validation_fraction']} + {data['test_fraction']}")
+    if resolved["early_stopping"]["patience"] and not resolved["checkpoint"]["keep_best"]:
+        raise ConfigError("config.early_stopping.patience > 0 restores the best checkpoint, so "
+                          "config.checkpoint.keep_best must be >= 1")
     out = ml_collections.ConfigDict(resolved)
     out.lock()
     return out

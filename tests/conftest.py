@@ -32,3 +32,18 @@ def run_cli(module: str, *args: str, timeout: float = 300):
     import subprocess
     return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=cli_env(),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def make_config(experiment: str = "digits_cnn", **overrides):
+    """An experiment's config with dotted-key overrides ("optimizer.name"), validated."""
+    import importlib
+
+    from jaxdl import config as config_lib
+    config = importlib.import_module(f"experiments.{experiment}").get_config()
+    for dotted, value in overrides.items():
+        section = config
+        *parents, leaf = dotted.split(".")
+        for name in parents:
+            section = section[name]
+        section[leaf] = value
+    return config_lib.validate(config)

@@ -6,23 +6,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from experiments import digits_cnn
-from jaxdl import config as config_lib
+from conftest import make_config
 from jaxdl.training import loop
 from jaxdl.training.step import step_rng
 from jaxdl.training.state import TrainState
-
-
-def make_config(**overrides):
-    """digits_cnn's config with dotted-key overrides, validated."""
-    config = digits_cnn.get_config()
-    for dotted, value in overrides.items():
-        section = config
-        *parents, leaf = dotted.split(".")
-        for name in parents:
-            section = section[name]
-        section[leaf] = value
-    return config_lib.validate(config)
 
 
 def train_losses(trainer, steps):

@@ -87,3 +87,49 @@ class Checkpoints:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, Any], int]:
+    """(`params` and `model_state` as nested dicts of arrays, step) of the latest checkpoint
+    of another run: `path` is its workdir or its checkpoints directory."""
+    path = Path(path).expanduser().absolute()
+    directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if not directory.is_dir():
+        raise CheckpointError(f"init_from={str(path)!r}: no such run directory")
+    manager = ocp.CheckpointManager(directory, item_names=(STATE, PROGRESS),
+                                    options=ocp.CheckpointManagerOptions(read_only=True))
+    try:
+        step = manager.latest_step()
+        if step is None:
+            raise CheckpointError(f"init_from={str(path)!r}: holds no checkpoint")
+        restored = manager.restore(step, args=ocp.args.Composite(
+            **{STATE: ocp.args.StandardRestore()}))[STATE]
+    finally:
+        manager.close()
+    return {"params": restored["params"], "model_state": restored.get("model_state", {})}, step
+
+
+def merge_by_path(target, source) -> tuple[Any, dict[str, Any]]:
+    """`target` with every leaf that `source` has at the same path and shape replaced.
+
+    Returns the merged tree and a report: how many arrays were loaded, and the paths that
+    are missing from `source`, unexpected in it, or of another shape (those keep `target`'s).
+    """
+    from flax import traverse_util
+
+    flat_target = traverse_util.flatten_dict(target, sep="/")
+    flat_source = traverse_util.flatten_dict(source, sep="/") if source else {}
+    merged, report = {}, {"loaded": 0, "missing": [], "unexpected": [], "mismatched": []}
+    for key, value in flat_target.items():
+        if key not in flat_source:
+            report["missing"].append(key)
+            merged[key] = value
+        elif np.shape(flat_source[key]) != np.shape(value):
+            report["mismatched"].append(
+                f"{key} {np.shape(flat_source[key])} vs {np.shape(value)}")
+            merged[key] = value
+        else:
+            merged[key] = np.asarray(flat_source[key], dtype=np.asarray(value).dtype)
+            report["loaded"] += 1
+    report["unexpected"] = sorted(set(flat_source) - set(flat_target))
+    return traverse_util.unflatten_dict(merged, sep="/"), report

@@ -24,7 +24,7 @@ from jaxdl import data as data_lib
 from jaxdl import tasks
 from jaxdl.config import Clock, ConfigError
 from jaxdl.training import environment, optim, parallel, step as step_lib, writers
-from jaxdl.training.checkpoints import Checkpoints
+from jaxdl.training.checkpoints import Checkpoints, merge_by_path, read_weights
 from jaxdl.training.state import create_state
 
 TRAIN = "train"
@@ -81,41 +81,71 @@ def load_splits(config) -> tuple[data_lib.Dataset, dict[str, data_lib.ArraySplit
 
 
 def _mean_metrics(sums: dict[str, float]) -> dict[str, float]:
-    count = sums["count"]
+    count = sums.get("count", 0.0)
+    if not count:  # every step of the window was skipped
+        return {"loss": math.nan}
     return {k: v / count for k, v in sums.items() if k != "count"}
+
+
+class NonFiniteError(FloatingPointError):
+    """A train step produced a non-finite loss or gradient norm."""
 
 
 class _Window:
     """Train metrics of the steps since the last log: kept on device until fetched, then
     summed on the host in step order, so a resumed run sums exactly as an uninterrupted one
-    (the partial sums travel in the checkpoint)."""
+    (the partial sums travel in the checkpoint). Every step's finiteness is checked here."""
 
     def __init__(self, sums: dict[str, float] | None = None,
-                 scalars: dict[str, float] | None = None):
-        self.pending = []
+                 scalars: dict[str, float] | None = None, skipped: int = 0):
+        self.pending: list[tuple[int, Any]] = []
         self.sums = dict(sums or {})
         self.scalars = dict(scalars or {})
+        self.skipped = skipped
+        self.last_finite: tuple[int, dict[str, float]] | None = None
 
-    def add(self, metrics):
-        self.pending.append(metrics)
+    def add(self, step: int, metrics) -> None:
+        self.pending.append((step, metrics))
 
-    def absorb(self, backend: parallel.Backend) -> None:
-        for metrics in backend.get_metrics(self.pending):  # waits for the device
-            for name, value in metrics["sums"].items():
-                self.sums[name] = self.sums.get(name, 0.0) + float(value)
-            self.scalars = {name: float(value) for name, value in metrics["scalars"].items()}
-        self.pending = []
+    def absorb(self, backend: parallel.Backend, *, skip_nonfinite: bool) -> None:
+        """Fetches the pending steps (waiting for the device) and merges them in order.
 
-    def take(self, backend: parallel.Backend) -> dict[str, float]:
-        """The window's mean metrics and last scalars; starts a new window."""
-        self.absorb(backend)
+        A non-finite step raises NonFiniteError naming it, unless `skip_nonfinite`, where
+        the step left the state unchanged and only counts as skipped.
+        """
+        fetched = backend.get_metrics([metrics for _, metrics in self.pending])
+        pending, self.pending = self.pending, []
+        for (step, _), metrics in zip(pending, fetched):
+            sums = {name: float(value) for name, value in metrics["sums"].items()}
+            scalars = {name: float(value) for name, value in metrics["scalars"].items()}
+            health = {"loss": sums["loss"] / sums["count"], "grad_norm": scalars["grad_norm"]}
+            if not scalars.pop("finite"):
+                if skip_nonfinite:
+                    self.skipped += 1
+                    continue
+                last = (f"the last finite step was {self.last_finite[0]}: " + ", ".join(
+                    f"{k} {v:.6g}" for k, v in self.last_finite[1].items())
+                    if self.last_finite else "no finite step was fetched before it")
+                raise NonFiniteError(
+                    f"non-finite training at step {step}: " + ", ".join(
+                        f"{k} {v}" for k, v in health.items()) + f"; {last}")
+            self.last_finite = (step, health)
+            for name, value in sums.items():
+                self.sums[name] = self.sums.get(name, 0.0) + value
+            self.scalars = scalars
+
+    def take(self, backend: parallel.Backend, *, skip_nonfinite: bool) -> dict[str, float]:
+        """The window's mean metrics, last scalars and skipped steps; starts a new window."""
+        self.absorb(backend, skip_nonfinite=skip_nonfinite)
         out = {**_mean_metrics(self.sums), **self.scalars}
-        self.sums, self.scalars = {}, {}
+        if skip_nonfinite:
+            out["skipped_steps"] = float(self.skipped)
+        self.sums, self.scalars, self.skipped = {}, {}, 0
         return out
 
-    def snapshot(self, backend: parallel.Backend) -> dict[str, Any]:
-        self.absorb(backend)
-        return {"sums": dict(self.sums), "scalars": dict(self.scalars)}
+    def snapshot(self, backend: parallel.Backend, *, skip_nonfinite: bool) -> dict[str, Any]:
+        self.absorb(backend, skip_nonfinite=skip_nonfinite)
+        return {"sums": dict(self.sums), "scalars": dict(self.scalars), "skipped": self.skipped}
 
 
 class RunInterrupted(Exception):
@@ -126,10 +156,11 @@ class RunInterrupted(Exception):
         self.step = step
 
 
-def _better(value: float, best: float | None, mode: str) -> bool:
+def _better(value: float, best: float | None, mode: str, min_delta: float = 0.0) -> bool:
+    """True when `value` improves on `best` by more than `min_delta`."""
     if best is None or math.isnan(best):
         return not math.isnan(value)
-    return value > best if mode == "max" else value < best
+    return value > best + min_delta if mode == "max" else value < best - min_delta
 
 
 @dataclasses.dataclass
@@ -195,7 +226,8 @@ def build(config) -> Trainer:
     abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), initial)
     state = backend.put_state(initial)
     train_step, train_seconds = backend.compile(
-        step_lib.make_train_step(task, tx, axis_name=backend.axis_name), state,
+        step_lib.make_train_step(task, tx, axis_name=backend.axis_name,
+                                 skip_nonfinite=config.guard.skip_nonfinite), state,
         backend.put_batch(example), donate_state=True)
     eval_example = next(data_lib.eval_batches(splits[TRAIN], config.data.eval_batch_size))
     eval_step, eval_seconds = backend.compile(
@@ -217,7 +249,23 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
 
 
 def _fresh_progress() -> dict[str, Any]:
-    return {"window": {}, "best": {}, "final": {}, "train_seconds": 0.0, "examples_seen": 0}
+    return {"window": {}, "best": {}, "final": {}, "train_seconds": 0.0, "examples_seen": 0,
+            "early_stopping": {"best": None, "best_step": None, "bad_evals": 0}}
+
+
+def _initial_weights(trainer: Trainer, path: str, message: Callable[[str], None]):
+    """The trainer's initial state with parameters and model state taken from the run at
+    `path`, matched by parameter path; what did not match is reported, not hidden."""
+    loaded, step = read_weights(path)
+    host = trainer.backend.get_state(trainer.state)
+    params, report = merge_by_path(host.params, loaded["params"])
+    model_state, state_report = merge_by_path(host.model_state, loaded.get("model_state", {}))
+    message(f"init_from {path} (step {step}): loaded {report['loaded'] + state_report['loaded']}"
+            " arrays" + "".join(
+                f"; {kind}: {', '.join(report[kind] + state_report[kind])}"
+                for kind in ("missing", "unexpected", "mismatched")
+                if report[kind] + state_report[kind]))
+    return trainer.backend.put_state(host.replace(params=params, model_state=model_state))
 
 
 def run(config, workdir: Path, *, stream=sys.stderr,
@@ -226,13 +274,17 @@ def run(config, workdir: Path, *, stream=sys.stderr,
     yields one report per evaluation. The last report carries the run summary.
 
     `should_stop` is polled after every step; when it turns true the run is checkpointed
-    and RunInterrupted is raised.
+    and RunInterrupted is raised. A non-finite step raises NonFiniteError and leaves the
+    last good checkpoint as the latest (unless config.guard.skip_nonfinite).
     """
     workdir = Path(workdir)
     trainer = build(config)
     splits, plan, backend, task = trainer.splits, trainer.plan, trainer.backend, trainer.task
     state, train_step = trainer.state, trainer.train_step
     batch_size = config.data.batch_size
+    skip_nonfinite = config.guard.skip_nonfinite
+    patience, min_delta = config.early_stopping.patience, config.early_stopping.min_delta
+    mode = config.checkpoint.mode
     eval_splits = [name for name in EVAL_SPLITS if name in splits]
     monitor_split, _, monitor_name = config.checkpoint.monitor.partition("/")
     if monitor_split not in eval_splits or not monitor_name:
@@ -241,12 +293,17 @@ def run(config, workdir: Path, *, stream=sys.stderr,
 
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(workdir / "checkpoints", keep_last=config.checkpoint.keep_last,
-                              keep_best=config.checkpoint.keep_best,
-                              best_mode=config.checkpoint.mode)
+                              keep_best=config.checkpoint.keep_best, best_mode=mode)
     start, carried = 0, _fresh_progress()
     if checkpoints.steps():
         host_state, carried, start = checkpoints.restore(trainer.abstract_state)
         state = backend.put_state(host_state)
+    writer = writers.MetricWriter(workdir, tensorboard=config.logging.tensorboard)
+    progress = writers.Progress(plan.total_steps, initial_step=start,
+                                examples_per_step=batch_size, stream=stream,
+                                tty=None if config.logging.progress else False)
+    if not start and config.init_from:
+        state = _initial_weights(trainer, config.init_from, progress.message)
     _truncate_metrics(workdir / writers.METRICS_FILENAME, start)
     if not (workdir / "config.json").exists():
         (workdir / "config.json").write_text(json.dumps(
@@ -256,9 +313,6 @@ def run(config, workdir: Path, *, stream=sys.stderr,
     (workdir / "env.json").write_text(json.dumps(
         environment.describe(backend.devices, config.parallel.backend), indent=2) + "\n")
 
-    writer = writers.MetricWriter(workdir, tensorboard=config.logging.tensorboard)
-    progress = writers.Progress(plan.total_steps, initial_step=start, examples_per_step=batch_size,
-                                stream=stream, tty=None if config.logging.progress else False)
     progress.message(f"{config.model.name} on {config.data.name}: {plan.total_steps} steps "
                      f"({plan.steps_per_epoch}/epoch), {backend.kind} over "
                      f"{backend.num_devices} {backend.devices[0].platform} device(s), compiled "
@@ -266,15 +320,28 @@ def run(config, workdir: Path, *, stream=sys.stderr,
     if start:
         progress.message(f"resuming from the checkpoint at step {start} in "
                          f"{checkpoints.directory}")
-    best, final = carried["best"], carried["final"]
+    best, final, stopping = carried["best"], carried["final"], carried["early_stopping"]
     window = _Window(**carried["window"])
     train_seconds, examples_seen = carried["train_seconds"], carried["examples_seen"]
     wall_start = time.perf_counter()
 
     def save(step: int, monitor: float | None) -> None:
         checkpoints.save(step, backend.get_state(state), {
-            "window": window.snapshot(backend), "best": best, "final": final,
-            "train_seconds": train_seconds, "examples_seen": examples_seen}, monitor=monitor)
+            "window": window.snapshot(backend, skip_nonfinite=skip_nonfinite), "best": best,
+            "final": final, "train_seconds": train_seconds, "examples_seen": examples_seen,
+            "early_stopping": stopping}, monitor=monitor)
+
+    def summarize(step: int, extra: dict[str, Any]) -> dict[str, Any]:
+        summary = {
+            "final": final, "best": best, "monitor": task.monitor,
+            "monitor_mode": task.monitor_mode, "steps": step,
+            "epochs": step / plan.steps_per_epoch, "resumed_from_step": start,
+            "train_examples_per_second": examples_seen / max(train_seconds, 1e-9),
+            "train_seconds": train_seconds, "compile_seconds": trainer.compile_seconds,
+            "wall_seconds": time.perf_counter() - wall_start,  # of this process
+            **extra}
+        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
 
     try:
         segment_start = time.perf_counter()
@@ -282,31 +349,31 @@ def run(config, workdir: Path, *, stream=sys.stderr,
         in_flight = collections.deque(maxlen=config.parallel.max_in_flight)
         for step in range(start + 1, plan.total_steps + 1):
             state, metrics = train_step(state, backend.put_batch(_with_mask(next(batches))))
-            window.add(metrics)
+            window.add(step, metrics)
+            examples_seen += batch_size
             if len(in_flight) == in_flight.maxlen:
                 # A deep queue of steps with cross-device all-reduces can deadlock XLA's CPU
-                # collectives (benchmarks/README.md); waiting on an older step bounds it.
-                jax.block_until_ready(in_flight.popleft())
+                # collectives (benchmarks/README.md); waiting on an older step bounds it,
+                # and its finiteness flag, fetched anyway, stops a diverged run early.
+                oldest = in_flight.popleft()
+                if not skip_nonfinite and not backend.get_metrics(oldest["scalars"]["finite"]):
+                    window.absorb(backend, skip_nonfinite=False)  # raises, naming the step
             in_flight.append(metrics)
-            examples_seen += batch_size
             log_now = Plan.due(step, plan.log_every, plan.total_steps)
             eval_now = Plan.due(step, plan.eval_every, plan.total_steps)
             save_now = Plan.due(step, plan.checkpoint_every, plan.total_steps)
             stop_now = should_stop()
             if not (log_now or eval_now or save_now or stop_now):
                 continue
-            window.absorb(backend)  # waits for the device
+            window.absorb(backend, skip_nonfinite=skip_nonfinite)  # waits for the device
             train_seconds += time.perf_counter() - segment_start
-            report = {"step": step}
+            report, stop_early = {"step": step}, False
             if log_now or eval_now:
-                train_metrics = window.take(backend)
+                train_metrics = window.take(backend, skip_nonfinite=skip_nonfinite)
                 train_metrics["epoch"] = step / plan.steps_per_epoch
                 writer.write(step, TRAIN, train_metrics)
-                progress.update(step, {k: train_metrics[k] for k in ("loss", task.monitor)})
-                if not math.isfinite(train_metrics["loss"]):
-                    raise FloatingPointError(
-                        f"non-finite train loss {train_metrics['loss']} in steps "
-                        f"{step - plan.log_every + 1}..{step}")
+                progress.update(step, {k: train_metrics[k] for k in ("loss", task.monitor)
+                                       if k in train_metrics})
             if eval_now:
                 for name in eval_splits:
                     result = trainer.evaluate(state, name)
@@ -318,24 +385,25 @@ def run(config, workdir: Path, *, stream=sys.stderr,
                 progress.message(f"step {step}: " + "  ".join(
                     f"{name} {task.monitor} {report[name][task.monitor]:.4f}"
                     for name in eval_splits))
-            if save_now or stop_now:
-                monitored = report.get(monitor_split, {}).get(monitor_name)
-                save(step, monitored)
+                monitored = report[monitor_split][monitor_name]
+                if _better(monitored, stopping["best"], mode, min_delta):
+                    stopping.update(best=monitored, best_step=step, bad_evals=0)
+                    # Keep the best weights on disk: early stopping restores them.
+                    save_now |= bool(config.checkpoint.keep_best)
+                else:
+                    stopping["bad_evals"] += 1
+                    stop_early = bool(patience) and stopping["bad_evals"] >= patience
+            if save_now or stop_now or stop_early:
+                save(step, report.get(monitor_split, {}).get(monitor_name))
+            if stop_early:
+                report["summary"] = _stop_early(trainer, checkpoints, step, stopping, final,
+                                                eval_splits, progress.message, summarize)
+                yield report
+                return
             if stop_now and step < plan.total_steps:
                 raise RunInterrupted(step)
             if step == plan.total_steps:
-                report["summary"] = {
-                    "final": final, "best": best, "monitor": task.monitor,
-                    "monitor_mode": task.monitor_mode, "steps": plan.total_steps,
-                    "epochs": plan.total_steps / plan.steps_per_epoch,
-                    "resumed_from_step": start,
-                    "train_examples_per_second": examples_seen / max(train_seconds, 1e-9),
-                    "train_seconds": train_seconds,
-                    "compile_seconds": trainer.compile_seconds,
-                    "wall_seconds": time.perf_counter() - wall_start,  # of this process
-                }
-                (workdir / "summary.json").write_text(
-                    json.dumps(report["summary"], indent=2) + "\n")
+                report["summary"] = summarize(step, {})
             if eval_now:
                 yield report
             segment_start = time.perf_counter()
@@ -344,11 +412,33 @@ def run(config, workdir: Path, *, stream=sys.stderr,
         writer.close()
         checkpoints.close()
         if config.logging.plot:
-            bookkeeping = ("epoch", "examples")
+            bookkeeping = ("epoch", "examples", "skipped_steps")
             records = [{k: v for k, v in r.items() if k not in bookkeeping}
                        for r in writers.read_metrics(workdir / writers.METRICS_FILENAME)]
             writers.plot_curves(records, workdir / "curves.png",
                                 title=f"{config.model.name} on {config.data.name}")
+
+
+def _stop_early(trainer, checkpoints, step, stopping, final, eval_splits, message, summarize):
+    """Restores the best checkpoint, evaluates it on every eval split, says which won."""
+    config, plan = trainer.config, trainer.plan
+    best_step = stopping["best_step"]
+    host_state, _, _ = checkpoints.restore(trainer.abstract_state, step=best_step)
+    state = trainer.backend.put_state(host_state)
+    for name in eval_splits:
+        final[name] = trainer.evaluate(state, name)
+    message(f"early stopping at step {step} (epoch {step / plan.steps_per_epoch:g}): "
+            f"{config.checkpoint.monitor} did not improve by more than "
+            f"{config.early_stopping.min_delta} for {stopping['bad_evals']} evaluations; "
+            f"the best, {stopping['best']:.4f} at step {best_step} (epoch "
+            f"{best_step / plan.steps_per_epoch:g}), is restored: " + "  ".join(
+                f"{name} {k} {v:.4f}" for name in eval_splits for k, v in final[name].items()
+                if k != "examples"))
+    return summarize(step, {"early_stopping": {
+        "stopped_at_step": step, "best_step": best_step,
+        "best_epoch": best_step / plan.steps_per_epoch,
+        "monitor": config.checkpoint.monitor, "best_value": stopping["best"],
+        "final_is_best_checkpoint": True}})
 
 
 def train_and_evaluate(config, workdir: Path, *, stream=sys.stderr,

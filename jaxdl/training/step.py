@@ -33,12 +33,15 @@ def _masked_sums(values: dict[str, jax.Array], mask: jax.Array) -> dict[str, jax
     return sums
 
 
-def make_train_step(task, tx: optax.GradientTransformation, *,
-                    axis_name: str | None) -> Callable:
+def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | None,
+                    skip_nonfinite: bool) -> Callable:
     """`train_step(state, batch) -> (state, metrics)`.
 
     metrics: `sums` (per-example values summed, with `count`) to be merged over steps then
-    divided, and `scalars` (gradient, parameter and update norms, learning rate) of this step.
+    divided, and `scalars` of this step: gradient, parameter and update norms, learning
+    rate, and `finite` (1 when the loss and the gradient norm are finite). With
+    `skip_nonfinite` a non-finite step leaves parameters, optimizer and model state as they
+    were (the step counter still advances, so the next batch is drawn).
     """
 
     def train_step(state: TrainState, batch):
@@ -61,13 +64,21 @@ def make_train_step(task, tx: optax.GradientTransformation, *,
             sums = lax.psum(sums, axis_name)
         updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
         params = optax.apply_updates(state.params, updates)
+        grad_norm = global_norm(grads)
+        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        learned = (params, model_state, opt_state)
+        if skip_nonfinite:
+            kept = (state.params, state.model_state, state.opt_state)
+            learned = jax.tree.map(lambda new, old: jnp.where(finite, new, old), learned, kept)
+        params, model_state, opt_state = learned
         new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
                                   opt_state=opt_state)
         scalars = {
-            "grad_norm": global_norm(grads),
+            "grad_norm": grad_norm,
             "param_norm": global_norm(params),
             "update_norm": global_norm(updates),
             "learning_rate": optim.current_learning_rate(opt_state),
+            "finite": finite.astype(jnp.float32),
         }
         return new_state, {"sums": sums, "scalars": scalars}
 

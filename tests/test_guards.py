@@ -1,0 +1,119 @@
+"""Early stopping, the non-finite guard, init_from and a damaged latest checkpoint."""
+
+import io
+import json
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import make_config
+from jaxdl.training import checkpoints, loop
+from jaxdl.training.writers import read_metrics
+
+QUIET = {"logging.progress": False, "logging.plot": False, "logging.tensorboard": False}
+
+
+def _train(workdir, **overrides):
+    stream = io.StringIO()
+    summary = loop.train_and_evaluate(make_config(**QUIET, **overrides), workdir, stream=stream)
+    return summary, stream.getvalue()
+
+
+def test_early_stopping_restores_the_best_checkpoint_and_evaluates_it(tmp_path):
+    summary, log = _train(tmp_path, **{"early_stopping.patience": 2,
+                                       "train.eval_every": "1 epoch"})
+    stopped = summary["early_stopping"]
+    steps_per_epoch = json.loads((tmp_path / "config.json").read_text())["derived"][
+        "steps_per_epoch"]
+    assert stopped["stopped_at_step"] < 760, "it should stop before the 40 epochs end"
+    assert stopped["stopped_at_step"] - stopped["best_step"] == 2 * steps_per_epoch
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    validation = {r["step"]: r["accuracy"] for r in records if r["split"] == "validation"}
+    assert stopped["best_value"] == max(validation.values()) == validation[stopped["best_step"]]
+    # The final metrics are those of the restored best weights, not of the last step.
+    assert summary["final"]["validation"]["accuracy"] == validation[stopped["best_step"]]
+    assert f"epoch {stopped['best_epoch']:g}" in log and "is restored" in log
+    assert stopped["best_step"] in checkpoints.Checkpoints(
+        tmp_path / "checkpoints", keep_last=1, keep_best=0, best_mode="max").steps()
+
+
+def test_patience_needs_a_kept_best_checkpoint():
+    from jaxdl.config import ConfigError
+    with pytest.raises(ConfigError, match="keep_best"):
+        make_config(**{"early_stopping.patience": 2, "checkpoint.keep_best": 0})
+
+
+DIVERGE = {"optimizer.name": "sgd", "optimizer.learning_rate": 1e30, "schedule.name": "constant",
+           "schedule.warmup": "0 steps", "train.duration": "2 epochs"}
+
+
+def test_a_non_finite_step_stops_the_run_naming_it_and_keeps_good_checkpoints(tmp_path):
+    # Checkpointing every step, a diverging run must stop at its first bad step and save
+    # nothing from that step on.
+    with pytest.raises(loop.NonFiniteError, match=r"non-finite training at step (\d+)") as e:
+        _train(tmp_path / "b", **DIVERGE, **{"checkpoint.every": "1 steps"})
+    bad_step = int(e.value.args[0].split("step ")[1].split(":")[0])
+    assert "the last finite step was" in str(e.value)
+    saved = checkpoints.Checkpoints(tmp_path / "b" / "checkpoints", keep_last=1, keep_best=0,
+                                    best_mode="max")
+    assert saved.steps() and max(saved.steps()) < bad_step
+    trainer = loop.build(make_config(**QUIET, **DIVERGE))
+    state, _, _ = saved.restore(trainer.abstract_state)
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state.params))
+
+
+def test_skip_nonfinite_skips_the_update_and_finishes(tmp_path):
+    summary, _ = _train(tmp_path, **DIVERGE, **{"guard.skip_nonfinite": True})
+    train = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "train"]
+    assert sum(r["skipped_steps"] for r in train) > 0
+    assert summary["steps"] == 2 * 19
+
+
+def test_a_skipped_step_leaves_the_state_unchanged():
+    trainer = loop.build(make_config(**{"guard.skip_nonfinite": True,
+                                        "parallel.num_devices": 1}))
+    batch = trainer.train_batch(0)
+    batch["inputs"] = np.full_like(batch["inputs"], np.nan)
+    before = trainer.backend.get_state(trainer.state)
+    state, metrics = trainer.train_step(trainer.state, trainer.backend.put_batch(batch))
+    after = trainer.backend.get_state(state)
+    assert trainer.backend.get_metrics(metrics)["scalars"]["finite"] == 0
+    assert int(after.step) == int(before.step) + 1
+    for a, b in zip(jax.tree.leaves((before.params, before.opt_state)),
+                    jax.tree.leaves((after.params, after.opt_state))):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_init_from_loads_matching_weights_and_reports_the_rest(tmp_path):
+    _train(tmp_path / "source", **{"train.duration": "1 epoch"})
+    source = checkpoints.read_weights(tmp_path / "source")[0]["params"]
+    # Same model: every array loads, and training starts from them.
+    _, log = _train(tmp_path / "same", **{"train.duration": "1 epoch",
+                                          "init_from": str(tmp_path / "source")})
+    assert set(source) == {"Conv_0", "Conv_1", "Dense_0", "Dense_1"}
+    assert "loaded 8 arrays" in log and "missing" not in log and "mismatched" not in log
+    # A narrower dense layer: the convolutions and the output bias load; the rest is reported.
+    _, log = _train(tmp_path / "other", **{"train.duration": "1 epoch", "model.dense_width": 64,
+                                           "init_from": str(tmp_path / "source")})
+    assert "loaded 5 arrays" in log
+    assert ("mismatched: Dense_0/bias (128,) vs (64,), Dense_0/kernel (256, 128) vs (256, 64), "
+            "Dense_1/kernel (128, 10) vs (64, 10)") in log
+
+
+def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    _train(tmp_path, **{"train.duration": "2 epochs", "checkpoint.every": "1 epoch"})
+    saved = checkpoints.Checkpoints(tmp_path / "checkpoints", keep_last=2, keep_best=0,
+                                    best_mode="max")
+    first, latest = saved.steps()
+    saved.close()
+    for path in (tmp_path / "checkpoints" / str(latest) / "state").rglob("*"):
+        if path.is_file():
+            path.write_bytes(b"garbage")  # a half-written disk block
+    trainer = loop.build(make_config())
+    state, _, step = checkpoints.Checkpoints(
+        tmp_path / "checkpoints", keep_last=2, keep_best=0, best_mode="max").restore(
+        trainer.abstract_state)
+    assert step == first
+    assert int(state.step) == first
