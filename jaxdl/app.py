@@ -9,6 +9,7 @@ line on stderr and exit status 2, before anything is written.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -55,6 +56,58 @@ def _set_xla_flag(name: str, value) -> None:
     current = os.environ.get("XLA_FLAGS", "")
     if f"--{name}=" not in current:
         os.environ["XLA_FLAGS"] = f"{current} --{name}={value}".strip()
+
+
+def _make_deterministic(seed: int) -> None:
+    """Asks XLA and tf.data for run-to-run determinism and seeds the global RNGs user code
+    may draw from (jaxdl's own randomness is already a pure function of the seed)."""
+    from jaxdl.training import environment
+    # GPU only (CPU XLA is deterministic already); XLA parses it on every build. It fails
+    # ops without a deterministic kernel, e.g. max-pool's gradient (google/flax#4233).
+    _set_xla_flag("xla_gpu_deterministic_ops", "true")
+    if not environment.deterministic_xla():
+        _fail("--deterministic conflicts with XLA_FLAGS --xla_gpu_deterministic_ops="
+              f"{environment.xla_flag('xla_gpu_deterministic_ops')}")
+    os.environ["TF_DETERMINISTIC_OPS"] = "1"  # TensorFlow ops behind tf.data / TFDS
+    import random
+    import numpy as np
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # the legacy RNG takes only 32-bit seeds
+
+
+class _CacheCounter(logging.Filter):
+    """Counts JAX's persistent-cache hit and miss records, then lets through only those the
+    user would have seen anyway: they are DEBUG records, and absl's root handler would
+    print every DEBUG line of the compiler logger."""
+
+    def __init__(self, shown_level: int):
+        super().__init__()
+        self.shown_level, self.hits, self.misses = shown_level, 0, 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        if message.startswith("Persistent compilation cache hit"):
+            self.hits += 1
+        elif message.startswith("PERSISTENT COMPILATION CACHE MISS"):
+            self.misses += 1
+        return record.levelno >= self.shown_level
+
+
+def _enable_compilation_cache(jax, directory: str) -> _CacheCounter:
+    """Points JAX's persistent cache at `directory`, for every compiled step; returns the
+    counter of its hits and misses."""
+    jax.config.update("jax_compilation_cache_dir", directory)
+    # JAX caches only programs that took >= 1 s to compile; ours take well under that on
+    # CPU. An explicit JAX_* environment setting still wins.
+    for name, value in (("jax_persistent_cache_min_compile_time_secs", 0.0),
+                        ("jax_persistent_cache_min_entry_size_bytes", -1)):  # -1: no minimum
+        if name.upper() not in os.environ:
+            jax.config.update(name, value)
+    compiler_logger = logging.getLogger("jax._src.compiler")  # logs the hits and misses
+    counter = _CacheCounter(compiler_logger.getEffectiveLevel())
+    compiler_logger.addFilter(counter)
+    compiler_logger.setLevel(logging.DEBUG)
+    return counter
 
 
 def _check_workdir(workdir: str, config, overwrite: bool) -> tuple[Path, dict | None]:
@@ -126,12 +179,24 @@ def run(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
     flags.DEFINE_string("workdir", None, "directory for this run's files", flag_values=flag_values)
     flags.DEFINE_bool("overwrite", False, "empty a --workdir that holds another run",
                       flag_values=flag_values)
+    flags.DEFINE_bool("deterministic", False,
+                      "ask XLA (GPU) and tf.data for run-to-run determinism; seed Python's and "
+                      "numpy's global RNGs", flag_values=flag_values)
+    flags.DEFINE_bool("distributed", False, "multi-host: jax.distributed.initialize() with the "
+                      "cluster's own settings (SLURM, Open MPI, Kubernetes, Cloud TPU)",
+                      flag_values=flag_values)
+    flags.DEFINE_string("coordinator_address", None, "multi-host: host:port of process 0 "
+                        "(implies --distributed)", flag_values=flag_values)
+    flags.DEFINE_integer("num_processes", None, "multi-host: number of processes",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("process_id", None, "multi-host: this process's index",
+                         flag_values=flag_values)
     flags.DEFINE_string("compilation_cache_dir", _default_cache_dir(),
                         "persistent XLA compilation cache ('' = off)", flag_values=flag_values)
-    from absl import logging
+    from absl import logging as absl_logging
     from ml_collections import config_flags
     # Backend-probing INFO lines (no TPU here) would bury the one line a user must read.
-    logging.set_verbosity(logging.WARNING)
+    absl_logging.set_verbosity(absl_logging.WARNING)
     try:  # config_flags applies --config.* overrides while defining the flag
         config_flags.DEFINE_config_dict("config", get_config(), "experiment config",
                                         flag_values=flag_values, lock_config=True)
@@ -156,7 +221,9 @@ def run(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
             config = config_lib.validate(flag_values.config)
         except config_lib.ConfigError as e:
             _fail(str(e))
-        workdir, done = _check_workdir(flag_values.workdir, config, flag_values.overwrite)
+        # Only process 0 may empty a workdir: the others see what it leaves.
+        overwrite = flag_values.overwrite and not flag_values.process_id
+        workdir, done = _check_workdir(flag_values.workdir, config, overwrite)
         if done is not None:
             print(f"the run in {workdir} is already complete")
             _print_summary(done)
@@ -164,10 +231,20 @@ def run(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
         if config.parallel.host_devices:
             # Read when the CPU backend starts, so it must be set before the first JAX op.
             _set_xla_flag("xla_force_host_platform_device_count", config.parallel.host_devices)
+        if flag_values.deterministic:
+            _make_deterministic(config.seed)  # also before the first JAX op
 
         import jax
+        cache = None
         if flag_values.compilation_cache_dir:
-            jax.config.update("jax_compilation_cache_dir", flag_values.compilation_cache_dir)
+            cache = _enable_compilation_cache(jax, flag_values.compilation_cache_dir)
+        if flag_values.distributed or flag_values.coordinator_address:
+            # CPU devices of different processes talk through gloo; GPUs use NCCL anyway.
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+            jax.distributed.initialize(coordinator_address=flag_values.coordinator_address,
+                                       num_processes=flag_values.num_processes,
+                                       process_id=flag_values.process_id)
+        primary = jax.process_index() == 0
         from jaxdl.training import loop, parallel
         try:
             devices = parallel.select_devices(config.parallel.num_devices)
@@ -182,7 +259,20 @@ def run(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
         except loop.RunInterrupted as e:
             print(f"{e}; rerun the same command to resume", file=sys.stderr)
             sys.exit(128 + stop.signal)
+        except loop.NonFiniteError as e:
+            saved = sorted(int(p.name) for p in (workdir / "checkpoints").glob("*")
+                           if p.name.isdigit())
+            kept = (f"the last good checkpoint is step {saved[-1]}, where a rerun resumes"
+                    if saved else "no checkpoint was saved before it")
+            print(f"error: {e}; {kept}. Lower the learning rate, clip gradients "
+                  "(optimizer.grad_clip_norm) or set guard.skip_nonfinite=True", file=sys.stderr)
+            sys.exit(1)
+        if not primary:
+            return
         _print_summary(summary)
+        if cache is not None:
+            print(f"compilation cache {flag_values.compilation_cache_dir}: {cache.hits} hits, "
+                  f"{cache.misses} misses")
         print(f"run files in {workdir}: " + ", ".join(sorted(p.name for p in workdir.iterdir())))
 
     absl_app.run(main, flags_parser=parse)

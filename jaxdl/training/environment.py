@@ -36,7 +36,23 @@ def git_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
-def describe(devices, backend: str) -> dict:
+def xla_flag(name: str, xla_flags: str | None = None) -> str | None:
+    """The value XLA takes for --name in `xla_flags` (default: $XLA_FLAGS); the last one wins."""
+    value = None
+    for token in (os.environ.get("XLA_FLAGS", "") if xla_flags is None else xla_flags).split():
+        flag, _, given = token.partition("=")
+        if flag == f"--{name}":
+            value = given or "true"  # a bare boolean flag means true
+    return value
+
+
+def deterministic_xla(xla_flags: str | None = None) -> bool:
+    """Whether XLA_FLAGS asks XLA for run-to-run determinism on GPU (what --deterministic sets)."""
+    return (xla_flag("xla_gpu_deterministic_ops", xla_flags) or "").lower() in ("true", "1")
+
+
+def describe(devices, backend: str, *, deterministic: bool | None = None) -> dict:
+    """The run's environment; `deterministic` defaults to what XLA_FLAGS asks for."""
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
@@ -47,6 +63,8 @@ def describe(devices, backend: str) -> dict:
         "device_count": len(devices),
         "process_count": jax.process_count(),
         "cpu_count": os.cpu_count(),
+        "deterministic": deterministic_xla() if deterministic is None else deterministic,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        "tf_deterministic_ops": os.environ.get("TF_DETERMINISTIC_OPS"),
         "git_commit": git_commit(),
     }

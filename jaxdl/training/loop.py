@@ -148,6 +148,15 @@ class _Window:
         return {"sums": dict(self.sums), "scalars": dict(self.scalars), "skipped": self.skipped}
 
 
+class _Silent:
+    """Writer and progress of a process other than 0: one process speaks for the run."""
+
+    def write(self, *args, **kwargs):
+        pass
+
+    update = message = close = write
+
+
 class RunInterrupted(Exception):
     """Training stopped on request (a signal); the run is checkpointed at `step`."""
 
@@ -298,20 +307,24 @@ def run(config, workdir: Path, *, stream=sys.stderr,
     if checkpoints.steps():
         host_state, carried, start = checkpoints.restore(trainer.abstract_state)
         state = backend.put_state(host_state)
-    writer = writers.MetricWriter(workdir, tensorboard=config.logging.tensorboard)
-    progress = writers.Progress(plan.total_steps, initial_step=start,
-                                examples_per_step=batch_size, stream=stream,
-                                tty=None if config.logging.progress else False)
+    primary = jax.process_index() == 0  # the only process that writes files and prints
+    if primary:
+        writer = writers.MetricWriter(workdir, tensorboard=config.logging.tensorboard)
+        progress = writers.Progress(plan.total_steps, initial_step=start,
+                                    examples_per_step=batch_size, stream=stream,
+                                    tty=None if config.logging.progress else False)
+        _truncate_metrics(workdir / writers.METRICS_FILENAME, start)
+        if not (workdir / "config.json").exists():
+            (workdir / "config.json").write_text(json.dumps(
+                {"config": config.to_dict(), "derived": dataclasses.asdict(plan),
+                 "num_examples": {k: len(v) for k, v in splits.items()}},
+                indent=2, default=str) + "\n")
+        (workdir / "env.json").write_text(json.dumps(
+            environment.describe(backend.devices, config.parallel.backend), indent=2) + "\n")
+    else:
+        writer = progress = _Silent()
     if not start and config.init_from:
         state = _initial_weights(trainer, config.init_from, progress.message)
-    _truncate_metrics(workdir / writers.METRICS_FILENAME, start)
-    if not (workdir / "config.json").exists():
-        (workdir / "config.json").write_text(json.dumps(
-            {"config": config.to_dict(), "derived": dataclasses.asdict(plan),
-             "num_examples": {k: len(v) for k, v in splits.items()}},
-            indent=2, default=str) + "\n")
-    (workdir / "env.json").write_text(json.dumps(
-        environment.describe(backend.devices, config.parallel.backend), indent=2) + "\n")
 
     progress.message(f"{config.model.name} on {config.data.name}: {plan.total_steps} steps "
                      f"({plan.steps_per_epoch}/epoch), {backend.kind} over "
@@ -340,7 +353,8 @@ def run(config, workdir: Path, *, stream=sys.stderr,
             "train_seconds": train_seconds, "compile_seconds": trainer.compile_seconds,
             "wall_seconds": time.perf_counter() - wall_start,  # of this process
             **extra}
-        (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        if primary:
+            (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
     try:
@@ -411,7 +425,7 @@ def run(config, workdir: Path, *, stream=sys.stderr,
         progress.close()
         writer.close()
         checkpoints.close()
-        if config.logging.plot:
+        if config.logging.plot and primary:
             bookkeeping = ("epoch", "examples", "skipped_steps")
             records = [{k: v for k, v in r.items() if k not in bookkeeping}
                        for r in writers.read_metrics(workdir / writers.METRICS_FILENAME)]

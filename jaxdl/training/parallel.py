@@ -22,7 +22,14 @@ BACKENDS = ("pmap", "sharded")
 
 
 def select_devices(num_devices: int) -> list[jax.Device]:
-    """The first `num_devices` local devices (0 = all)."""
+    """The first `num_devices` local devices (0 = all); across processes, every device."""
+    if jax.process_count() > 1:
+        devices = jax.devices()
+        if num_devices not in (0, len(devices)):
+            raise ValueError(f"config.parallel.num_devices={num_devices}: a run over "
+                             f"{jax.process_count()} processes uses all {len(devices)} devices; "
+                             "set it to 0")
+        return devices
     devices = jax.local_devices()
     if num_devices > len(devices):
         raise ValueError(f"config.parallel.num_devices={num_devices} but only {len(devices)} "
@@ -51,42 +58,57 @@ class Backend:
         """The axis that collectives inside the step (pmean, BatchNorm) reduce over."""
         return AXIS if self.kind == "pmap" else None
 
+    @property
+    def local_devices(self) -> list[jax.Device]:
+        return [d for d in self.devices if d.process_index == jax.process_index()]
+
     # --- placement ---------------------------------------------------------------------
+    # Every process calls these with the same host values (the global batch, the state);
+    # each places only what its own devices hold, so one code path serves one or many hosts.
 
     def put_state(self, tree):
-        """A host or single-device pytree, copied to every device."""
+        """A host pytree, copied to every device."""
         if self.kind == "pmap":
             n = self.num_devices
-            return jax.tree.map(
-                lambda x: jax.device_put(np.broadcast_to(np.asarray(x), (n,) + np.shape(x)),
-                                         self._data), tree)
-        return jax.device_put(tree, self._replicated)
+            return jax.tree.map(lambda x: jax.make_array_from_callback(
+                (n,) + np.shape(x), self._data,
+                lambda index: np.broadcast_to(np.asarray(x), (n,) + np.shape(x))[index]), tree)
+        return jax.tree.map(lambda x: jax.make_array_from_callback(
+            np.shape(x), self._replicated, lambda index: np.asarray(x)[index]), tree)
+
+    def _one_copy(self, tree):
+        """Host numpy of a replicated device pytree, read from this process's first device
+        (a multi-process array cannot be fetched whole, and needs not be)."""
+        shards = jax.device_get(jax.tree.map(lambda x: x.addressable_shards[0].data, tree))
+        if self.kind == "pmap":  # one device's row of the mapped axis
+            shards = jax.tree.map(lambda x: x[0], shards)
+        return shards
 
     def get_state(self, tree):
         """The device pytree as host numpy arrays (one copy, not one per device)."""
-        if self.kind == "pmap":
-            tree = jax.tree.map(lambda x: x.addressable_shards[0].data[0], tree)
-        return jax.device_get(tree)
+        return self._one_copy(tree)
 
     def put_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-        """A host batch split along its first axis over the devices (no device-side copy)."""
-        n = self.num_devices
+        """The global host batch split along its first axis over the devices; each process
+        places its own contiguous slice (no device-side copy)."""
+        n, processes = self.num_devices, jax.process_count()
+        n_local = len(self.local_devices)
         out = {}
         for key, value in batch.items():
             if value.shape[0] % n:
                 raise ValueError(f"batch of {value.shape[0]} examples does not split over "
                                  f"{n} devices")
+            if processes > 1:
+                per_process = value.shape[0] // processes
+                value = value[jax.process_index() * per_process:][:per_process]
             if self.kind == "pmap":
-                value = value.reshape((n, value.shape[0] // n) + value.shape[1:])
+                value = value.reshape((n_local, value.shape[0] // n_local) + value.shape[1:])
             out[key] = jax.make_array_from_process_local_data(self._data, value)
         return out
 
     def get_metrics(self, metrics):
-        """Step metrics on the host; under pmap they are equal on every device, take one."""
-        metrics = jax.device_get(metrics)
-        if self.kind == "pmap":
-            metrics = jax.tree.map(lambda x: x[0], metrics)
-        return metrics
+        """Step metrics on the host; they are equal on every device, take one copy."""
+        return self._one_copy(metrics)
 
     # --- compilation -------------------------------------------------------------------
 

@@ -1,0 +1,53 @@
+"""--deterministic through the real CLI: identical metrics on rerun, recorded in env.json."""
+
+import json
+import os
+
+from conftest import run_cli
+from jaxdl.training import environment
+from jaxdl.training.writers import read_metrics
+
+SHRINK = ["--config.train.duration=2 epochs", "--config.train.eval_every=1 epoch",
+          "--config.logging.progress=False", "--compilation_cache_dir="]
+
+
+def _train(workdir, *flags):
+    result = run_cli("experiments.digits_mlp", f"--workdir={workdir}", *SHRINK, *flags)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "compilation cache" not in result.stdout  # --compilation_cache_dir= turns it off
+    values = [{k: v for k, v in r.items() if k != "time"}
+              for r in read_metrics(workdir / "metrics.jsonl")]
+    return values, json.loads((workdir / "env.json").read_text())
+
+
+def test_deterministic_reruns_give_identical_metrics(tmp_path):
+    first, env = _train(tmp_path / "a", "--deterministic")
+    second, _ = _train(tmp_path / "b", "--deterministic")
+    assert first and first == second
+    assert env["deterministic"] is True
+    assert "--xla_gpu_deterministic_ops=true" in env["xla_flags"]
+    assert env["tf_deterministic_ops"] == "1"
+
+    _, plain_env = _train(tmp_path / "c")
+    assert plain_env["deterministic"] is False
+    assert "xla_gpu_deterministic_ops" not in plain_env["xla_flags"]
+
+
+def test_conflicting_xla_flag_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "") +
+                       " --xla_gpu_deterministic_ops=false")
+    result = run_cli("experiments.digits_mlp", f"--workdir={tmp_path / 'run'}", "--deterministic")
+    assert result.returncode == 2, result.stderr[-3000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert lines == ["error: --deterministic conflicts with XLA_FLAGS "
+                     "--xla_gpu_deterministic_ops=false"]
+    assert not (tmp_path / "run").exists()
+
+
+def test_xla_flag_parsing():
+    flags = "--xla_force_host_platform_device_count=4 --xla_gpu_deterministic_ops=false"
+    assert environment.xla_flag("xla_force_host_platform_device_count", flags) == "4"
+    assert not environment.deterministic_xla(flags)
+    assert environment.deterministic_xla(flags + " --xla_gpu_deterministic_ops=True")
+    assert environment.deterministic_xla("--xla_gpu_deterministic_ops")  # bare means true
+    assert not environment.deterministic_xla("")
