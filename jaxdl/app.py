@@ -120,6 +120,11 @@ def _check_workdir(workdir: str, config, overwrite: bool) -> tuple[Path, dict | 
     path = Path(workdir).expanduser().absolute()
     if path.exists() and not path.is_dir():
         _fail(f"--workdir={workdir} is a file, not a directory")
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        what = "a file" if not existing.is_dir() else "not writable"
+        _fail(f"--workdir={workdir} cannot be created: {existing} is {what}; choose a "
+              "writable directory")
     if not path.exists() or not any(path.iterdir()):
         return path, None
     if overwrite:
@@ -259,6 +264,11 @@ def run(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
         except loop.RunInterrupted as e:
             print(f"{e}; rerun the same command to resume", file=sys.stderr)
             sys.exit(128 + stop.signal)
+        except (loop.CheckpointWriteError, loop.OutOfMemoryError) as e:
+            _fail(str(e))
+        except OSError as e:  # a full disk or a lost mount while writing metrics
+            _fail(f"cannot write the run's files in {workdir} ({e}); free space and rerun "
+                  "the same command to resume from the last checkpoint")
         except loop.NonFiniteError as e:
             saved = sorted(int(p.name) for p in (workdir / "checkpoints").glob("*")
                            if p.name.isdigit())

@@ -116,7 +116,7 @@ def test_eval_counts_every_example_once(backend):
 def test_step_is_compiled_once_and_rejects_another_shape():
     trainer = loop.build(make_config(**{"parallel.num_devices": 1}))
     batch = {k: v[:32] for k, v in trainer.train_batch(0).items()}
-    with pytest.raises((TypeError, ValueError)):
+    with pytest.raises(ValueError, match=r"compiled once for the batch .*inputs.*float32\[64, 8, 8, 1\].* got .*float32\[32, 8, 8, 1\]"):
         trainer.train_step(trainer.state, trainer.backend.put_batch(batch))
 
 
@@ -129,3 +129,21 @@ def test_bf16_computes_in_bf16_with_float32_params():
                                       train=False)
     assert logits.dtype == jnp.bfloat16
     assert np.isfinite(losses).all()
+
+
+def test_out_of_memory_names_the_sizes_that_decide_it():
+    trainer = loop.build(make_config(**{"parallel.num_devices": 4}))
+    error = jax.errors.JaxRuntimeError(
+        "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 4096 bytes.")
+    with pytest.raises(loop.OutOfMemoryError) as raised:
+        with loop.explain_out_of_memory(trainer.config, trainer.abstract_state, 4):
+            raise error
+    message = str(raised.value)
+    assert "per-device batch 16 of a global 64" in message
+    params = sum(x.size * 4 for x in jax.tree.leaves(trainer.abstract_state.params))
+    assert f"parameters {params / 2**20:.1f} MiB" in message
+    assert "grad_accum_steps" in message and "bf16" in message
+    # Other runtime errors pass through untouched.
+    with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
+        with loop.explain_out_of_memory(trainer.config, trainer.abstract_state, 4):
+            raise jax.errors.JaxRuntimeError("INTERNAL: something else")

@@ -76,17 +76,26 @@ class Checkpoints:
                     **{STATE: ocp.args.StandardRestore(target),
                        PROGRESS: ocp.args.JsonRestore()}))
             except Exception as e:  # orbax raises many types for a damaged directory
-                failures.append(f"step {candidate}: {type(e).__name__}: {str(e)[:200]}")
-                logging.warning("checkpoint at step %s is unreadable (%s); trying an earlier "
-                                "one", candidate, e)
+                failures.append((candidate, f"{type(e).__name__}: {_first_line(e)}"))
                 continue
+            if failures:  # said once, and only when an earlier checkpoint saved the run
+                logging.warning("checkpoint(s) at step %s unreadable (%s); using step %d",
+                                ", ".join(str(s) for s, _ in failures), failures[0][1],
+                                candidate)
             return restored[STATE], restored[PROGRESS], candidate
-        raise CheckpointError(f"no readable checkpoint in {self.directory}: "
-                              + "; ".join(failures or ["none saved"]))
+        raise CheckpointError(
+            f"no checkpoint in {self.directory} fits this run's state (a different model or "
+            "a damaged directory): " + (f"step {failures[0][0]}: {failures[0][1]}"
+                                        if failures else "none saved"))
 
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else "")[:300]
 
 
 def read_weights(path: str | Path) -> tuple[dict[str, Any], int]:
@@ -94,14 +103,13 @@ def read_weights(path: str | Path) -> tuple[dict[str, Any], int]:
     of another run: `path` is its workdir or its checkpoints directory."""
     path = Path(path).expanduser().absolute()
     directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    if not directory.is_dir():
-        raise CheckpointError(f"init_from={str(path)!r}: no such run directory")
+    if not directory.is_dir() or not any(p.name.isdigit() for p in directory.iterdir()):
+        raise CheckpointError(f"init_from={str(path)!r} holds no jaxdl checkpoint; give the "
+                              "--workdir of a finished or checkpointed run")
     manager = ocp.CheckpointManager(directory, item_names=(STATE, PROGRESS),
                                     options=ocp.CheckpointManagerOptions(read_only=True))
     try:
         step = manager.latest_step()
-        if step is None:
-            raise CheckpointError(f"init_from={str(path)!r}: holds no checkpoint")
         restored = manager.restore(step, args=ocp.args.Composite(
             **{STATE: ocp.args.StandardRestore()}))[STATE]
     finally:

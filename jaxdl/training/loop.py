@@ -8,6 +8,7 @@ reads afterwards: metrics.jsonl, TensorBoard events, curves.png and summary.json
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import math
@@ -24,7 +25,8 @@ from jaxdl import data as data_lib
 from jaxdl import tasks
 from jaxdl.config import Clock, ConfigError
 from jaxdl.training import environment, optim, parallel, step as step_lib, writers
-from jaxdl.training.checkpoints import Checkpoints, merge_by_path, read_weights
+from jaxdl.training.checkpoints import (CheckpointError, Checkpoints, merge_by_path,
+                                        read_weights)
 from jaxdl.training.state import create_state
 
 TRAIN = "train"
@@ -157,6 +159,39 @@ class _Silent:
     update = message = close = write
 
 
+class OutOfMemoryError(MemoryError):
+    """The device ran out of memory; the message carries the sizes that decide it."""
+
+
+def _megabytes(tree) -> str:
+    total = sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize
+                for x in jax.tree.leaves(tree))
+    return f"{total / 2**20:.1f} MiB"
+
+
+@contextlib.contextmanager
+def explain_out_of_memory(config, abstract_state, num_devices: int):
+    """Re-raises XLA's RESOURCE_EXHAUSTED with the numbers that decide memory use per
+    device and what to change, instead of a bare allocation failure."""
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as e:
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        raise OutOfMemoryError(
+            f"out of device memory ({str(e).strip().splitlines()[0][:200]}): per-device batch "
+            f"{config.data.batch_size // num_devices} of a global {config.data.batch_size}, "
+            f"parameters {_megabytes(abstract_state.params)}, optimizer state "
+            f"{_megabytes(abstract_state.opt_state)}, model state "
+            f"{_megabytes(abstract_state.model_state)} per device. Lower data.batch_size and "
+            "raise optimizer.grad_accum_steps to keep the effective batch, set "
+            "precision='bf16', or add devices") from e
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the earlier ones are intact."""
+
+
 class RunInterrupted(Exception):
     """Training stopped on request (a signal); the run is checkpointed at `step`."""
 
@@ -231,9 +266,16 @@ def build(config) -> Trainer:
 
     example = _with_mask(data_lib.train_batch(splits[TRAIN], config.data.batch_size,
                                               config.seed, 0))
-    initial = create_state(task, tx, config.seed, example["inputs"][:1])
-    abstract_state = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), initial)
-    state = backend.put_state(initial)
+    abstract_state = jax.eval_shape(lambda x: create_state(task, tx, config.seed, x),
+                                    example["inputs"][:1])
+    with explain_out_of_memory(config, abstract_state, backend.num_devices):
+        return _place_and_compile(config, dataset, splits, plan, backend, task, tx, example,
+                                  abstract_state)
+
+
+def _place_and_compile(config, dataset, splits, plan, backend, task, tx, example,
+                       abstract_state) -> Trainer:
+    state = backend.put_state(create_state(task, tx, config.seed, example["inputs"][:1]))
     train_step, train_seconds = backend.compile(
         step_lib.make_train_step(task, tx, axis_name=backend.axis_name,
                                  skip_nonfinite=config.guard.skip_nonfinite), state,
@@ -242,8 +284,15 @@ def build(config) -> Trainer:
     eval_step, eval_seconds = backend.compile(
         step_lib.make_eval_step(task, axis_name=backend.axis_name), state,
         backend.put_batch(eval_example), donate_state=False)
+    def guarded(step_fn):
+        def call(state, batch):
+            with explain_out_of_memory(config, abstract_state, backend.num_devices):
+                return step_fn(state, batch)
+        return call
+
     return Trainer(config=config, dataset=dataset, splits=splits, plan=plan, backend=backend,
-                   task=task, tx=tx, state=state, abstract_state=abstract_state, train_step=train_step, eval_step=eval_step,
+                   task=task, tx=tx, state=state, abstract_state=abstract_state,
+                   train_step=guarded(train_step), eval_step=guarded(eval_step),
                    compile_seconds=train_seconds + eval_seconds)
 
 
@@ -262,10 +311,11 @@ def _fresh_progress() -> dict[str, Any]:
             "early_stopping": {"best": None, "best_step": None, "bad_evals": 0}}
 
 
-def _initial_weights(trainer: Trainer, path: str, message: Callable[[str], None]):
-    """The trainer's initial state with parameters and model state taken from the run at
-    `path`, matched by parameter path; what did not match is reported, not hidden."""
-    loaded, step = read_weights(path)
+def _initial_weights(trainer: Trainer, path: str, loaded: dict[str, Any], step: int,
+                     message: Callable[[str], None]):
+    """The trainer's initial state with parameters and model state taken from another run
+    (`loaded`, read from `path`), matched by parameter path; what did not match is
+    reported, not hidden."""
     host = trainer.backend.get_state(trainer.state)
     params, report = merge_by_path(host.params, loaded["params"])
     model_state, state_report = merge_by_path(host.model_state, loaded.get("model_state", {}))
@@ -300,12 +350,25 @@ def run(config, workdir: Path, *, stream=sys.stderr,
         raise ConfigError(f"config.checkpoint.monitor={config.checkpoint.monitor!r}: write "
                           f"'<split>/<metric>' with split one of {', '.join(eval_splits)}")
 
+    resuming = (workdir / "checkpoints").is_dir() and any(
+        p.name.isdigit() for p in (workdir / "checkpoints").iterdir())
+    weights = None
+    if config.init_from and not resuming:
+        try:  # before anything is written: a wrong path is bad input
+            weights = read_weights(config.init_from)
+        except CheckpointError as e:
+            raise ConfigError(f"config.init_from: {e}") from None
+
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(workdir / "checkpoints", keep_last=config.checkpoint.keep_last,
                               keep_best=config.checkpoint.keep_best, best_mode=mode)
     start, carried = 0, _fresh_progress()
     if checkpoints.steps():
-        host_state, carried, start = checkpoints.restore(trainer.abstract_state)
+        try:
+            host_state, carried, start = checkpoints.restore(trainer.abstract_state)
+        except CheckpointError as e:
+            raise ConfigError(f"{e}; resume with the config that wrote it, or start a new "
+                              "--workdir") from None
         state = backend.put_state(host_state)
     primary = jax.process_index() == 0  # the only process that writes files and prints
     if primary:
@@ -323,8 +386,8 @@ def run(config, workdir: Path, *, stream=sys.stderr,
             environment.describe(backend.devices, config.parallel.backend), indent=2) + "\n")
     else:
         writer = progress = _Silent()
-    if not start and config.init_from:
-        state = _initial_weights(trainer, config.init_from, progress.message)
+    if weights is not None:
+        state = _initial_weights(trainer, config.init_from, *weights, progress.message)
 
     progress.message(f"{config.model.name} on {config.data.name}: {plan.total_steps} steps "
                      f"({plan.steps_per_epoch}/epoch), {backend.kind} over "
@@ -339,10 +402,20 @@ def run(config, workdir: Path, *, stream=sys.stderr,
     wall_start = time.perf_counter()
 
     def save(step: int, monitor: float | None) -> None:
-        checkpoints.save(step, backend.get_state(state), {
+        progress_state = {
             "window": window.snapshot(backend, skip_nonfinite=skip_nonfinite), "best": best,
             "final": final, "train_seconds": train_seconds, "examples_seen": examples_seen,
-            "early_stopping": stopping}, monitor=monitor)
+            "early_stopping": stopping}
+        previous = checkpoints.steps()
+        try:
+            checkpoints.save(step, backend.get_state(state), progress_state, monitor=monitor)
+        except Exception as e:  # noqa: BLE001 - disk full, quota, permissions, orbax errors
+            kept = (f"the checkpoint at step {previous[-1]} stays usable"
+                    if previous else "no earlier checkpoint exists")
+            raise CheckpointWriteError(
+                f"could not write the checkpoint at step {step} in {checkpoints.directory} "
+                f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e) else ''})"
+                f"; {kept}. Free disk space and rerun the same command to resume") from e
 
     def summarize(step: int, extra: dict[str, Any]) -> dict[str, Any]:
         summary = {

@@ -126,4 +126,28 @@ class Backend:
                              out_shardings=self._replicated, donate_argnums=donate)
         start = time.perf_counter()
         compiled = mapped.lower(state, batch).compile()
-        return compiled, time.perf_counter() - start
+        return _CompiledStep(compiled, batch), time.perf_counter() - start
+
+
+def _shapes(batch) -> dict[str, str]:
+    return {k: f"{v.dtype}{list(v.shape)}" for k, v in batch.items()}
+
+
+class _CompiledStep:
+    """A step compiled once; a batch of another shape or dtype is an error that names both,
+    never a silent recompilation."""
+
+    def __init__(self, compiled, batch):
+        self._compiled = compiled
+        self._expected = _shapes(batch)
+
+    def __call__(self, state, batch):
+        try:
+            return self._compiled(state, batch)
+        except (TypeError, ValueError) as e:
+            got = _shapes(batch)
+            if got == self._expected:
+                raise
+            raise ValueError(f"the step was compiled once for the batch {self._expected} but "
+                             f"got {got}; keep batch shapes fixed (training drops the last "
+                             "partial batch, evaluation pads it)") from e
