@@ -35,9 +35,9 @@ def _checkpoint_steps(workdir):
     return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.exists() else []
 
 
-def _kill_when(workdir, cache, condition, sig=signal.SIGKILL, timeout=120):
+def _kill_when(workdir, cache, condition, sig=signal.SIGKILL, timeout=120, extra=()):
     """Starts the run and sends `sig` the moment `condition(workdir)` holds."""
-    proc = subprocess.Popen(_command(workdir, cache), cwd=REPO, env=cli_env(),
+    proc = subprocess.Popen(_command(workdir, cache, *extra), cwd=REPO, env=cli_env(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
@@ -128,18 +128,25 @@ def test_sigterm_checkpoints_and_the_rerun_finishes_identically(reference, tmp_p
     assert _values(_logged(workdir)) == _values(_logged(reference))
 
 
-def test_resume_on_another_device_count_and_backend(reference, tmp_path):
-    """Saved with 4 devices under `sharded`, resumed with 1 under `pmap`."""
+@pytest.mark.parametrize("first, second", [
+    (["--config.parallel.backend=sharded"],  # 4 devices
+     ["--config.parallel.backend=pmap", "--config.parallel.num_devices=1"]),
+    (["--config.parallel.backend=pmap", "--config.parallel.num_devices=1"],
+     ["--config.parallel.backend=sharded"]),
+], ids=["4-sharded-to-1-pmap", "1-pmap-to-4-sharded"])
+def test_resume_on_another_device_count_and_backend(first, second, reference, tmp_path):
     workdir, cache = tmp_path / "run", tmp_path / "cache"
-    code, _ = _kill_when(workdir, cache, lambda w: len(_checkpoint_steps(w)) >= 1)
+    code, _ = _kill_when(workdir, cache, lambda w: len(_checkpoint_steps(w)) >= 1,
+                         extra=first)
     assert code == -signal.SIGKILL
     final = run_cli("experiments.digits_cnn", f"--workdir={workdir}",
-                    f"--compilation_cache_dir={cache}", *CONFIG,
-                    "--config.parallel.backend=pmap", "--config.parallel.num_devices=1")
+                    f"--compilation_cache_dir={cache}", *CONFIG, *second)
     assert final.returncode == 0, final.stderr[-3000:]
     assert "resuming from the checkpoint" in final.stderr
     env = json.loads((workdir / "env.json").read_text())
-    assert env["device_count"] == 1 and env["backend"] == "pmap"
+    devices = 1 if "--config.parallel.num_devices=1" in second else 4
+    assert env["device_count"] == devices
+    assert env["backend"] == second[0].split("=")[1]
     summary = json.loads((workdir / "summary.json").read_text())
     ref = json.loads((reference / "summary.json").read_text())
     # Another device layout sums in another order: close to the reference, not bitwise.
