@@ -147,6 +147,15 @@ def _check_workdir(workdir: str, config, overwrite: bool) -> tuple[Path, dict | 
     return path, json.loads(summary_path.read_text()) if summary_path.exists() else None
 
 
+def _drop_closed_event_loop_noise(unraisable) -> None:
+    """After a failed checkpoint write, tensorstore's callbacks keep reaching orbax's closed
+    asyncio loop; each would print a traceback under the one error line that matters."""
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and "Event loop is closed" in str(error):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 class _StopOnSignal:
     """The first SIGTERM/SIGINT asks the loop to checkpoint and stop; a second one ends
     the process at once."""
@@ -258,6 +267,7 @@ def run(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
         try:
             config_lib.check_devices(config, len(devices))
             stop = _StopOnSignal()
+            sys.unraisablehook = _drop_closed_event_loop_noise
             summary = loop.train_and_evaluate(config, workdir, should_stop=stop.requested)
         except config_lib.ConfigError as e:
             _fail(str(e))
@@ -265,7 +275,11 @@ def run(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
             print(f"{e}; rerun the same command to resume", file=sys.stderr)
             sys.exit(128 + stop.signal)
         except (loop.CheckpointWriteError, loop.OutOfMemoryError) as e:
-            _fail(str(e))
+            print(f"error: {e}", file=sys.stderr)
+            sys.stderr.flush()
+            sys.stdout.flush()
+            # orbax's writer threads would print tracebacks while the interpreter shuts down.
+            os._exit(EXIT_BAD_INPUT)
         except OSError as e:  # a full disk or a lost mount while writing metrics
             _fail(f"cannot write the run's files in {workdir} ({e}); free space and rerun "
                   "the same command to resume from the last checkpoint")

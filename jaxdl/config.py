@@ -121,6 +121,8 @@ def schema() -> dict[str, Any]:
             "batch_size": Field(int, check=_positive, help="global batch, over all devices"),
             "eval_batch_size": Field(int, check=_positive),
             "augmentation": Field(str, choices=_choices_from(("none",))),
+            "data_dir": Field(str, default="", help="where file datasets are looked for first "
+                                                    "('' = the documented search order)"),
         },
         "train": {
             "duration": Field(str, check=_duration, help="e.g. '30 epochs', '5000 steps'"),

@@ -1,10 +1,16 @@
 """Host-side data layer: dataset registry, splits and batching (numpy only)."""
 
-from jaxdl.data.registry import load_source, register_source, source_names
+from jaxdl.data.registry import (
+    load_source,
+    register_source,
+    source_location,
+    source_names,
+)
 
 # Imported for their @register_source side effect; further source modules
-# (e.g. TFDS, MNIST files) are added here the same way.
+# (e.g. TFDS) are added here the same way.
 from jaxdl.data import sources  # noqa: F401  isort: skip
+from jaxdl.data import mnist  # noqa: F401  isort: skip
 from jaxdl.data.pipeline import (
     ArraySplit,
     eval_batches,
@@ -24,6 +30,7 @@ __all__ = [
     "num_eval_batches",
     "random_split",
     "register_source",
+    "source_location",
     "source_names",
     "steps_per_epoch",
     "stratified_split",

@@ -8,6 +8,9 @@ touch the network. sklearn is imported inside each loader to keep
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
+import types
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -17,30 +20,49 @@ from jaxdl.data.registry import register_source
 # eq=False: the generated __eq__ would compare arrays elementwise and raise.
 @dataclasses.dataclass(frozen=True, eq=False)
 class Dataset:
-    """All examples of a dataset; `num_classes` is None for regression."""
+    """All examples of a dataset; `num_classes` is None for regression.
+
+    `features`/`targets` are the pool that is split by fractions. A dataset that
+    ships fixed splits (MNIST's 10,000 test images) holds them, kept apart from
+    that pool, in `predefined_splits`: split name -> (features, targets).
+    """
 
     name: str
     features: np.ndarray
     targets: np.ndarray
     num_classes: int | None
     description: str
+    predefined_splits: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
 
     def __post_init__(self):
-        if len(self.features) != len(self.targets):
-            raise ValueError(
-                    f"Dataset {self.name!r}: {len(self.features)} feature rows but "
-                    f"{len(self.targets)} targets."
-            )
+        _check_rows(self.name, "", self.features, self.targets)
+        if self.predefined_splits is not None:
+            for split, (features, targets) in self.predefined_splits.items():
+                _check_rows(self.name, f" split {split!r}", features, targets)
+            # Read-only view, so the frozen dataclass cannot be changed through the dict.
+            object.__setattr__(self, "predefined_splits",
+                               types.MappingProxyType(dict(self.predefined_splits)))
 
     def __len__(self) -> int:
         return len(self.features)
+
+
+def _check_rows(name: str, where: str, features: np.ndarray, targets: np.ndarray) -> None:
+    if len(features) != len(targets):
+        raise ValueError(f"Dataset {name!r}{where}: {len(features)} feature rows but "
+                         f"{len(targets)} targets.")
+
+
+def _sklearn_bundle() -> str | None:
+    # find_spec locates the package without importing it (importing sklearn takes seconds).
+    return "scikit-learn bundle" if importlib.util.find_spec("sklearn") else None
 
 
 # The raw digit images are 4-bit intensities in 0..16.
 _DIGITS_MAX_INTENSITY = 16.0
 
 
-@register_source("digits")
+@register_source("digits", locate=_sklearn_bundle)
 def load_digits() -> Dataset:
     """sklearn's 1,797 8x8 handwritten digits as [N, 8, 8, 1] float32 in [0, 1]."""
     from sklearn import datasets
@@ -56,7 +78,7 @@ def load_digits() -> Dataset:
     )
 
 
-@register_source("breast_cancer")
+@register_source("breast_cancer", locate=_sklearn_bundle)
 def load_breast_cancer() -> Dataset:
     """Wisconsin breast cancer: 569 x 30 raw float32 features; 0=malignant, 1=benign."""
     from sklearn import datasets
@@ -72,7 +94,7 @@ def load_breast_cancer() -> Dataset:
     )
 
 
-@register_source("diabetes")
+@register_source("diabetes", locate=_sklearn_bundle)
 def load_diabetes() -> Dataset:
     """Diabetes regression: 442 x 10 float32 features, float32 targets."""
     from sklearn import datasets

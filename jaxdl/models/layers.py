@@ -24,13 +24,17 @@ def activation(name: str) -> Callable:
 
 
 def batch_norm(*, train: bool, momentum: float, axis_name: str | None, dtype, param_dtype,
-               name: str | None = None) -> nn.BatchNorm:
+               name: str | None = None, epsilon: float = 1e-5,
+               scale_init: Callable = nn.initializers.ones) -> nn.BatchNorm:
     """BatchNorm whose statistics are averaged over `axis_name` (the pmap data axis) if set.
 
     Under the sharded backend the batch axis is global already, so axis_name stays None.
+    `epsilon` and `scale_init` default to Flax's own defaults (1e-5, ones); a residual
+    block passes `scale_init=nn.initializers.zeros` to zero-init its last BatchNorm.
     """
     return nn.BatchNorm(use_running_average=not train, momentum=momentum, axis_name=axis_name,
-                        dtype=dtype, param_dtype=param_dtype, name=name)
+                        epsilon=epsilon, scale_init=scale_init, dtype=dtype,
+                        param_dtype=param_dtype, name=name)
 
 
 def pool(kind: str) -> Callable:

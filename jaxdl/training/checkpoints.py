@@ -22,6 +22,24 @@ from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 STATE, PROGRESS = "state", "progress"
 
 
+class _OrbaxErrorsRaisedNotLogged(logging.Filter):
+    """While saving, orbax's background threads log each failure with a traceback before
+    the same error reaches us; we raise it as one line, so their log records are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and "orbax" in record.pathname)
+
+    def __enter__(self):
+        self._handlers = list(logging.getLogger().handlers)
+        for handler in self._handlers:
+            handler.addFilter(self)
+        return self
+
+    def __exit__(self, *exc_info):
+        for handler in self._handlers:
+            handler.removeFilter(self)
+
+
 class CheckpointError(RuntimeError):
     """No usable checkpoint could be read."""
 
@@ -56,10 +74,11 @@ class Checkpoints:
              monitor: float | None = None) -> None:
         """Writes and commits step `step`; returns when it is complete on disk."""
         metrics = None if monitor is None else {"monitor": float(monitor)}
-        self._manager.save(step, args=ocp.args.Composite(
-            **{STATE: ocp.args.StandardSave(host_state), PROGRESS: ocp.args.JsonSave(progress)}),
-            metrics=metrics, force=True)
-        self._manager.wait_until_finished()
+        with _OrbaxErrorsRaisedNotLogged():
+            self._manager.save(step, args=ocp.args.Composite(
+                **{STATE: ocp.args.StandardSave(host_state),
+                   PROGRESS: ocp.args.JsonSave(progress)}), metrics=metrics, force=True)
+            self._manager.wait_until_finished()
 
     def restore(self, abstract_state, *, step: int | None = None):
         """(host state, progress, step) of `step`, or of the latest readable checkpoint.
@@ -78,6 +97,11 @@ class Checkpoints:
             except Exception as e:  # orbax raises many types for a damaged directory
                 failures.append((candidate, f"{type(e).__name__}: {_first_line(e)}"))
                 continue
+            # orbax fills a numpy target with whatever shapes were saved: check them here.
+            mismatch = _shape_mismatch(restored[STATE], abstract_state)
+            if mismatch:
+                failures.append((candidate, mismatch))
+                continue
             if failures:  # said once, and only when an earlier checkpoint saved the run
                 logging.warning("checkpoint(s) at step %s unreadable (%s); using step %d",
                                 ", ".join(str(s) for s, _ in failures), failures[0][1],
@@ -91,6 +115,20 @@ class Checkpoints:
     def close(self) -> None:
         self._manager.wait_until_finished()
         self._manager.close()
+
+
+def _shape_mismatch(restored, abstract) -> str | None:
+    """'path: saved (..) vs expected (..)' for the first leaf whose shape or dtype differs."""
+    got = jax.tree_util.tree_flatten_with_path(restored)[0]
+    want = jax.tree_util.tree_flatten_with_path(abstract)[0]
+    if len(got) != len(want):
+        return f"saved {len(got)} arrays, this run's state has {len(want)}"
+    for (path, a), (_, b) in zip(got, want):
+        if np.shape(a) != tuple(b.shape) or np.asarray(a).dtype != np.dtype(b.dtype):
+            return (f"shape mismatch at {jax.tree_util.keystr(path)}: saved "
+                    f"{np.asarray(a).dtype}{list(np.shape(a))}, this run expects "
+                    f"{np.dtype(b.dtype)}{list(b.shape)}")
+    return None
 
 
 def _first_line(error: Exception) -> str:

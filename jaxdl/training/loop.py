@@ -12,6 +12,8 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -68,10 +70,27 @@ class Plan:
 
 
 def load_splits(config) -> tuple[data_lib.Dataset, dict[str, data_lib.ArraySplit]]:
-    """The dataset split into train / validation / test by the config's fractions and seed."""
-    dataset = data_lib.load_source(config.data.name)
+    """The dataset split into train / validation / test by the config's fractions and seed.
+
+    A split the dataset ships with (MNIST's test files) is used as it is; its fraction
+    must then be 0, and the other splits come out of the remaining pool.
+    """
+    options = {"data_dir": config.data.data_dir} if config.data.data_dir else {}
+    try:
+        dataset = data_lib.load_source(config.data.name, **options)
+    except TypeError:
+        raise ConfigError(f"config.data.data_dir applies to file datasets, not to "
+                          f"{config.data.name!r}") from None
+    except FileNotFoundError as e:  # offline and not prepared: say where and how
+        raise ConfigError(str(e)) from None
+    predefined = dict(dataset.predefined_splits or {})
     fractions = {"validation": config.data.validation_fraction,
                  "test": config.data.test_fraction}
+    for name, (_, targets) in predefined.items():
+        if fractions.pop(name, 0.0):
+            raise ConfigError(f"config.data.{name}_fraction must be 0.0 for "
+                              f"{config.data.name!r}: it ships a fixed {name} split of "
+                              f"{len(targets)} examples")
     fractions[TRAIN] = 1.0 - sum(fractions.values())
     if dataset.num_classes is None:
         indices = data_lib.random_split(len(dataset.targets), fractions, config.data.split_seed)
@@ -79,6 +98,7 @@ def load_splits(config) -> tuple[data_lib.Dataset, dict[str, data_lib.ArraySplit
         indices = data_lib.stratified_split(dataset.targets, fractions, config.data.split_seed)
     splits = {name: data_lib.ArraySplit(dataset.features[idx], dataset.targets[idx])
               for name, idx in indices.items() if len(idx)}
+    splits.update({name: data_lib.ArraySplit(x, y) for name, (x, y) in predefined.items()})
     return dataset, splits
 
 
@@ -188,6 +208,16 @@ def explain_out_of_memory(config, abstract_state, num_devices: int):
             "precision='bf16', or add devices") from e
 
 
+def _os_reason(error: Exception) -> str:
+    """The operating system's words for a write failure, which orbax buries in a path."""
+    code = re.search(r"os_error_code='?(\d+)", str(error))
+    if code:
+        return os.strerror(int(code.group(1)))
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return f"{type(error).__name__}: {str(error).strip().splitlines()[0][:160]}"
+
+
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written; the earlier ones are intact."""
 
@@ -254,6 +284,12 @@ def build(config) -> Trainer:
         dataset, splits = load_splits(config)
         if TRAIN not in splits:
             raise ConfigError("the train split is empty")
+        eval_splits = [name for name in EVAL_SPLITS if name in splits]
+        monitor_split, _, monitor_name = config.checkpoint.monitor.partition("/")
+        if monitor_split not in eval_splits or not monitor_name:
+            raise ConfigError(f"config.checkpoint.monitor={config.checkpoint.monitor!r}: write "
+                              "'<split>/<metric>' with split one of the non-empty eval splits: "
+                              f"{', '.join(eval_splits) or 'none (set a validation_fraction)'}")
         plan = Plan.from_config(config, len(splits[TRAIN]))
         backend = parallel.Backend(config.parallel.backend,
                                    parallel.select_devices(config.parallel.num_devices))
@@ -346,9 +382,6 @@ def run(config, workdir: Path, *, stream=sys.stderr,
     mode = config.checkpoint.mode
     eval_splits = [name for name in EVAL_SPLITS if name in splits]
     monitor_split, _, monitor_name = config.checkpoint.monitor.partition("/")
-    if monitor_split not in eval_splits or not monitor_name:
-        raise ConfigError(f"config.checkpoint.monitor={config.checkpoint.monitor!r}: write "
-                          f"'<split>/<metric>' with split one of {', '.join(eval_splits)}")
 
     resuming = (workdir / "checkpoints").is_dir() and any(
         p.name.isdigit() for p in (workdir / "checkpoints").iterdir())
@@ -414,8 +447,8 @@ def run(config, workdir: Path, *, stream=sys.stderr,
                     if previous else "no earlier checkpoint exists")
             raise CheckpointWriteError(
                 f"could not write the checkpoint at step {step} in {checkpoints.directory} "
-                f"({type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e) else ''})"
-                f"; {kept}. Free disk space and rerun the same command to resume") from e
+                f"({_os_reason(e)}); {kept}. Free disk space and rerun the same command to "
+                "resume") from e
 
     def summarize(step: int, extra: dict[str, Any]) -> dict[str, Any]:
         summary = {

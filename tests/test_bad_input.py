@@ -1,0 +1,489 @@
+"""Bad input through the real CLI, one case per mistake: exit status 2, exactly one
+`error:` line on stderr that names the problem, no traceback, and nothing written.
+
+Every case runs `python -m experiments.<name>` in a subprocess on the 4 forced CPU devices
+of conftest.cli_env(). The tmp directory of the case (which holds its --workdir and any
+files it set up) is snapshotted before and after: a workdir that did not exist must still
+not exist, and every file keeps its bytes. The disk-full cases are the exception: there
+the workdir is written by design, and the test checks that a rerun resumes instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import FORCED_DEVICES, REPO, cli_env
+
+CNN, MLP = "experiments.digits_cnn", "experiments.digits_mlp"
+SHORT = "--config.train.duration=1 epoch"
+TIMEOUT = 240
+# absl/XLA C++ log lines ("W1121 20:58:01.123 ..."): tolerated, reported as noise.
+_NOISE = re.compile(r"^W\d")
+# The sizes, measured on a 1-epoch digits_cnn run: config.json 2.4 KB, metrics.jsonl,
+# env.json, summary.json, TensorBoard events < 1 KB, curves.png 87 KB, compilation-cache
+# entries <= 120 KB, but the checkpoint's parameter file is 569 KB. So a 256 KiB file-size
+# limit lets everything but a checkpoint be written.
+FILE_SIZE_LIMIT = 256 * 1024
+
+# The sklearn digits split (1,797 images) with digits_cnn's fractions and split_seed.
+TRAIN_EXAMPLES = 1257
+STEPS_PER_EPOCH = 19  # 1257 // 64
+
+
+# --- running the CLI -----------------------------------------------------------------------
+
+
+def _command(module: str, args: list[str]) -> list[str]:
+    return [sys.executable, "-m", module, *args]
+
+
+def run(module: str, args: list[str], *, env: dict[str, str] | None = None,
+        preexec_fn: Callable[[], None] | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(_command(module, args), check=False, cwd=REPO, env=env or cli_env(),
+                            capture_output=True, text=True, timeout=TIMEOUT,
+                            preexec_fn=preexec_fn)
+    _report_noise(result.stderr)
+    return result
+
+
+def _report_noise(stderr: str) -> None:
+    """absl/XLA "W<digits>" lines are tolerated, but shown in pytest's warnings summary."""
+    for line in stderr.splitlines():
+        if _NOISE.match(line):
+            warnings.warn(f"absl/XLA noise on stderr: {line[:300]}")
+
+
+def common_args(workdir: Path | None, cache: Path, *extra: str) -> list[str]:
+    """--workdir, the session's compilation cache, no progress bar, 1 epoch; then `extra`,
+    whose keys replace the defaults (so a case may set its own train.duration)."""
+    keys = {arg.split("=", 1)[0] for arg in extra}
+    defaults = [f"--compilation_cache_dir={cache}", "--config.logging.progress=False", SHORT]
+    if workdir is not None:
+        defaults.insert(0, f"--workdir={workdir}")
+    return [arg for arg in defaults if arg.split("=", 1)[0] not in keys] + list(extra)
+
+
+def _limit_file_size(limit: int) -> Callable[[], None]:
+    def preexec():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        # A write past the limit then fails with EFBIG instead of killing the process.
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    return preexec
+
+
+# --- what a refusal looks like ----------------------------------------------------------
+
+def _describe(result: subprocess.CompletedProcess) -> str:
+    return (f"\ncommand: {' '.join(map(str, result.args))}\nexit status: {result.returncode}"
+            f"\nstdout:\n{result.stdout[-3000:]}\nstderr:\n{result.stderr[-5000:]}")
+
+
+def _stderr_lines(result: subprocess.CompletedProcess) -> list[str]:
+    lines = []
+    for line in result.stderr.splitlines():
+        if not line.strip():
+            continue
+        if not _NOISE.match(line):
+            lines.append(line)
+    return lines
+
+
+Needle = str | tuple[str, ...] | re.Pattern
+
+
+def _found(needle: Needle, line: str) -> bool:
+    if isinstance(needle, re.Pattern):
+        return needle.search(line) is not None
+    if isinstance(needle, tuple):  # any one of the alternatives
+        return any(_found(n, line) for n in needle)
+    return needle in line
+
+
+def assert_refused(result: subprocess.CompletedProcess, needles: list[Needle], *,
+                   only_line: bool = True) -> str:
+    """Exit status 2, no traceback, and one `error:` line holding every needle.
+
+    `only_line`: that line is all of stderr (blank and W-noise lines aside); otherwise it
+    is the only `error:` line and the last one (a run that trained printed progress first).
+    """
+    context = _describe(result)
+    assert result.returncode == 2, f"expected exit status 2{context}"
+    assert "Traceback" not in result.stderr, f"a traceback on stderr{context}"
+    lines = _stderr_lines(result)
+    if only_line:
+        assert len(lines) == 1, f"expected exactly one stderr line, got {len(lines)}{context}"
+    else:
+        errors = [line for line in lines if line.startswith("error:")]
+        assert len(errors) == 1, f"expected one error: line, got {len(errors)}{context}"
+        assert lines[-1] == errors[0], f"the error: line is not the last one{context}"
+    line = lines[-1]
+    assert line.startswith("error:"), f"the stderr line does not start with 'error:'{context}"
+    missing = [n.pattern if isinstance(n, re.Pattern) else n for n in needles
+               if not _found(n, line)]
+    assert not missing, f"the error line does not name {missing}: {line!r}{context}"
+    return line
+
+
+def snapshot(path: Path) -> dict[str, Any] | None:
+    """Every entry under `path`: relative path -> bytes (files), '<dir>', or mode for an
+    unreadable dir; None when `path` does not exist."""
+    if not path.exists():
+        return None
+    if path.is_file():
+        return {".": path.read_bytes()}
+    out = {}
+    for p in sorted(path.rglob("*")):
+        rel = str(p.relative_to(path))
+        out[rel] = p.read_bytes() if p.is_file() else (f"<dir {oct(p.stat().st_mode)}>")
+    return out
+
+
+class Problems:
+    """Every failed expectation of one case, so the report shows all of them at once."""
+
+    def __init__(self):
+        self.found: list[str] = []
+
+    def check(self, check: Callable[[], Any]) -> Any:
+        try:
+            return check()
+        except AssertionError as e:
+            self.found.append(str(e))
+            return None
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise AssertionError("\n\n---\n\n".join(self.found))
+
+
+# --- fixtures ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory) -> Path:
+    """One compilation cache for every run of this module: the runs that train share it."""
+    return tmp_path_factory.mktemp("xla_cache")
+
+
+@pytest.fixture(scope="session")
+def cnn_reference(tmp_path_factory, cache) -> Path:
+    """A complete 1-epoch digits_cnn run (the same command the cases use)."""
+    workdir = tmp_path_factory.mktemp("cnn_reference") / "run"
+    result = run(CNN, common_args(workdir, cache))
+    assert result.returncode == 0, _describe(result)
+    return workdir
+
+
+@dataclasses.dataclass
+class Ctx:
+    tmp: Path
+    workdir: Path
+    cache: Path
+    request: Any
+
+    def reference(self) -> Path:
+        return self.request.getfixturevalue("cnn_reference")
+
+
+@dataclasses.dataclass
+class Case:
+    id: str
+    extra: list[str] | Callable[[Ctx], list[str]]
+    needles: list[Needle] | Callable[[Ctx], list[Needle]]
+    module: str = CNN
+    setup: Callable[[Ctx], None] | None = None
+    env: dict[str, str] | None = None
+    workdir_flag: bool = True
+    custom: Callable[[Ctx], None] | None = None  # a case with its own flow
+
+
+# --- set-ups and custom flows ------------------------------------------------------------
+
+
+def _setup_finished_mlp_run(ctx: Ctx) -> None:
+    result = run(MLP, common_args(ctx.workdir, ctx.cache))
+    assert result.returncode == 0, "set-up run failed" + _describe(result)
+
+
+def _setup_unrelated_files(ctx: Ctx) -> None:
+    ctx.workdir.mkdir()
+    (ctx.workdir / "metrics.jsonl").write_text('{"step": 1, "train/loss": 2.3}\n')
+    (ctx.workdir / "notes.txt").write_text("keep me\n")
+
+
+def _setup_workdir_is_file(ctx: Ctx) -> None:
+    ctx.workdir.write_text("a regular file\n")
+
+
+def _setup_parent_is_file(ctx: Ctx) -> None:
+    (ctx.tmp / "afile").write_text("a regular file, not a directory\n")
+
+
+def _setup_unwritable(ctx: Ctx) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("running as root, which can write into a mode 0o500 directory anyway")
+    ctx.workdir.mkdir()
+    ctx.workdir.chmod(0o500)
+
+
+def _setup_empty_dir(ctx: Ctx) -> None:
+    (ctx.tmp / "empty_dir").mkdir()
+
+
+def _setup_garbage_config(ctx: Ctx) -> None:
+    ctx.workdir.mkdir()
+    (ctx.workdir / "config.json").write_text("{ this is not json\n")
+
+
+def _setup_other_model_checkpoint(ctx: Ctx) -> None:
+    """B holds A's checkpoints/ under a config.json that says dense_width=64."""
+    reference = ctx.reference()
+    ctx.workdir.mkdir()
+    shutil.copytree(reference / "checkpoints", ctx.workdir / "checkpoints")
+    saved = json.loads((reference / "config.json").read_text())
+    assert saved["config"]["model"]["dense_width"] == 128
+    saved["config"]["model"]["dense_width"] = 64
+    (ctx.workdir / "config.json").write_text(json.dumps(saved, indent=2) + "\n")
+
+
+def _disk_full_fresh(ctx: Ctx) -> None:
+    """The first (and only) checkpoint, at the last step, cannot be written."""
+    reference = ctx.reference()  # also warms the compilation cache for this config
+    args = common_args(ctx.workdir, ctx.cache)
+    problems = Problems()
+    result = run(CNN, args, preexec_fn=_limit_file_size(FILE_SIZE_LIMIT))
+    problems.check(lambda: assert_refused(result, ["checkpoint", f"step {STEPS_PER_EPOCH}"],
+                                          only_line=False))
+
+    rerun = run(CNN, args)
+    assert rerun.returncode == 0, "the rerun without the limit failed" + _describe(rerun)
+    problems.check(lambda: _assert("resuming" not in rerun.stderr, (
+        "no checkpoint was ever committed, yet the rerun resumed" + _describe(rerun))))
+    final = json.loads((ctx.workdir / "summary.json").read_text())["final"]
+    expected = json.loads((reference / "summary.json").read_text())["final"]
+    problems.check(lambda: _assert(final == expected, (
+        f"the rerun's final metrics {final} differ from an uninterrupted run's {expected}")))
+    problems.raise_any()
+
+
+def _assert(condition: bool, message: str) -> None:
+    assert condition, message
+
+
+def _disk_full_after_a_checkpoint(ctx: Ctx) -> None:
+    """A run stopped (SIGTERM) after step s leaves a checkpoint at s; the resumed run then
+    cannot write its next checkpoint; a third run, without the limit, resumes from s."""
+    args = common_args(ctx.workdir, ctx.cache, "--config.train.duration=5 epochs")
+    total = 5 * STEPS_PER_EPOCH
+    proc = subprocess.Popen(_command(CNN, args), cwd=REPO, env=cli_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    seen = []
+    for line in proc.stderr:  # the loop prints "... compiled in Xs" just before step 1
+        seen.append(line)
+        if "compiled in" in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    out, err = proc.communicate(timeout=TIMEOUT)
+    stopped = subprocess.CompletedProcess(proc.args, proc.returncode, out, "".join(seen) + err)
+    _report_noise(stopped.stderr)
+    assert proc.returncode == 128 + signal.SIGTERM, "set-up: SIGTERM did not stop the run" \
+        + _describe(stopped)
+    steps = sorted(int(p.name) for p in (ctx.workdir / "checkpoints").iterdir()
+                   if p.name.isdigit())
+    assert steps and steps[-1] < total, f"set-up: checkpoints {steps}" + _describe(stopped)
+    previous = steps[-1]
+
+    problems = Problems()
+    result = run(CNN, args, preexec_fn=_limit_file_size(FILE_SIZE_LIMIT))
+    problems.check(lambda: assert_refused(
+        result, ["checkpoint", f"step {total}", re.compile(rf"(step |checkpoints/){previous}\b")],
+        only_line=False))
+
+    rerun = run(CNN, args)
+    assert rerun.returncode == 0, "the rerun without the limit failed" + _describe(rerun)
+    problems.check(lambda: _assert(
+        f"resuming from the checkpoint at step {previous}" in rerun.stderr,
+        f"the rerun did not resume from the checkpoint at step {previous}" + _describe(rerun)))
+    problems.raise_any()
+
+
+# --- the cases -----------------------------------------------------------------------------
+
+
+def _names(names) -> list[str]:
+    return [str(name) for name in names]
+
+
+def _optimizers():
+    from jaxdl.training import optim
+    return _names(optim.OPTIMIZERS)
+
+
+def _schedules():
+    from jaxdl.training import optim
+    return _names(optim.SCHEDULES)
+
+
+def _models():
+    from jaxdl import models
+    return _names(models.model_names())
+
+
+def _sources():
+    from jaxdl import data
+    return _names(data.source_names())
+
+
+def _losses():
+    from jaxdl import losses
+    return _names(losses.LOSSES)
+
+
+def _tasks():
+    from jaxdl import tasks
+    return _names(tasks.task_names())
+
+
+CASES = [
+    # 1
+    Case("missing_workdir", [], ["--workdir"], workdir_flag=False),
+    # 2, 3
+    Case("unknown_top_level_key", ["--config.nosuch=1"], ["nosuch"]),
+    Case("unknown_nested_key", ["--config.optimizer.lr=0.1"], ["optimizer.lr", "learning_rate"]),
+    # 4, 5, 6
+    Case("wrong_type", ["--config.data.batch_size=abc"], ["batch_size", "abc"]),
+    Case("float_for_int", ["--config.seed=1.5"], ["seed", "1.5"]),
+    Case("negative_learning_rate", ["--config.optimizer.learning_rate=-1"],
+         ["config.optimizer.learning_rate", "must be"]),
+    # 7-11: unknown names list the valid ones
+    Case("unknown_optimizer", ["--config.optimizer.name=adamax"],
+         lambda ctx: ["config.optimizer.name", "adamax", *_optimizers()]),
+    Case("unknown_schedule", ["--config.schedule.name=nosuch_schedule"],
+         lambda ctx: ["config.schedule.name", "nosuch_schedule", *_schedules()]),
+    Case("unknown_model", ["--config.model.name=resnet9000"],
+         lambda ctx: ["config.model.name", "resnet9000", *_models()]),
+    Case("unknown_dataset", ["--config.data.name=cifar1000"],
+         lambda ctx: ["config.data.name", "cifar1000", *_sources()]),
+    Case("unknown_loss", ["--config.task.loss=nosuch_loss"],
+         lambda ctx: ["config.task.loss", "nosuch_loss", *_losses()]),
+    # 12, 13: devices
+    Case("batch_not_divisible_by_devices", ["--config.data.batch_size=66"],
+         ["config.data.batch_size", "66", str(FORCED_DEVICES)]),
+    Case("more_devices_than_exist", ["--config.parallel.num_devices=8"],
+         ["num_devices", "8", str(FORCED_DEVICES)]),
+    # 14, 15, 16
+    Case("bad_duration", ["--config.train.duration=10 parsecs"],
+         ["train.duration", "10 parsecs", "epochs"]),
+    Case("eval_fractions_sum_to_one",
+         ["--config.data.validation_fraction=0.5", "--config.data.test_fraction=0.5"],
+         ["validation_fraction", "test_fraction", "< 1"]),
+    Case("train_split_smaller_than_a_batch", ["--config.data.batch_size=4096"],
+         [str(TRAIN_EXAMPLES), "4096"]),
+    # 17, 18: the monitored split does not exist
+    Case("no_eval_split",
+         ["--config.data.validation_fraction=0.0", "--config.data.test_fraction=0.0"],
+         ["checkpoint.monitor", "validation/accuracy"]),
+    Case("monitor_names_an_empty_split", ["--config.data.validation_fraction=0.0"],
+         ["checkpoint.monitor", "validation/accuracy", "test"]),
+    # 19, 20
+    Case("early_stopping_without_best_checkpoint",
+         ["--config.early_stopping.patience=3", "--config.checkpoint.keep_best=0"],
+         ["early_stopping.patience", "checkpoint.keep_best"]),
+    Case("unknown_model_field", ["--config.model.widths=(3,)"], ["model.widths", "dense_width"]),
+    # 21-24: the workdir
+    Case("workdir_holds_another_run", ["--config.optimizer.learning_rate=0.5"],
+         ["optimizer.learning_rate", "--overwrite"], module=MLP,
+         setup=_setup_finished_mlp_run),
+    Case("workdir_holds_unrelated_files", [],
+         lambda ctx: [str(ctx.workdir), "--overwrite"], setup=_setup_unrelated_files),
+    Case("workdir_is_a_file", [], lambda ctx: [str(ctx.workdir), "file"],
+         setup=_setup_workdir_is_file),
+    Case("workdir_unwritable_mode_500", [], lambda ctx: [str(ctx.workdir)],
+         setup=_setup_unwritable),
+    Case("workdir_parent_is_a_file",
+         lambda ctx: [f"--workdir={ctx.tmp / 'afile' / 'run'}"],
+         lambda ctx: [str(ctx.tmp / "afile")], setup=_setup_parent_is_file),
+    # 25, 26: weights from elsewhere
+    Case("init_from_a_dir_without_a_run",
+         lambda ctx: [f"--config.init_from={ctx.tmp / 'empty_dir'}"],
+         lambda ctx: ["init_from", str(ctx.tmp / "empty_dir")], setup=_setup_empty_dir),
+    Case("checkpoint_of_another_model", ["--config.model.dense_width=64"],
+         lambda ctx: ["checkpoint", "shape",
+                      (str(ctx.workdir / "checkpoints"), f"step {STEPS_PER_EPOCH}")],
+         setup=_setup_other_model_checkpoint),
+    # 27: disk full while saving a checkpoint
+    Case("disk_full_first_checkpoint", [], [], custom=_disk_full_fresh),
+    Case("disk_full_after_a_checkpoint", [], [], custom=_disk_full_after_a_checkpoint),
+    # more
+    Case("unknown_flag", ["--nosuchflag=1"], ["nosuchflag"]),
+    Case("unexpected_positional_argument", ["stray_argument"], ["stray_argument"]),
+    Case("not_a_bool", ["--config.logging.plot=maybe"], ["plot", "maybe"]),
+    Case("unknown_task", ["--config.task.name=nosuch_task"],
+         lambda ctx: ["config.task.name", "nosuch_task", *_tasks()]),
+    Case("unknown_checkpoint_mode", ["--config.checkpoint.mode=maximum"],
+         ["checkpoint.mode", "maximum", "max", "min"]),
+    Case("monitor_without_split", ["--config.checkpoint.monitor=accuracy"],
+         ["checkpoint.monitor", "accuracy"]),
+    Case("label_smoothing_out_of_range", ["--config.task.label_smoothing=1.5"],
+         ["label_smoothing", "1.5"]),
+    Case("zero_duration", ["--config.train.duration=0 steps"], ["train.duration", "0 steps"]),
+    Case("eval_batch_not_divisible_by_devices", ["--config.data.eval_batch_size=130"],
+         ["config.data.eval_batch_size", "130", str(FORCED_DEVICES)]),
+    Case("model_import_path_not_found", ["--config.model.name=no_such_pkg.mod:Net"],
+         ["config.model.name", "no_such_pkg"]),
+    Case("init_from_a_missing_path",
+         lambda ctx: [f"--config.init_from={ctx.tmp / 'no_such_run'}"],
+         lambda ctx: ["init_from", str(ctx.tmp / "no_such_run")]),
+    Case("workdir_with_unreadable_config_json", [], lambda ctx: [str(ctx.workdir), "config.json"],
+         setup=_setup_garbage_config),
+    Case("deterministic_conflicts_with_xla_flags", ["--deterministic"],
+         ["--deterministic", "xla_gpu_deterministic_ops"],
+         env={"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")
+              + " --xla_gpu_deterministic_ops=false"}),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+def test_bad_input(case: Case, tmp_path: Path, cache: Path, request):
+    ctx = Ctx(tmp=tmp_path, workdir=tmp_path / "run", cache=cache, request=request)
+    if case.custom is not None:
+        case.custom(ctx)
+        return
+    if case.setup is not None:
+        case.setup(ctx)
+    extra = case.extra(ctx) if callable(case.extra) else case.extra
+    needles = case.needles(ctx) if callable(case.needles) else case.needles
+    before = snapshot(tmp_path)
+    env = {**cli_env(), **case.env} if case.env else None
+    result = run(case.module, common_args(ctx.workdir if case.workdir_flag else None,
+                                          cache, *extra), env=env)
+    problems = Problems()
+    problems.check(lambda: assert_refused(result, needles))
+    after = snapshot(tmp_path)
+    if ctx.workdir.is_dir():
+        ctx.workdir.chmod(0o700)  # let pytest clean up the mode-0o500 case
+    problems.check(lambda: _assert(after == before, (
+        "the refused run wrote or changed files: " + _changes(before, after)
+        + _describe(result))))
+    problems.raise_any()
+
+
+def _changes(before, after) -> str:
+    before, after = before or {}, after or {}
+    added = sorted(set(after) - set(before))
+    removed = sorted(set(before) - set(after))
+    changed = sorted(k for k in set(before) & set(after) if before[k] != after[k])
+    return f"added {added[:10]}, removed {removed[:10]}, changed {changed[:10]}"
