@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import run_cli
+from conftest import REPO, run_cli
 from jaxdl.training.writers import read_metrics
 
 EXPERIMENTS = ["experiments.digits_cnn", "experiments.digits_mlp"]
@@ -105,3 +105,22 @@ def test_a_model_from_the_users_own_file_trains(tmp_path, monkeypatch):
                                          "num_classes": 10}
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["final"]["test"]["accuracy"] > 0.5
+
+
+MNIST_FILES = REPO.parent / "shared" / "data" / "mnist"
+
+
+@pytest.mark.skipif(not MNIST_FILES.is_dir() and "JAXDL_DATA_DIR" not in os.environ,
+                    reason=f"MNIST IDX files absent ({MNIST_FILES}; set JAXDL_DATA_DIR)")
+def test_mnist_cnn_runs_end_to_end_on_the_idx_files(tmp_path):
+    result = run_cli("experiments.mnist_cnn", f"--workdir={tmp_path / 'run'}",
+                     "--config.train.duration=40 steps", "--config.train.eval_every=40 steps",
+                     "--config.train.log_every=20 steps", "--config.checkpoint.every=40 steps",
+                     "--config.logging.progress=False",
+                     f"--compilation_cache_dir={tmp_path / 'cache'}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["num_examples"] == {"train": 55000 - 2, "validation": 5002, "test": 10000}
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["final"]["test"]["examples"] == 10000
+    assert summary["final"]["test"]["accuracy"] > 0.8  # 40 steps of SGD already learn a lot

@@ -19,7 +19,7 @@ import pytest
 from conftest import make_config
 from jaxdl import models
 from jaxdl.config import ConfigError
-from jaxdl.models.alexnet import adaptive_avg_pool
+from jaxdl.models.layers import adaptive_avg_pool
 from jaxdl.models.densenet import DenseNet
 
 HYPER = {

@@ -14,6 +14,7 @@ import optax
 import pytest
 
 from jaxdl import models
+from jaxdl.models import layers
 from jaxdl.models import resnet, vgg
 
 RESNET_FIELDS = {"num_classes", "bn_momentum", "bn_epsilon", "se_ratio", "zero_init_last_bn",
@@ -237,7 +238,7 @@ def test_resnet20_trains_a_few_steps():
 
 def test_adaptive_avg_pool_matches_torch_bins():
     x = images(0, (2, 10, 14, 3))
-    out = vgg.adaptive_avg_pool(x, (7, 7))
+    out = layers.adaptive_avg_pool(x, (7, 7))
     # torch: bin i of n -> out covers [floor(i n / out), ceil((i + 1) n / out)).
     xn = np.asarray(x)
     ref = np.zeros((2, 7, 7, 3), np.float32)
@@ -248,8 +249,8 @@ def test_adaptive_avg_pool_matches_torch_bins():
             ref[:, i, j] = xn[:, h0:h1, w0:w1].mean(axis=(1, 2))
     np.testing.assert_allclose(np.asarray(out), ref, rtol=1e-6, atol=1e-6)
     same = jnp.ones((1, 7, 7, 2))
-    assert vgg.adaptive_avg_pool(same, (7, 7)) is same   # 224 input: a no-op
-    one = vgg.adaptive_avg_pool(jnp.arange(2.0).reshape(1, 1, 1, 2), (7, 7))
+    assert layers.adaptive_avg_pool(same, (7, 7)) is same   # 224 input: a no-op
+    one = layers.adaptive_avg_pool(jnp.arange(2.0).reshape(1, 1, 1, 2), (7, 7))
     assert one.shape == (1, 7, 7, 2) and bool(jnp.all(one[..., 1] == 1.0))
 
 

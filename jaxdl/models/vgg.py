@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
-from jaxdl.models.layers import batch_norm
+from jaxdl.models.layers import adaptive_avg_pool, batch_norm
 from jaxdl.models.registry import register
 
 # torchvision's cfgs "A", "B", "D", "E": conv widths, "M" a 2x2 max pool.
@@ -35,22 +35,6 @@ CONFIGS: dict[str, tuple[int | str, ...]] = {
 
 conv_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 dense_init = nn.initializers.normal(stddev=0.01)
-
-
-def adaptive_avg_pool(x, output_size: tuple[int, int]):
-    """torch.nn.AdaptiveAvgPool2d on NHWC: output bin i of an axis of length n averages
-    rows floor(i n / out) to ceil((i + 1) n / out) - 1. Sizes are static, so the bins are
-    unrolled; an axis already of the output length is returned as it is."""
-    for axis, out in zip((1, 2), output_size):
-        n = x.shape[axis]
-        if n == out:
-            continue
-        if n < 1:
-            raise ValueError(f"adaptive_avg_pool: empty axis {axis} in shape {x.shape}")
-        bins = [((i * n) // out, -(-((i + 1) * n) // out)) for i in range(out)]
-        x = jnp.stack([jnp.mean(lax.slice_in_dim(x, lo, hi, axis=axis), axis=axis)
-                       for lo, hi in bins], axis=axis)
-    return x
 
 
 class _VGGBase(nn.Module):
