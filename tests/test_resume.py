@@ -1,6 +1,7 @@
 """Runs that never lose work: kill a run anywhere, rerun the command, get the same numbers."""
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -169,3 +170,17 @@ def test_a_changed_config_is_refused_and_nothing_is_touched(reference):
     assert result.stderr.strip().count("\n") == 0
     assert "optimizer.learning_rate: 0.003 -> 0.5" in result.stderr
     assert (reference / "metrics.jsonl").read_bytes() == before
+
+
+def test_killed_between_the_last_checkpoint_and_the_summary(reference, tmp_path):
+    """The final checkpoint is committed before summary.json is written; a kill in between
+    must leave a rerun that only writes the summary, with the same final metrics."""
+    workdir = tmp_path / "run"
+    shutil.copytree(reference, workdir)
+    (workdir / "summary.json").unlink()
+    result = run_cli("experiments.digits_cnn", f"--workdir={workdir}", *CONFIG)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((workdir / "summary.json").read_text())
+    ref = json.loads((reference / "summary.json").read_text())
+    assert summary["final"] == ref["final"] and summary["steps"] == ref["steps"]
+    assert _values(_logged(workdir)) == _values(_logged(reference))

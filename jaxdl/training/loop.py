@@ -464,6 +464,15 @@ def run(config, workdir: Path, *, stream=sys.stderr,
         return summary
 
     try:
+        # Killed after the last checkpoint but before the summary: finish the bookkeeping.
+        if patience and stopping["bad_evals"] >= patience:
+            yield {"step": start, "summary": _stop_early(
+                trainer, checkpoints, start, stopping, final, eval_splits, progress.message,
+                summarize)}
+            return
+        if start == plan.total_steps:
+            yield {"step": start, "summary": summarize(start, {})}
+            return
         segment_start = time.perf_counter()
         batches = data_lib.train_batches(splits[TRAIN], batch_size, config.seed, start)
         in_flight = collections.deque(maxlen=config.parallel.max_in_flight)
