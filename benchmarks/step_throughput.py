@@ -3,6 +3,8 @@
     python -m benchmarks.step_throughput --experiment digits_cnn --backend sharded \
         [--batch_size N] [--steps K] [--warmup W] [--repeats R] [--json FILE] \
         [--config.KEY=VALUE ...]
+    python -m benchmarks.step_throughput --experiment mnist_cnn --compare torch [...]
+    python -m benchmarks.step_throughput --model resnet20 --compare torch [...]
 
 The trainer comes from `jaxdl.training.loop.build`, the function `train_and_evaluate`
 uses, so the timed executable is the experiment's compiled `train_step` (same model,
@@ -30,6 +32,25 @@ Devices: as in `python -m experiments.NAME`, the CPU host split comes from XLA_F
 sets --xla_force_host_platform_device_count, otherwise from config.parallel.host_devices.
 It must be decided before JAX starts its backend, so one process measures one split;
 `benchmarks.suite` runs the matrix in subprocesses.
+
+`--model resnet20` (synthetic mode): no CIFAR experiment exists yet, so the config is
+written here (`resnet20_config`, from experiments/digits_cnn.py's as the template with
+model, data, optimizer and schedule swapped: He et al.'s recipe, SGD momentum 0.9, lr 0.1
+divided by 10 at 32k and 48k of 64k steps, L2 weight decay 1e-4 on the weights, batch 128)
+and trained on `synthetic_cifar10`, 2,560 random 32x32x3 images with random labels
+registered as a data source here, so `loop.build` builds and compiles the real step.
+
+`--compare torch` (benchmarks/torch_reference.py; needs the `bench` extra): the same
+config also builds a PyTorch twin of the step (model, loss, optimizer, schedule; its
+first loss must equal jaxdl's, as the jaxdl initial weights are copied into it), fed the
+same `--batches` host batches, pre-converted to NCHW tensors. In ONE process, after each
+side's warmup (and torch.compile's compilation), the timed steps run in `--repeats`
+alternating windows (jaxdl, torch eager, torch.compile, then the reverse order), so drift
+of a shared machine hits every side. It prints examples/s for each (global batch over the
+median window) and the ratio jaxdl / torch: of the medians, and the median and range of
+the per-window ratios (adjacent windows). torch uses os.cpu_count() threads.
+`--experiment mnist_cnn` needs the MNIST files: without them the comparison is skipped
+with a message (exit status 0).
 """
 
 from __future__ import annotations
@@ -60,6 +81,17 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         description="Time the experiment's compiled train step (input excluded).")
     parser.add_argument("--experiment", default="digits_cnn",
                         help="module in experiments/ whose get_config() is timed")
+    parser.add_argument("--model", choices=tuple(SYNTHETIC_MODELS), default=None,
+                        help="synthetic mode: time this model with the config written here "
+                             "on random data, instead of --experiment")
+    parser.add_argument("--compare", choices=("torch",), default=None,
+                        help="also time the PyTorch twin of the step, alternating windows "
+                             "(benchmarks/torch_reference.py; needs the 'bench' extra)")
+    parser.add_argument("--no_torch_compile", action="store_true",
+                        help="with --compare torch: time torch eager only")
+    parser.add_argument("--torch_memory_format", choices=("contiguous", "channels_last"),
+                        default=None, help="with --compare torch: override the reference's "
+                                           "measured choice")
     parser.add_argument("--backend", choices=("pmap", "sharded"), default=None,
                         help="parallel backend (default: the experiment's)")
     parser.add_argument("--batch_size", type=int, default=0,
@@ -86,7 +118,63 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     bad = [a for a in rest if not a.startswith("--config.")]
     if bad:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if args.model:
+        args.experiment = args.model
+    if args.compare and args.experiment not in COMPARABLE:
+        parser.error(f"--compare torch has references for {', '.join(COMPARABLE)} "
+                     f"(--experiment mnist_cnn or --model resnet20), not {args.experiment!r}")
     return args, rest
+
+
+def register_synthetic_source() -> None:
+    """`synthetic_cifar10`: 2,560 uniform-random 32x32x3 float32 images with random labels
+    (seed 0), for timing CIFAR-shaped models without CIFAR files. Registered once."""
+    from jaxdl import data as data_lib
+
+    if SYNTHETIC_SOURCE in data_lib.source_names():
+        return
+
+    @data_lib.register_source(SYNTHETIC_SOURCE, locate=lambda: "generated (random)")
+    def load_synthetic_cifar10() -> data_lib.Dataset:
+        import numpy as np
+
+        rng = np.random.default_rng(0)
+        return data_lib.Dataset(
+            name=SYNTHETIC_SOURCE,
+            features=rng.random((2560, 32, 32, 3), dtype=np.float32),
+            targets=rng.integers(0, 10, 2560).astype(np.int32), num_classes=10,
+            description="random 32x32x3 images, random labels (benchmark timing only)")
+
+
+def resnet20_config():
+    """The CIFAR ResNet-20 config of the synthetic mode, from experiments/digits_cnn.py's as
+    the template: He et al. (2015) section 4.2's recipe (SGD momentum 0.9, lr 0.1 divided
+    by 10 at 32k and 48k of 64k steps, weight decay 1e-4 as L2 on the weights, batch 128);
+    data: `synthetic_cifar10`. Parallel settings as mnist_cnn's (see benchmarks/README.md:
+    2 host devices + pmap measured fastest here)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    from experiments import digits_cnn
+
+    register_synthetic_source()
+    c = digits_cnn.get_config()
+    c.model = dict(name="resnet20", num_classes=10, bn_momentum=0.9, bn_epsilon=1e-5,
+                   se_ratio=0.0, zero_init_last_bn=False)
+    c.data = dict(name=SYNTHETIC_SOURCE, split_seed=0, validation_fraction=0.1,
+                  test_fraction=0.0, batch_size=128, eval_batch_size=128, augmentation="none")
+    c.train = dict(duration="64000 steps", log_every="100 steps", eval_every="1000 steps")
+    c.checkpoint.every = "1000 steps"
+    c.optimizer.update(name="momentum", learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
+                       weight_decay_mask="no_bias_no_norm")
+    c.schedule.update(name="piecewise", warmup="0 steps", boundaries="32000 steps, 48000 steps",
+                      decay_factor=0.1)
+    c.parallel = dict(backend="pmap", num_devices=0, host_devices=2, max_in_flight=8)
+    return c
+
+
+SYNTHETIC_SOURCE = "synthetic_cifar10"
+SYNTHETIC_MODELS = {"resnet20": resnet20_config}
+COMPARABLE = ("mnist_cnn", "resnet20")
 
 
 def load_config(args: argparse.Namespace, overrides: list[str]):
@@ -98,9 +186,12 @@ def load_config(args: argparse.Namespace, overrides: list[str]):
 
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    module = importlib.import_module(f"experiments.{args.experiment}")
+    if args.model:
+        base = SYNTHETIC_MODELS[args.model]()
+    else:
+        base = importlib.import_module(f"experiments.{args.experiment}").get_config()
     flag_values = flags.FlagValues()
-    config_flags.DEFINE_config_dict("config", module.get_config(), "experiment config",
+    config_flags.DEFINE_config_dict("config", base, "experiment config",
                                     flag_values=flag_values, lock_config=True)
     flag_values(["step_throughput", *overrides])
     given = flag_values.config.to_dict()
@@ -124,56 +215,257 @@ def _split(total: int, parts: int) -> list[int]:
     return [total // parts + (i < total % parts) for i in range(parts)]
 
 
-def measure(trainer, *, steps: int, warmup: int, repeats: int, batches: int,
-            max_in_flight: int) -> dict:
-    """Times `trainer.train_step`; returns the per-window step times and the last loss.
+class JaxdlSteps:
+    """Runs `trainer.train_step` over `batches` device batches pre-placed from the
+    trainer's own host batches (`host_batches[i]` = `trainer.train_batch(i)`).
 
     At most `max_in_flight` steps (0 = no bound) are dispatched ahead of the device: before
     dispatching more, the metrics of the step that many steps back are waited for. Metrics
-    are not donated, so waiting on them is safe while the state is donated.
+    are not donated, so waiting on them is safe while the state is donated. `run(count)`
+    returns after the last of its steps finished (`jax.block_until_ready`).
     """
-    import jax
+
+    def __init__(self, trainer, *, batches: int, max_in_flight: int):
+        import jax
+
+        self.trainer, self.max_in_flight = trainer, max_in_flight
+        self.host_batches = [trainer.train_batch(i) for i in range(batches)]
+        self.device_batches = [trainer.backend.put_batch(b) for b in self.host_batches]
+        jax.block_until_ready(self.device_batches)
+        self.state, self.metrics = trainer.state, None  # the state is donated: keep the new one
+        self.pending: collections.deque = collections.deque()
+        self.step_index = 0
+        self.first_metrics = None  # of step 0, from the initial state (not donated)
+
+    def run(self, count: int) -> None:
+        import jax
+
+        train_step, batches = self.trainer.train_step, self.device_batches
+        for _ in range(count):
+            self.state, self.metrics = train_step(self.state,
+                                                  batches[self.step_index % len(batches)])
+            if self.step_index == 0:
+                self.first_metrics = self.metrics
+            self.step_index += 1
+            if self.max_in_flight:
+                self.pending.append(self.metrics)
+                if len(self.pending) > self.max_in_flight:
+                    jax.block_until_ready(self.pending.popleft())
+        jax.block_until_ready((self.state, self.metrics))
+        self.pending.clear()
+
+    def loss(self, metrics=None) -> float:
+        """Mean train loss of the last step, or of `metrics` (waits for it)."""
+        sums = self.trainer.backend.get_metrics(
+            self.metrics if metrics is None else metrics)["sums"]
+        return float(sums["loss"]) / float(sums["count"])
+
+    def finish(self) -> None:
+        self.trainer.state = self.state  # the old buffers were donated
+
+
+def window_stats(window_seconds: list[float]) -> dict:
     import numpy as np
 
-    backend, train_step = trainer.backend, trainer.train_step
-    device_batches = [backend.put_batch(trainer.train_batch(i)) for i in range(batches)]
-    jax.block_until_ready(device_batches)
-    state, metrics = trainer.state, None  # the state is donated: keep the returned one
-    pending: collections.deque = collections.deque()
-    step_index = 0
-
-    def run(count: int):
-        nonlocal state, metrics, step_index
-        for _ in range(count):
-            state, metrics = train_step(state, device_batches[step_index % batches])
-            step_index += 1
-            if max_in_flight:
-                pending.append(metrics)
-                if len(pending) > max_in_flight:
-                    jax.block_until_ready(pending.popleft())
-        jax.block_until_ready((state, metrics))
-        pending.clear()
-
-    run(warmup)
-    window_seconds = []
-    sizes = _split(steps, repeats)
-    for size in sizes:
-        start = time.perf_counter()
-        run(size)
-        window_seconds.append((time.perf_counter() - start) / size)
-
-    sums = backend.get_metrics(metrics)["sums"]
-    loss = float(sums["loss"]) / float(sums["count"])
-    trainer.state = state  # the old buffers were donated
     per_step = np.asarray(window_seconds)
     return {
-        "window_steps": sizes,
         "window_ms_per_step": [round(s * 1e3, 4) for s in window_seconds],
         "ms_per_step_median": float(np.median(per_step) * 1e3),
         "ms_per_step_p10": float(np.percentile(per_step, 10) * 1e3),
         "ms_per_step_p90": float(np.percentile(per_step, 90) * 1e3),
-        "last_train_loss": loss,
     }
+
+
+def measure(trainer, *, steps: int, warmup: int, repeats: int, batches: int,
+            max_in_flight: int) -> dict:
+    """Times `trainer.train_step` (see `JaxdlSteps`); returns the per-window step times and
+    the last loss."""
+    runner = JaxdlSteps(trainer, batches=batches, max_in_flight=max_in_flight)
+    runner.run(warmup)
+    window_seconds = []
+    sizes = _split(steps, repeats)
+    for size in sizes:
+        start = time.perf_counter()
+        runner.run(size)
+        window_seconds.append((time.perf_counter() - start) / size)
+    loss = runner.loss()
+    runner.finish()
+    return {"window_steps": sizes, **window_stats(window_seconds), "last_train_loss": loss}
+
+
+class TorchSteps:
+    """Runs a `torch_reference.TorchStep` over the same host batches, pre-converted to
+    torch tensors. CPU eager work is synchronous; `run` still ends by reading the loss."""
+
+    def __init__(self, name: str, step, host_batches):
+        self.name, self.step = name, step
+        self.batches = [step.batch(b) for b in host_batches]
+        self.index, self.last = 0, None
+
+    def run(self, count: int) -> None:
+        for _ in range(count):
+            self.last = self.step(*self.batches[self.index % len(self.batches)])
+            self.index += 1
+        if self.last is not None:
+            float(self.last)
+
+    def loss(self) -> float:
+        return float(self.last)
+
+
+def _initial_torch_loss(step, batch) -> float:
+    """The torch model's loss on `batch` in training mode (batch statistics), from its
+    current weights, computed on a copy so the running statistics stay as they are."""
+    import copy
+
+    import torch
+
+    model = copy.deepcopy(step.model).train()
+    with torch.no_grad():
+        return float(torch.nn.functional.cross_entropy(model(batch[0]), batch[1],
+                                                       label_smoothing=step.label_smoothing))
+
+
+def compare_torch(trainer, config, args: argparse.Namespace, max_in_flight: int) -> dict:
+    """jaxdl's compiled step vs its PyTorch twin (eager, and torch.compile unless
+    `--no_torch_compile` or it fails), in alternating windows in this one process."""
+    import jax
+    import numpy as np
+
+    from jaxdl.training import environment
+
+    try:
+        from benchmarks import torch_reference as ref
+    except ImportError as e:
+        _fail(ImportError(f"--compare torch needs PyTorch: pip install -e '.[bench]' ({e})"))
+    import torch
+
+    threads = ref.set_threads()
+    load_start = os.getloadavg()
+    jaxdl_side = JaxdlSteps(trainer, batches=args.batches, max_in_flight=max_in_flight)
+    host = jaxdl_side.host_batches
+    initial = trainer.backend.get_state(trainer.state)  # before the first step donates it
+    batch_stats = dict(initial.model_state).get("batch_stats")
+    plan = trainer.plan
+    variants = [("torch eager", False)] + ([] if args.no_torch_compile else
+                                           [("torch.compile", True)])
+    torch_sides, notes = [], []
+    for name, compiled in variants:
+        step = ref.build_step(config, plan.total_updates, host[0]["inputs"].shape[1:],
+                              memory_format=args.torch_memory_format, compile=compiled,
+                              to_updates=plan.to_updates(config))
+        ref.load_flax_params(step.model, initial.params, batch_stats)  # the same start
+        torch_sides.append(TorchSteps(name, step, host))
+
+    # Warm up each side; the first torch.compile call compiles (timed, reported).
+    jaxdl_side.run(args.warmup)
+    first_loss = {"jaxdl": jaxdl_side.loss(jaxdl_side.first_metrics)}
+    first_step_seconds = {"jaxdl": None}
+    for side in list(torch_sides):
+        first_loss[side.name] = _initial_torch_loss(side.step, side.batches[0])
+        start = time.perf_counter()
+        try:
+            side.run(1)
+        except Exception as e:  # noqa: BLE001 - inductor needs a compiler, may fail
+            text = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            notes.append(f"{side.name} failed on its first step and is left out: {text}")
+            torch_sides.remove(side)
+            continue
+        first_step_seconds[side.name] = time.perf_counter() - start
+        side.run(max(0, args.warmup - 1))
+    for name, loss in first_loss.items():
+        if not math.isclose(loss, first_loss["jaxdl"], rel_tol=1e-3, abs_tol=1e-4):
+            raise RuntimeError(f"the first loss of {name} ({loss:.6f}) differs from jaxdl's "
+                               f"({first_loss['jaxdl']:.6f}) from the same weights and batch: "
+                               "the torch reference is not the same model")
+
+    sides = [jaxdl_side, *torch_sides]
+    names = ["jaxdl", *(side.name for side in torch_sides)]
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    sizes = _split(args.steps, args.repeats)
+    for window, size in enumerate(sizes):
+        order = list(zip(names, sides))
+        for name, side in (order if window % 2 == 0 else order[::-1]):
+            start = time.perf_counter()
+            side.run(size)
+            seconds[name].append((time.perf_counter() - start) / size)
+    last_loss = {"jaxdl": jaxdl_side.loss(), **{s.name: s.loss() for s in torch_sides}}
+    jaxdl_side.finish()
+    for name, loss in last_loss.items():
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"non-finite train loss of {name}: {loss}")
+
+    batch_size = config.data.batch_size
+    backend = trainer.backend
+    results = {}
+    for name in names:
+        stats = window_stats(seconds[name])
+        eps = batch_size / (stats["ms_per_step_median"] / 1e3)
+        results[name] = {**stats, "examples_per_second": eps,
+                         "window_examples_per_second": [batch_size / t for t in seconds[name]],
+                         "first_loss": first_loss[name], "last_train_loss": last_loss[name],
+                         "first_step_seconds": first_step_seconds[name]}
+    for name in names[1:]:
+        # jaxdl examples/s over this side's, window by adjacent window
+        per_window = [side_s / jaxdl_s for side_s, jaxdl_s in zip(seconds[name],
+                                                                   seconds["jaxdl"])]
+        results[name]["jaxdl_ratio"] = (results["jaxdl"]["examples_per_second"]
+                                        / results[name]["examples_per_second"])
+        results[name]["jaxdl_ratio_per_window"] = per_window
+        results[name]["jaxdl_ratio_per_window_median"] = float(np.median(per_window))
+    torch_step = torch_sides[0].step if torch_sides else None
+    return {
+        "benchmark": "step_throughput_compare",
+        "mode": MODE.replace("on device", "on device / as torch tensors"),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "experiment": args.experiment,
+        "compare": args.compare,
+        "backend": backend.kind,
+        "platform": backend.devices[0].platform,
+        "device_kind": backend.devices[0].device_kind,
+        "num_devices": backend.num_devices,
+        "batch_size": batch_size,
+        "per_device_batch": batch_size // backend.num_devices,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "repeats": len(sizes),
+        "window_steps": sizes,
+        "distinct_batches": args.batches,
+        "max_in_flight": max_in_flight,
+        "compile_seconds": trainer.compile_seconds,
+        "torch": {"version": torch.__version__, "threads": threads,
+                  "memory_format": torch_step.memory_format if torch_step else None},
+        "loadavg_start": load_start,
+        "loadavg_end": os.getloadavg(),
+        "sides": results,
+        "notes": notes,
+        "config_overrides": [],
+        "env": environment.describe(backend.devices, backend.kind),
+        "jax": jax.__version__,
+    }
+
+
+def compare_markdown(record: dict) -> str:
+    devices = f"{record['num_devices']} x {record['platform']}"
+    lines = ["| side | setting | batch | compile s | first step s | ms/step median [p10, p90] | "
+             "examples/s | jaxdl / side: medians (per window: median, range) |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for name, r in record["sides"].items():
+        if name == "jaxdl":
+            setting = f"{record['backend']}, {devices}"
+            compile_s, first, ratio = f"{record['compile_seconds']:.1f}", "-", "1"
+        else:
+            setting = (f"{record['torch']['threads']} threads, "
+                       f"{record['torch']['memory_format']}")
+            compile_s, first = "-", f"{r['first_step_seconds']:.1f}"
+            pw = r["jaxdl_ratio_per_window"]
+            ratio = (f"{r['jaxdl_ratio']:.2f} ({r['jaxdl_ratio_per_window_median']:.2f}, "
+                     f"{min(pw):.2f}-{max(pw):.2f})")
+        lines.append(f"| {name} | {setting} | {record['batch_size']} | {compile_s} | {first} | "
+                     f"{r['ms_per_step_median']:.2f} [{r['ms_per_step_p10']:.2f}, "
+                     f"{r['ms_per_step_p90']:.2f}] | {r['examples_per_second']:.0f} | "
+                     f"{ratio} |")
+    return "\n".join(lines)
 
 
 def markdown_row(record: dict) -> str:
@@ -212,11 +504,33 @@ def main(argv: list[str] | None = None) -> dict:
         config_lib.check_devices(config, len(devices))
     except ValueError as e:  # ConfigError included
         _fail(e)
+    if args.compare:
+        from jaxdl import data as data_lib
+
+        if data_lib.source_location(config.data.name) is None:
+            print(f"skipped: --compare {args.compare} for {args.experiment} needs the "
+                  f"{config.data.name} files, which are not on this machine (see README.md, "
+                  "Data: lookup order; `python -m jaxdl.data list`)", file=sys.stderr)
+            return {}
     trainer = loop.build(config)
+    max_in_flight = (config.parallel.max_in_flight if args.max_in_flight is None
+                     else args.max_in_flight)
+    if args.compare:
+        record = compare_torch(trainer, config, args, max_in_flight)
+        record["config_overrides"] = overrides
+        print(f"# {record['mode']}; {record['repeats']} alternating windows of "
+              f"{args.steps} timed steps per side after {args.warmup} warmup; fp32; "
+              f"{args.experiment}, global batch {record['batch_size']}; jax {jax.__version__}, "
+              f"torch {record['torch']['version']}; load average "
+              f"{record['loadavg_start'][0]:.2f} at start, {record['loadavg_end'][0]:.2f} "
+              "at end")
+        print(compare_markdown(record), flush=True)
+        for note in record["notes"]:
+            print(f"note: {note}")
+        _append_json(args.json, record)
+        return record
     timing = measure(trainer, steps=args.steps, warmup=args.warmup, repeats=args.repeats,
-                     batches=args.batches,
-                     max_in_flight=(config.parallel.max_in_flight if args.max_in_flight is None
-                                    else args.max_in_flight))
+                     batches=args.batches, max_in_flight=max_in_flight)
     if not math.isfinite(timing["last_train_loss"]):
         raise FloatingPointError(f"non-finite train loss {timing['last_train_loss']}")
 
@@ -251,12 +565,16 @@ def main(argv: list[str] | None = None) -> dict:
         print(HEADER)
         print(SEPARATOR)
     print(markdown_row(record), flush=True)
-    if args.json:
-        path = Path(args.json)
+    _append_json(args.json, record)
+    return record
+
+
+def _append_json(path: str | None, record: dict) -> None:
+    if path:
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as f:
             f.write(json.dumps(record) + "\n")
-    return record
 
 
 if __name__ == "__main__":

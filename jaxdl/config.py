@@ -293,6 +293,9 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any]) -> ml_collec
     if data["validation_fraction"] + data["test_fraction"] >= 1:
         raise ConfigError("config.data: validation_fraction + test_fraction must be < 1, got "
                           f"{data['validation_fraction']} + {data['test_fraction']}")
+    if resolved["schedule"]["name"] == "plateau" and resolved["optimizer"]["grad_accum_steps"] > 1:
+        raise ConfigError("config.schedule.name='plateau' observes each evaluation in the next "
+                          "step, which gradient accumulation may skip; use grad_accum_steps=1")
     if resolved["early_stopping"]["patience"] and not resolved["checkpoint"]["keep_best"]:
         raise ConfigError("config.early_stopping.patience > 0 restores the best checkpoint, so "
                           "config.checkpoint.keep_best must be >= 1")

@@ -62,7 +62,7 @@ def test_pmap_sharded_and_single_device_agree():
 def _masks_under_pmap(steps, devices=4):
     """Dropout masks drawn from step_rng for each (step, device) under pmap."""
     state = TrainState(step=jnp.zeros((), jnp.int32), params={}, model_state={}, opt_state=(),
-                       rng=jax.random.PRNGKey(7))
+                       rng=jax.random.PRNGKey(7), monitor=jnp.float32(jnp.nan))
 
     def masks(step):
         s = state.replace(step=step)

@@ -117,3 +117,25 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
         trainer.abstract_state)
     assert step == first
     assert int(state.step) == first
+
+
+def test_reduce_on_plateau_follows_the_monitored_eval_metric(tmp_path):
+    """Patience counts evaluations of checkpoint.monitor: the learning rate may change only
+    on the step right after an evaluation, and only by the plateau factor."""
+    factor, lr = 0.5, 3e-3
+    _train(tmp_path, **{"schedule.name": "plateau", "schedule.warmup": "0 steps",
+                        "schedule.plateau_factor": factor, "schedule.plateau_patience": 0,
+                        "schedule.plateau_accumulation": 1, "schedule.plateau_cooldown": 0,
+                        "checkpoint.monitor": "validation/loss", "checkpoint.mode": "min",
+                        "train.duration": "25 epochs", "train.eval_every": "1 epoch",
+                        "train.log_every": "1 steps"})
+    records = read_metrics(tmp_path / "metrics.jsonl")
+    evals = {r["step"] for r in records if r["split"] == "validation"}
+    rates = [(r["step"], r["learning_rate"]) for r in records if r["split"] == "train"]
+    assert rates[0][1] == pytest.approx(lr)
+    changes = [(step, prev, now) for (_, prev), (step, now) in zip(rates, rates[1:])
+               if now != prev]
+    assert changes, "validation loss rises on digits after ~15 epochs: lr must drop"
+    for step, prev, now in changes:
+        assert step - 1 in evals, f"lr changed at step {step}, not right after an evaluation"
+        assert now == pytest.approx(prev * factor)

@@ -515,6 +515,9 @@ def run(config, workdir: Path, *, stream=sys.stderr,
                     f"{name} {task.monitor} {report[name][task.monitor]:.4f}"
                     for name in eval_splits))
                 monitored = report[monitor_split][monitor_name]
+                if config.schedule.name == "plateau":  # observed by the next step's optimizer
+                    sign = -1.0 if mode == "max" else 1.0
+                    state = state.replace(monitor=backend.put_state(np.float32(sign * monitored)))
                 if _better(monitored, stopping["best"], mode, min_delta):
                     stopping.update(best=monitored, best_step=step, bad_evals=0)
                     # Keep the best weights on disk: early stopping restores them.

@@ -172,6 +172,24 @@ def _base_optimizer(
     return factory
 
 
+def observe_when_given(plateau: optax.GradientTransformationExtraArgs):
+    """reduce_on_plateau that counts only real observations: `value=NaN` (no new evaluation
+    since the last step) scales the updates by the current factor and leaves the plateau's
+    state alone, so patience is counted in evaluations of the monitored metric, not in
+    steps. The training loop hands each monitored evaluation to the next step."""
+
+    def update(updates, state, params=None, *, value, **extra):
+        del extra
+        observed, new_state = plateau.update(updates, state, params, value=value)
+        fresh = jnp.isfinite(value)
+        kept = jax.tree.map(lambda u: u * state.scale.astype(u.dtype), updates)
+        updates = jax.tree.map(lambda a, b: jnp.where(fresh, a, b), observed, kept)
+        state = jax.tree.map(lambda a, b: jnp.where(fresh, a, b), new_state, state)
+        return updates, state
+
+    return optax.GradientTransformationExtraArgs(plateau.init, update)
+
+
 def make_optimizer(
     opt: ml_collections.ConfigDict,
     sched: ml_collections.ConfigDict,
@@ -198,12 +216,14 @@ def make_optimizer(
     if sched.name == 'plateau':
         # After the optimizer so its scale multiplies the final update (i.e. the lr).
         parts.append(
-            optax.contrib.reduce_on_plateau(
-                factor=sched.plateau_factor,
-                patience=sched.plateau_patience,
-                cooldown=sched.plateau_cooldown,
-                rtol=sched.plateau_rtol,
-                accumulation_size=sched.plateau_accumulation,
+            observe_when_given(
+                optax.contrib.reduce_on_plateau(
+                    factor=sched.plateau_factor,
+                    patience=sched.plateau_patience,
+                    cooldown=sched.plateau_cooldown,
+                    rtol=sched.plateau_rtol,
+                    accumulation_size=sched.plateau_accumulation,
+                )
             )
         )
     # chain drops extra args (value=) for members that do not take them.

@@ -11,7 +11,8 @@ from flax import struct
 
 
 class TrainState(struct.PyTreeNode):
-    """Parameters, model state collections (batch_stats), optimizer state, step and rng.
+    """Parameters, model state collections (batch_stats), optimizer state, step, rng and a
+    pending monitored value.
 
     Pure data: the model and the optimizer live in the step's closure, so this pytree can
     be saved, restored into `jax.eval_shape` targets and moved between device layouts.
@@ -22,6 +23,9 @@ class TrainState(struct.PyTreeNode):
     model_state: Any
     opt_state: Any
     rng: jax.Array
+    # The monitored eval metric waiting for the next step's optimizer (reduce-on-plateau),
+    # sign-flipped so lower is better; NaN when no evaluation happened since the last step.
+    monitor: jax.Array
 
 
 def create_state(task, tx: optax.GradientTransformation, seed: int,
@@ -33,6 +37,7 @@ def create_state(task, tx: optax.GradientTransformation, seed: int,
         variables = task.init(init_rng, inputs)
         params = variables.pop("params")
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
-                          opt_state=tx.init(params), rng=run_rng)
+                          opt_state=tx.init(params), rng=run_rng,
+                          monitor=jnp.full((), jnp.nan, jnp.float32))
 
     return jax.jit(init)(example_inputs)

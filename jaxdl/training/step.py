@@ -62,7 +62,8 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
             # per-device means is the global mean.
             grads, loss = lax.pmean((grads, loss), axis_name)
             sums = lax.psum(sums, axis_name)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params,
+                                       value=state.monitor)
         params = optax.apply_updates(state.params, updates)
         grad_norm = global_norm(grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -72,7 +73,8 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
             learned = jax.tree.map(lambda new, old: jnp.where(finite, new, old), learned, kept)
         params, model_state, opt_state = learned
         new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
-                                  opt_state=opt_state)
+                                  opt_state=opt_state,
+                                  monitor=jnp.full_like(state.monitor, jnp.nan))
         scalars = {
             "grad_norm": grad_norm,
             "param_norm": global_norm(params),
