@@ -66,6 +66,15 @@ def _choices_from(names: Sequence[str]) -> Callable[[], Sequence[str]]:
     return lambda: names
 
 
+def _augmentation(value) -> str | None:
+    from jaxdl.data import augment
+    try:
+        augment.parse(value)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 def _known_model(name) -> str | None:
     from jaxdl import models
     try:
@@ -120,7 +129,9 @@ def schema() -> dict[str, Any]:
             "test_fraction": Field(float, check=_fraction),
             "batch_size": Field(int, check=_positive, help="global batch, over all devices"),
             "eval_batch_size": Field(int, check=_positive),
-            "augmentation": Field(str, choices=_choices_from(("none",))),
+            "augmentation": Field(str, check=_augmentation,
+                                  help="ops joined by '+', e.g. 'random_crop(pad=4,"
+                                       "pad_mode=reflect)+horizontal_flip(p=0.5)', or 'none'"),
             "data_dir": Field(str, default="", help="where file datasets are looked for first "
                                                     "('' = the documented search order)"),
         },

@@ -147,3 +147,29 @@ def test_out_of_memory_names_the_sizes_that_decide_it():
     with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):
         with loop.explain_out_of_memory(trainer.config, trainer.abstract_state, 4):
             raise jax.errors.JaxRuntimeError("INTERNAL: something else")
+
+
+def test_augmentation_runs_in_the_train_step_only():
+    """lr 0 and no dropout: the loss of a step that flips every image equals the plain
+    model's loss on flipped images; evaluation does not flip."""
+    common = {"model.dropout_rate": 0.0, "optimizer.learning_rate": 0.0,
+              "parallel.num_devices": 1}
+    flipped = loop.build(make_config(**common, **{"data.augmentation": "horizontal_flip(p=1.0)"}))
+    plain = loop.build(make_config(**common))
+    batch = plain.train_batch(0)
+    mirror = {**batch, "inputs": batch["inputs"][:, :, ::-1]}
+
+    def step_loss(trainer, host_batch):
+        _, metrics = trainer.train_step(trainer.state, trainer.backend.put_batch(host_batch))
+        sums = trainer.backend.get_metrics(metrics)["sums"]
+        return float(sums["loss"] / sums["count"])
+
+    def fresh(**extra):  # a step donates the state: one step per trainer
+        return loop.build(make_config(**common, **extra))
+
+    augmented = step_loss(flipped, batch)
+    assert augmented == pytest.approx(step_loss(plain, mirror), rel=1e-6)
+    # At initialisation both sit near ln 10, yet differ far beyond float rounding.
+    assert augmented != pytest.approx(step_loss(fresh(), batch), rel=1e-6)
+    flipped, plain = fresh(**{"data.augmentation": "horizontal_flip(p=1.0)"}), fresh()
+    assert flipped.evaluate(flipped.state, "test") == plain.evaluate(plain.state, "test")

@@ -409,7 +409,7 @@ def apply(ops: Sequence[Op], rng: jax.Array, images: jax.Array) -> jax.Array:
 
 
 def _displayable(image: np.ndarray) -> np.ndarray:
-    # Values outside [0, 1] (normalized, noisy) are stretched to it, one panel at a time.
+    # Stretched per panel: a normalized image has no fixed display range.
     low, high = float(image.min()), float(image.max())
     if low < 0 or high > 1:
         image = (image - low) / (high - low) if high > low else np.zeros_like(image)
@@ -418,7 +418,8 @@ def _displayable(image: np.ndarray) -> np.ndarray:
 
 def preview_png(ops: Sequence[Op], rng: jax.Array, images, path, *, columns: int) -> Path:
     """Writes a PNG grid, `columns` examples a row: each example before (upper row) and
-    after `apply(ops, rng, images)` (lower row). Images need 1 (gray) or 3 channels."""
+    after `apply(ops, rng, images)` (lower row). Images need 1 (gray) or 3 channels; a
+    panel with values outside [0, 1] (normalized, noisy) is stretched to its own range."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -431,10 +432,12 @@ def preview_png(ops: Sequence[Op], rng: jax.Array, images, path, *, columns: int
     after = np.asarray(jax.jit(apply, static_argnums=0)(tuple(ops), rng, images))
     n = images.shape[0]
     rows = math.ceil(n / columns)
-    panel = 1.2  # inches per image; a grid of small images stays readable
-    fig = Figure(figsize=(panel * columns, panel * 2 * rows))
+    title = [str(op) for op in ops] or [NONE]  # one op a line: a long spec stays readable
+    panel, line = 1.4, 0.18  # inches per image and per title line
+    fig = Figure(figsize=(max(panel * columns, 4.0), panel * 2 * rows + line * len(title)),
+                 layout="constrained")
     FigureCanvasAgg(fig)
-    fig.suptitle(format_spec(ops), fontsize=8, wrap=True)
+    fig.suptitle("\n".join(title), fontsize=7)
     for i in range(n):
         row, col = divmod(i, columns)
         for half, (label, batch) in enumerate((("before", images), ("after", after))):

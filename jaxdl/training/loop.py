@@ -24,6 +24,7 @@ import jax
 import numpy as np
 
 from jaxdl import data as data_lib
+from jaxdl.data import augment
 from jaxdl import tasks
 from jaxdl.config import Clock, ConfigError
 from jaxdl.training import environment, optim, parallel, step as step_lib, writers
@@ -312,14 +313,16 @@ def build(config) -> Trainer:
 def _place_and_compile(config, dataset, splits, plan, backend, task, tx, example,
                        abstract_state) -> Trainer:
     state = backend.put_state(create_state(task, tx, config.seed, example["inputs"][:1]))
+    augmentation = augment.parse(config.data.augmentation)
     train_step, train_seconds = backend.compile(
         step_lib.make_train_step(task, tx, axis_name=backend.axis_name,
-                                 skip_nonfinite=config.guard.skip_nonfinite), state,
+                                 skip_nonfinite=config.guard.skip_nonfinite,
+                                 augmentation=augmentation), state,
         backend.put_batch(example), donate_state=True)
     eval_example = next(data_lib.eval_batches(splits[TRAIN], config.data.eval_batch_size))
     eval_step, eval_seconds = backend.compile(
-        step_lib.make_eval_step(task, axis_name=backend.axis_name), state,
-        backend.put_batch(eval_example), donate_state=False)
+        step_lib.make_eval_step(task, axis_name=backend.axis_name, augmentation=augmentation),
+        state, backend.put_batch(eval_example), donate_state=False)
     def guarded(step_fn):
         def call(state, batch):
             with explain_out_of_memory(config, abstract_state, backend.num_devices):

@@ -9,7 +9,12 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from jaxdl.data import augment
 from jaxdl.training import optim
+
+# Stream id folded into the step's key for augmentation draws, so dropout (which uses the
+# step key itself) draws the same masks with or without augmentation.
+AUGMENT_STREAM = 1
 from jaxdl.training.state import TrainState
 
 
@@ -34,7 +39,7 @@ def _masked_sums(values: dict[str, jax.Array], mask: jax.Array) -> dict[str, jax
 
 
 def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | None,
-                    skip_nonfinite: bool) -> Callable:
+                    skip_nonfinite: bool, augmentation: tuple = ()) -> Callable:
     """`train_step(state, batch) -> (state, metrics)`.
 
     metrics: `sums` (per-example values summed, with `count`) to be merged over steps then
@@ -46,6 +51,9 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
 
     def train_step(state: TrainState, batch):
         rng = step_rng(state, axis_name)
+        if augmentation:  # on device, per example; 'none' traces the same step as before
+            batch = {**batch, "inputs": augment.apply(
+                augmentation, jax.random.fold_in(rng, AUGMENT_STREAM), batch["inputs"])}
         mask = batch["mask"].astype(jnp.float32)
 
         def loss_fn(params):
@@ -87,10 +95,14 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
     return train_step
 
 
-def make_eval_step(task, *, axis_name: str | None) -> Callable:
-    """`eval_step(state, batch) -> sums`: masked per-example sums, padding excluded."""
+def make_eval_step(task, *, axis_name: str | None, augmentation: tuple = ()) -> Callable:
+    """`eval_step(state, batch) -> sums`: masked per-example sums, padding excluded. The
+    deterministic part of the augmentation (normalisation) applies here too."""
+    deterministic = augment.eval_ops(augmentation)
 
     def eval_step(state: TrainState, batch):
+        if deterministic:
+            batch = {**batch, "inputs": augment.apply(deterministic, state.rng, batch["inputs"])}
         variables = {"params": state.params, **state.model_state}
         values, _ = task.apply(variables, batch, train=False, rng=state.rng)
         sums = _masked_sums(values, batch["mask"].astype(jnp.float32))
