@@ -59,6 +59,7 @@ import argparse
 import collections
 import datetime
 import importlib
+import importlib.util
 import json
 import math
 import os
@@ -68,6 +69,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 MODE = "synthetic-from-real-data: batches pre-placed on device, host input excluded"
+RANDOM_MODE = "synthetic (random data): batches pre-placed on device, host input excluded"
 HEADER = ("| experiment | backend | devices | batch (per device) | compile s | "
           "ms/step median [p10, p90] | examples/s |")
 SEPARATOR = "|---|---|---|---|---:|---:|---:|"
@@ -123,6 +125,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     if args.compare and args.experiment not in COMPARABLE:
         parser.error(f"--compare torch has references for {', '.join(COMPARABLE)} "
                      f"(--experiment mnist_cnn or --model resnet20), not {args.experiment!r}")
+    if args.compare and args.warmup < 1:
+        parser.error("--compare needs --warmup >= 1: the first step checks that both sides "
+                     "start from the same loss")
     return args, rest
 
 
@@ -416,7 +421,8 @@ def compare_torch(trainer, config, args: argparse.Namespace, max_in_flight: int)
     torch_step = torch_sides[0].step if torch_sides else None
     return {
         "benchmark": "step_throughput_compare",
-        "mode": MODE.replace("on device", "on device / as torch tensors"),
+        "mode": (RANDOM_MODE if args.model else MODE).replace(
+            "on device", "on device / as torch tensors"),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "experiment": args.experiment,
         "compare": args.compare,
@@ -507,6 +513,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.compare:
         from jaxdl import data as data_lib
 
+        if importlib.util.find_spec("torch") is None:
+            _fail(ImportError("--compare torch needs PyTorch, an optional extra: "
+                              "pip install -e '.[bench]'"))
         if data_lib.source_location(config.data.name) is None:
             print(f"skipped: --compare {args.compare} for {args.experiment} needs the "
                   f"{config.data.name} files, which are not on this machine (see README.md, "
@@ -538,7 +547,7 @@ def main(argv: list[str] | None = None) -> dict:
     batch_size = config.data.batch_size
     record = {
         "benchmark": "step_throughput",
-        "mode": MODE,
+        "mode": RANDOM_MODE if args.model else MODE,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "experiment": args.experiment,
         "backend": backend.kind,
@@ -559,7 +568,7 @@ def main(argv: list[str] | None = None) -> dict:
         "env": environment.describe(backend.devices, backend.kind),
     }
     if not args.no_header:
-        print(f"# {MODE}; compile excluded (reported); {record['repeats']} windows over "
+        print(f"# {record['mode']}; compile excluded (reported); {record['repeats']} windows over "
               f"{args.steps} steps after {args.warmup} warmup, at most "
               f"{args.max_in_flight or 'unbounded'} steps in flight; jax {jax.__version__}")
         print(HEADER)

@@ -41,7 +41,10 @@ optimizer step, schedule step; it returns the detached loss without synchronisin
 Threads: `torch.set_num_threads(os.cpu_count())` (`set_threads`).
 
 Memory format: each model keeps the one measured faster on the 2-core AMD EPYC machine
-(torch 2.13.0+cpu, batch 128, eager): see `MEMORY_FORMAT` and benchmarks/README.md.
+(torch 2.13.0+cpu, batch 128, eager, this module's alternating windows): the CIFAR ResNets
+run channels_last (ResNet-20: 577-582 vs 429-457 examples/s contiguous), the small CNN
+contiguous (mnist_cnn: a tie within noise, 3019-3772 vs 3130-3382 over 3 runs, contiguous
+ahead in 2). See `MEMORY_FORMAT` and benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -60,8 +63,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# Chosen by measurement (benchmarks/README.md, "Side by side with PyTorch (CPU)").
-MEMORY_FORMAT = {"cnn": "contiguous", "cifar_resnet": "contiguous"}
+# Chosen by measurement (benchmarks/README.md, "Side by side with PyTorch (CPU)"); override
+# with step_throughput's --torch_memory_format or this module's --memory_format.
+MEMORY_FORMAT = {"cnn": "contiguous", "cifar_resnet": "channels_last"}
 CIFAR_DEPTHS = {"resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56,
                 "resnet110": 110}
 _ACTIVATIONS = {"relu": F.relu, "gelu": lambda x: F.gelu(x, approximate="tanh"),

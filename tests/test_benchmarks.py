@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import os
@@ -57,3 +58,38 @@ def test_step_throughput_tiny(backend, tmp_path):
     assert cells[2].startswith(f"{NUM_DEVICES} x cpu")
     assert float(cells[-1]) > 0
     assert "host input excluded" in result.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="torch is an optional 'bench' extra (pip install -e '.[bench]'); "
+                           "CI installs only '.[test]', so this skips there")
+def test_compare_torch_tiny(tmp_path):
+    """`--compare torch` on the synthetic ResNet-20, a few steps: both sides run in one
+    process, start from the same weights (same first loss) and report a ratio."""
+    out = tmp_path / "compare.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.step_throughput", "--model", "resnet20",
+         "--compare", "torch", "--no_torch_compile", "--batch_size", "16", "--steps", "4",
+         "--warmup", "1", "--repeats", "2", "--batches", "2", "--json", str(out)],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    context = f"\nstdout:\n{result.stdout}\nstderr:\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, context
+
+    record = json.loads(out.read_text().splitlines()[-1])
+    assert record["benchmark"] == "step_throughput_compare"
+    assert record["experiment"] == "resnet20" and record["batch_size"] == 16
+    assert record["num_devices"] == NUM_DEVICES and record["backend"] == "pmap"
+    assert set(record["sides"]) == {"jaxdl", "torch eager"}, context
+    jaxdl, torch_eager = record["sides"]["jaxdl"], record["sides"]["torch eager"]
+    assert math.isclose(jaxdl["first_loss"], torch_eager["first_loss"], rel_tol=1e-3)
+    for side in (jaxdl, torch_eager):
+        assert len(side["window_ms_per_step"]) == 2
+        assert math.isfinite(side["examples_per_second"]) and side["examples_per_second"] > 0
+        assert math.isfinite(side["last_train_loss"])
+    ratio = torch_eager["jaxdl_ratio"]
+    assert math.isclose(ratio, jaxdl["examples_per_second"] / torch_eager["examples_per_second"])
+    assert record["torch"]["threads"] == os.cpu_count()
+
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| torch eager |")]
+    assert len(rows) == 1, context
+    assert rows[0].split("|")[-2].strip().startswith(f"{ratio:.2f}")
