@@ -4,7 +4,7 @@ Both run the same step function. `pmap` maps it per device (gradients and metric
 averaged/summed over the `data` axis inside the step); `sharded` jit-compiles it once over
 a 1-D `('data',)` mesh where the batch axis is global, so means and BatchNorm statistics
 are global by construction. State arrays are placed with `jax.device_put` and a sharding:
-no `device_put_replicated` (removed in JAX 0.10) and no `flax.jax_utils.replicate`.
+not the replicate/shard helpers that JAX 0.10 removed, nor Flax's replicate utility.
 """
 
 from __future__ import annotations
