@@ -3,8 +3,9 @@
 Both run the same step function. `pmap` maps it per device (gradients and metrics are
 averaged/summed over the `data` axis inside the step); `sharded` jit-compiles it once over
 a 1-D `('data',)` mesh where the batch axis is global, so means and BatchNorm statistics
-are global by construction. State arrays are placed with `jax.device_put` and a sharding:
-not the replicate/shard helpers that JAX 0.10 removed, nor Flax's replicate utility.
+are global by construction. State arrays are built on each device with
+`jax.make_array_from_callback` (so one code path serves one or many hosts), not with the
+replicate/shard helpers that JAX 0.10 removed, nor Flax's replicate utility.
 """
 
 from __future__ import annotations
