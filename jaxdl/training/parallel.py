@@ -1,4 +1,4 @@
-"""Data parallelism over local devices: the `pmap` and `sharded` backends behind one API.
+"""Data parallelism over every device of one or many hosts: `pmap` and `sharded`, one API.
 
 Both run the same step function. `pmap` maps it per device (gradients and metrics are
 averaged/summed over the `data` axis inside the step); `sharded` jit-compiles it once over
