@@ -19,7 +19,8 @@ median and p10/p90 over windows, examples/s as the global batch over the median.
 Compilation is excluded from the timing and reported separately
 (`Trainer.compile_seconds`: train + eval step, no persistent compilation cache).
 
-At most `--max_in_flight` (default: the config's `parallel.max_in_flight`) steps are dispatched ahead of the device. Without
+At most `--max_in_flight` (default: the config's `parallel.max_in_flight`) steps are
+dispatched ahead of the device. Without
 a bound, JAX 0.10.2's CPU client with 2 forced host devices deadlocks in the step's
 all-reduce once some 30 or more steps are queued ("Termination timeout for `all reduce
 RendezvousKey...` of 40 seconds exceeded", then abort), with either backend; a plain
@@ -423,22 +424,9 @@ def compare_torch(trainer, config, args: argparse.Namespace, max_in_flight: int)
         "benchmark": "step_throughput_compare",
         "mode": (RANDOM_MODE if args.model else MODE).replace(
             "on device", "on device / as torch tensors"),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "experiment": args.experiment,
+        **_run_fields(args, trainer, sizes, max_in_flight),
         "compare": args.compare,
-        "backend": backend.kind,
-        "platform": backend.devices[0].platform,
-        "device_kind": backend.devices[0].device_kind,
-        "num_devices": backend.num_devices,
-        "batch_size": batch_size,
-        "per_device_batch": batch_size // backend.num_devices,
-        "steps": args.steps,
-        "warmup": args.warmup,
-        "repeats": len(sizes),
         "window_steps": sizes,
-        "distinct_batches": args.batches,
-        "max_in_flight": max_in_flight,
-        "compile_seconds": trainer.compile_seconds,
         "torch": {"version": torch.__version__, "threads": threads,
                   "memory_format": torch_step.memory_format if torch_step else None},
         "loadavg_start": load_start,
@@ -448,6 +436,27 @@ def compare_torch(trainer, config, args: argparse.Namespace, max_in_flight: int)
         "config_overrides": [],
         "env": environment.describe(backend.devices, backend.kind),
         "jax": jax.__version__,
+    }
+
+
+def _run_fields(args, trainer, window_steps, max_in_flight) -> dict:
+    """What every record says about the run: when, what, on which devices, how timed."""
+    backend, batch_size = trainer.backend, trainer.config.data.batch_size
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "experiment": args.experiment,
+        "backend": backend.kind,
+        "platform": backend.devices[0].platform,
+        "device_kind": backend.devices[0].device_kind,
+        "num_devices": backend.num_devices,
+        "batch_size": batch_size,
+        "per_device_batch": batch_size // backend.num_devices,
+        "steps": args.steps,
+        "warmup": args.warmup,
+        "repeats": len(window_steps),
+        "distinct_batches": args.batches,
+        "max_in_flight": max_in_flight,
+        "compile_seconds": trainer.compile_seconds,
     }
 
 
@@ -548,20 +557,7 @@ def main(argv: list[str] | None = None) -> dict:
     record = {
         "benchmark": "step_throughput",
         "mode": RANDOM_MODE if args.model else MODE,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "experiment": args.experiment,
-        "backend": backend.kind,
-        "platform": backend.devices[0].platform,
-        "device_kind": backend.devices[0].device_kind,
-        "num_devices": backend.num_devices,
-        "batch_size": batch_size,
-        "per_device_batch": batch_size // backend.num_devices,
-        "steps": args.steps,
-        "warmup": args.warmup,
-        "repeats": len(timing["window_steps"]),
-        "distinct_batches": args.batches,
-        "max_in_flight": args.max_in_flight,
-        "compile_seconds": trainer.compile_seconds,
+        **_run_fields(args, trainer, timing["window_steps"], max_in_flight),
         **timing,
         "examples_per_second": batch_size / (timing["ms_per_step_median"] / 1e3),
         "config_overrides": overrides,
@@ -570,7 +566,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.no_header:
         print(f"# {record['mode']}; compile excluded (reported); {record['repeats']} windows over "
               f"{args.steps} steps after {args.warmup} warmup, at most "
-              f"{args.max_in_flight or 'unbounded'} steps in flight; jax {jax.__version__}")
+              f"{max_in_flight or 'unbounded'} steps in flight; jax {jax.__version__}")
         print(HEADER)
         print(SEPARATOR)
     print(markdown_row(record), flush=True)

@@ -184,3 +184,20 @@ def test_killed_between_the_last_checkpoint_and_the_summary(reference, tmp_path)
     ref = json.loads((reference / "summary.json").read_text())
     assert summary["final"] == ref["final"] and summary["steps"] == ref["steps"]
     assert _values(_logged(workdir)) == _values(_logged(reference))
+
+
+def test_resume_truncation_keeps_logged_lines_as_written(tmp_path):
+    """Lines up to the checkpoint stay byte for byte, non-finite values included; later
+    lines and a half-written last line go."""
+    from jaxdl.training import loop
+    from jaxdl.training.writers import MetricWriter
+    with MetricWriter(tmp_path, tensorboard=False) as writer:
+        writer.write(5, "train", {"loss": float("nan"), "skipped_steps": 5.0})
+        writer.write(10, "train", {"loss": 0.5})
+        writer.write(15, "train", {"loss": 0.25})
+    path = tmp_path / "metrics.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines) + '{"step": 20, "spl')  # killed mid-write
+    loop._truncate_metrics(path, 10)
+    assert path.read_text() == "".join(lines[:2])
+    assert '"nan"' in lines[0]

@@ -252,6 +252,7 @@ class Trainer:
     tx: Any
     state: Any  # on the devices
     abstract_state: Any  # shapes and dtypes of one copy: the checkpoint restore target
+    eval_splits: list[str]  # the non-empty ones among EVAL_SPLITS
     train_step: Any  # compiled
     eval_step: Any  # compiled
     compile_seconds: float
@@ -307,11 +308,11 @@ def build(config) -> Trainer:
                                     example["inputs"][:1])
     with explain_out_of_memory(config, abstract_state, backend.num_devices):
         return _place_and_compile(config, dataset, splits, plan, backend, task, tx, example,
-                                  abstract_state)
+                                  abstract_state, eval_splits)
 
 
 def _place_and_compile(config, dataset, splits, plan, backend, task, tx, example,
-                       abstract_state) -> Trainer:
+                       abstract_state, eval_splits) -> Trainer:
     state = backend.put_state(create_state(task, tx, config.seed, example["inputs"][:1]))
     augmentation = augment.parse(config.data.augmentation)
     train_step, train_seconds = backend.compile(
@@ -331,18 +332,25 @@ def _place_and_compile(config, dataset, splits, plan, backend, task, tx, example
 
     return Trainer(config=config, dataset=dataset, splits=splits, plan=plan, backend=backend,
                    task=task, tx=tx, state=state, abstract_state=abstract_state,
-                   train_step=guarded(train_step), eval_step=guarded(eval_step),
+                   eval_splits=eval_splits, train_step=guarded(train_step),
+                   eval_step=guarded(eval_step),
                    compile_seconds=train_seconds + eval_seconds)
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drops logged events after `last_step`: a resumed run logs them again, identically."""
+    """Drops logged events after `last_step`: a resumed run logs them again, identically.
+    The kept lines stay byte for byte as written; a half-written last line goes."""
     if not path.exists():
         return
-    keep = [json.dumps(r, allow_nan=False) for r in writers.read_metrics(path)
-            if r["step"] <= last_step]
-    # read_metrics decoded non-finite values; write them back the way the writer does.
-    path.write_text("".join(line + "\n" for line in keep) if keep else "")
+    keep = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            step = json.loads(line)["step"]
+        except (ValueError, KeyError):
+            continue
+        if step <= last_step:
+            keep.append(line if line.endswith("\n") else line + "\n")
+    path.write_text("".join(keep))
 
 
 def _fresh_progress() -> dict[str, Any]:
@@ -383,7 +391,7 @@ def run(config, workdir: Path, *, stream=sys.stderr,
     skip_nonfinite = config.guard.skip_nonfinite
     patience, min_delta = config.early_stopping.patience, config.early_stopping.min_delta
     mode = config.checkpoint.mode
-    eval_splits = [name for name in EVAL_SPLITS if name in splits]
+    eval_splits = trainer.eval_splits
     monitor_split, _, monitor_name = config.checkpoint.monitor.partition("/")
 
     resuming = (workdir / "checkpoints").is_dir() and any(
