@@ -5,7 +5,8 @@ weights them by the batch mask and sums them, so every task gets exact (sum, cou
 metrics, padded evaluation and data parallelism for free.
 """
 
-from jaxdl.tasks.base import Task, build_task, register_task, task_names
+from jaxdl.tasks.base import (EvalContext, Learned, Task, build_task, register_task,
+                              task_names)
 from jaxdl.tasks import classification as _classification  # noqa: F401  (registers it)
 
-__all__ = ["Task", "build_task", "register_task", "task_names"]
+__all__ = ["EvalContext", "Learned", "Task", "build_task", "register_task", "task_names"]

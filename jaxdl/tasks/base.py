@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import optax
 
 from jaxdl import models
 
@@ -49,6 +52,43 @@ class Task(abc.ABC):
               train: bool, rng: jax.Array) -> tuple[dict[str, jax.Array], dict[str, Any]]:
         """(per-example values with a `loss` entry, updated state collections)."""
 
+    def init_optimizer(self, tx: optax.GradientTransformation, params) -> Any:
+        """The optimizer state; a task with several optimized parts may keep one per part."""
+        return tx.init(params)
+
+    def learn(self, tx: optax.GradientTransformation, params, model_state, opt_state,
+              batch: Mapping[str, jax.Array], mask: jax.Array, rng: jax.Array, *,
+              monitor: jax.Array, reduce: Callable) -> Learned:
+        """One update from `batch`: the gradient of the masked mean loss, averaged over
+        devices by `reduce` (identity under the sharded backend), applied by `tx`.
+
+        A task whose update is not one gradient of one loss (a GAN: discriminator, then
+        generator) overrides this; the step around it (rng, augmentation, metrics, the
+        non-finite guard, device reduction of the sums) stays the same.
+        """
+
+        def loss_fn(p):
+            values, new_model_state = self.apply({"params": p, **model_state}, batch,
+                                                 train=True, rng=rng)
+            loss = jnp.sum(values["loss"].astype(jnp.float32) * mask) / jnp.sum(mask)
+            return loss, (values, new_model_state)
+
+        (_, (values, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            params)
+        grads = reduce(grads)
+        updates, opt_state = tx.update(grads, opt_state, params, value=monitor)
+        return Learned(params=optax.apply_updates(params, updates),
+                       model_state=new_model_state, opt_state=opt_state, values=values,
+                       grads=grads, updates=updates)
+
+    def on_eval(self, context: EvalContext) -> dict[str, dict[str, float]]:
+        """Runs after every evaluation, on the host: extra metrics per eval split (merged
+        into that split's record, so `checkpoint.monitor` may name them) and files such as
+        samples or plots (written only when `context.write_files`). Must be deterministic:
+        a resumed run repeats it. Default: nothing."""
+        del context
+        return {}
+
     def run_model(self, variables, inputs, *, train: bool, rng: jax.Array):
         """The model's output and its updated state collections (empty outside training)."""
         state_keys = [k for k in variables if k != "params"]
@@ -57,6 +97,40 @@ class Task(abc.ABC):
                                     mutable=state_keys)
         out = self.model.apply(variables, inputs, train=train, rngs={"dropout": rng})
         return out, {k: variables[k] for k in state_keys}
+
+
+@dataclasses.dataclass(frozen=True)
+class Learned:
+    """What one update produced: the new parameters, model state and optimizer state, the
+    per-example values (with `loss`), and the gradients and updates whose norms are logged."""
+
+    params: Any
+    model_state: Any
+    opt_state: Any
+    values: dict[str, jax.Array]
+    grads: Any
+    updates: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalContext:
+    """What `Task.on_eval` sees at an evaluation: host copies of the variables, the data
+    splits, a fixed key (so samples are the same at every rerun and comparable between
+    evaluations), and where to write files (only when `write_files`)."""
+
+    step: int
+    final: bool  # the run's last evaluation (or the restored best one, after early stopping)
+    workdir: Path
+    write_files: bool
+    splits: Mapping[str, Any]  # name -> data.ArraySplit
+    eval_splits: tuple[str, ...]
+    rng: jax.Array
+    variables_fn: Callable[[], dict[str, Any]]
+
+    @functools.cached_property
+    def variables(self) -> dict[str, Any]:
+        """{"params": ..., **state collections} as host arrays, fetched on first use."""
+        return self.variables_fn()
 
 
 def build_model_from_config(config, *, axis_name: str | None) -> nn.Module:

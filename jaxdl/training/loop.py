@@ -274,6 +274,28 @@ class Trainer:
         return {**_mean_metrics(sums), "examples": sums["count"]}
 
 
+    def evaluate_all(self, state, *, step: int, final: bool, workdir: Path,
+                     write_files: bool) -> dict[str, dict[str, float]]:
+        """Every eval split's metrics, plus what the task adds on the host after them
+        (`Task.on_eval`: samples, plots, metrics over a whole split)."""
+        results = {name: self.evaluate(state, name) for name in self.eval_splits}
+        context = tasks.EvalContext(
+            step=step, final=final, workdir=workdir, write_files=write_files,
+            splits=self.splits, eval_splits=tuple(self.eval_splits),
+            rng=jax.random.PRNGKey(self.config.seed),
+            variables_fn=lambda: _host_variables(self.backend.get_state(state)))
+        for name, extra in self.task.on_eval(context).items():
+            if name not in results:
+                raise ValueError(f"task {type(self.task).__name__} reported metrics for "
+                                 f"{name!r}, which is not an eval split")
+            results[name].update(extra)
+        return results
+
+
+def _host_variables(host_state) -> dict[str, Any]:
+    return {"params": host_state.params, **host_state.model_state}
+
+
 def _with_mask(batch):
     return {**batch, "mask": np.ones(len(batch["targets"]), np.float32)}
 
@@ -515,8 +537,9 @@ def run(config, workdir: Path, *, stream=sys.stderr,
                 progress.update(step, {k: train_metrics[k] for k in ("loss", task.monitor)
                                        if k in train_metrics})
             if eval_now:
-                for name in eval_splits:
-                    result = trainer.evaluate(state, name)
+                results = trainer.evaluate_all(state, step=step, final=step == plan.total_steps,
+                                               workdir=workdir, write_files=primary)
+                for name, result in results.items():
                     writer.write(step, name, result)
                     report[name] = final[name] = result
                     if _better(result[task.monitor], best.get(name, {}).get(task.monitor),
@@ -568,8 +591,9 @@ def _stop_early(trainer, checkpoints, step, stopping, final, eval_splits, messag
     best_step = stopping["best_step"]
     host_state, _, _ = checkpoints.restore(trainer.abstract_state, step=best_step)
     state = trainer.backend.put_state(host_state)
-    for name in eval_splits:
-        final[name] = trainer.evaluate(state, name)
+    final.update(trainer.evaluate_all(state, step=best_step, final=True,
+                                      workdir=Path(checkpoints.directory).parent,
+                                      write_files=jax.process_index() == 0))
     message(f"early stopping at step {step} (epoch {step / plan.steps_per_epoch:g}): "
             f"{config.checkpoint.monitor} did not improve by more than "
             f"{config.early_stopping.min_delta} for {stopping['bad_evals']} evaluations; "

@@ -37,7 +37,7 @@ def create_state(task, tx: optax.GradientTransformation, seed: int,
         variables = task.init(init_rng, inputs)
         params = variables.pop("params")
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
-                          opt_state=tx.init(params), rng=run_rng,
+                          opt_state=task.init_optimizer(tx, params), rng=run_rng,
                           monitor=jnp.full((), jnp.nan, jnp.float32))
 
     return jax.jit(init)(example_inputs)

@@ -55,27 +55,20 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
             batch = {**batch, "inputs": augment.apply(
                 augmentation, jax.random.fold_in(rng, AUGMENT_STREAM), batch["inputs"])}
         mask = batch["mask"].astype(jnp.float32)
-
-        def loss_fn(params):
-            variables = {"params": params, **state.model_state}
-            values, model_state = task.apply(variables, batch, train=True, rng=rng)
-            loss = jnp.sum(values["loss"].astype(jnp.float32) * mask) / jnp.sum(mask)
-            return loss, (values, model_state)
-
-        (loss, (values, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params)
+        # Every device holds an equal share of the global batch, so the mean of the
+        # per-device means is the global mean.
+        reduce = ((lambda tree: lax.pmean(tree, axis_name)) if axis_name is not None
+                  else (lambda tree: tree))
+        learned = task.learn(tx, state.params, state.model_state, state.opt_state, batch,
+                             mask, rng, monitor=state.monitor, reduce=reduce)
+        values, updates = learned.values, learned.updates
+        loss = reduce(jnp.sum(values["loss"].astype(jnp.float32) * mask) / jnp.sum(mask))
         sums = _masked_sums(values, mask)
         if axis_name is not None:
-            # Every device holds an equal share of the global batch, so the mean of the
-            # per-device means is the global mean.
-            grads, loss = lax.pmean((grads, loss), axis_name)
             sums = lax.psum(sums, axis_name)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params,
-                                       value=state.monitor)
-        params = optax.apply_updates(state.params, updates)
-        grad_norm = global_norm(grads)
+        grad_norm = global_norm(learned.grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-        learned = (params, model_state, opt_state)
+        learned = (learned.params, learned.model_state, learned.opt_state)
         if skip_nonfinite:
             kept = (state.params, state.model_state, state.opt_state)
             learned = jax.tree.map(lambda new, old: jnp.where(finite, new, old), learned, kept)

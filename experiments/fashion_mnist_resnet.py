@@ -1,0 +1,50 @@
+"""A CIFAR-style ResNet-20 (He et al. 2015) on Fashion-MNIST with pad-and-crop + flip.
+
+Command:
+    python -m experiments.fashion_mnist_resnet --workdir=runs/fashion_mnist_resnet
+
+Expected result: target >= 94% test accuracy (issue 4). Measured figures are added here
+once a full run has finished. Needs the Fashion-MNIST IDX files (README: data lookup order).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.model = dict(name="resnet20", num_classes=10, bn_momentum=0.9, bn_epsilon=1e-5,
+                   se_ratio=0.0, zero_init_last_bn=False)
+    c.task = dict(name="classification", loss="softmax_cross_entropy", label_smoothing=0.0)
+    # Fashion-MNIST ships its 10,000-image test split; validation is 5,000 train images.
+    # Per-channel mean/std of the 60,000 training images (0.2860, 0.3530).
+    c.data = dict(name="fashion_mnist", split_seed=0, validation_fraction=5000 / 60000,
+                  test_fraction=0.0, batch_size=128, eval_batch_size=1000,
+                  augmentation="random_crop(pad=2,pad_mode=zeros)+horizontal_flip(p=0.5)"
+                               "+normalize(mean=(0.2860,),std=(0.3530,))",
+                  data_dir="")
+    c.train = dict(duration="20 epochs", log_every="100 steps", eval_every="1 epoch")
+    c.checkpoint = dict(every="1 epoch", keep_last=2, keep_best=1, monitor="validation/accuracy",
+                        mode="max")
+    c.early_stopping = dict(patience=0, min_delta=0.0)
+    c.guard = dict(skip_nonfinite=False)
+    c.init_from = ""
+    c.optimizer = dict(name="nesterov", learning_rate=0.1, momentum=0.9, b1=0.9, b2=0.999,
+                       eps=1e-8, rmsprop_decay=0.9, adagrad_initial_accumulator=0.1,
+                       weight_decay=5e-4, weight_decay_mask="no_bias_no_norm",
+                       grad_clip_norm=0.0, grad_accum_steps=1)
+    c.schedule = dict(name="one_cycle", warmup="0 steps", boundaries="", decay_factor=0.1,
+                      decay_every="1 epoch", final_lr_factor=0.0, pct_start=0.25,
+                      div_factor=10.0, final_div_factor=1e3, plateau_factor=0.1,
+                      plateau_patience=10, plateau_cooldown=0, plateau_rtol=1e-4,
+                      plateau_accumulation=1)
+    c.precision = "fp32"
+    c.parallel = dict(backend="sharded", num_devices=0, host_devices=0, max_in_flight=8)
+    c.logging = dict(tensorboard=True, progress=True, plot=True)
+    return c
+
+
+if __name__ == "__main__":
+    from jaxdl import app
+
+    app.run(get_config)
