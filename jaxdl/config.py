@@ -35,15 +35,15 @@ class Field:
     help: str = ""
 
 
-def _positive(value) -> str | None:
+def positive(value) -> str | None:
     return None if value > 0 else "must be > 0"
 
 
-def _non_negative(value) -> str | None:
+def non_negative(value) -> str | None:
     return None if value >= 0 else "must be >= 0"
 
 
-def _fraction(value) -> str | None:
+def fraction(value) -> str | None:
     return None if 0 <= value < 1 else "must be in [0, 1)"
 
 
@@ -94,11 +94,6 @@ def _task_names():
     return tasks.task_names()
 
 
-def _loss_names():
-    from jaxdl import losses
-    return sorted(losses.LOSSES)
-
-
 def _optimizer_names():
     from jaxdl.training import optim
     return optim.OPTIMIZERS
@@ -118,17 +113,16 @@ def schema() -> dict[str, Any]:
             "name": Field(str, check=_known_model, help="a registered name or 'pkg.module:Class'"),
         },
         "task": {
+            # Other keys of `task` are the ones the named task declares (`task_fields`).
             "name": Field(str, choices=_task_names),
-            "loss": Field(str, choices=_loss_names),
-            "label_smoothing": Field(float, check=_fraction),
         },
         "data": {
             "name": Field(str, choices=_source_names),
             "split_seed": Field(int, help="seed of the stratified train/validation/test split"),
-            "validation_fraction": Field(float, check=_fraction),
-            "test_fraction": Field(float, check=_fraction),
-            "batch_size": Field(int, check=_positive, help="global batch, over all devices"),
-            "eval_batch_size": Field(int, check=_positive),
+            "validation_fraction": Field(float, check=fraction),
+            "test_fraction": Field(float, check=fraction),
+            "batch_size": Field(int, check=positive, help="global batch, over all devices"),
+            "eval_batch_size": Field(int, check=positive),
             "augmentation": Field(str, check=_augmentation,
                                   help="ops joined by '+', e.g. 'random_crop(pad=4,"
                                        "pad_mode=reflect)+horizontal_flip(p=0.5)', or 'none'"),
@@ -142,16 +136,16 @@ def schema() -> dict[str, Any]:
         },
         "checkpoint": {
             "every": Field(str, check=_duration, help="'0 steps' = only at the end and on a signal"),
-            "keep_last": Field(int, check=_positive),
-            "keep_best": Field(int, check=_non_negative),
+            "keep_last": Field(int, check=positive),
+            "keep_best": Field(int, check=non_negative),
             "monitor": Field(str, help="'<split>/<metric>' that ranks the best checkpoints"),
             "mode": Field(str, choices=_choices_from(("max", "min"))),
         },
         "early_stopping": {
-            "patience": Field(int, check=_non_negative,
+            "patience": Field(int, check=non_negative,
                               help="evaluations without improvement of checkpoint.monitor "
                                    "before stopping; 0 = never stop early"),
-            "min_delta": Field(float, check=_non_negative,
+            "min_delta": Field(float, check=non_negative,
                                help="a smaller change of the monitor is no improvement"),
         },
         "guard": {
@@ -162,42 +156,42 @@ def schema() -> dict[str, Any]:
                                                  "this run ('' = initialise from the seed)"),
         "optimizer": {
             "name": Field(str, choices=_optimizer_names),
-            "learning_rate": Field(float, check=_non_negative),
-            "momentum": Field(float, check=_fraction),
-            "b1": Field(float, check=_fraction),
-            "b2": Field(float, check=_fraction),
-            "eps": Field(float, check=_positive),
-            "rmsprop_decay": Field(float, check=_fraction),
-            "adagrad_initial_accumulator": Field(float, check=_non_negative),
-            "weight_decay": Field(float, check=_non_negative),
+            "learning_rate": Field(float, check=non_negative),
+            "momentum": Field(float, check=fraction),
+            "b1": Field(float, check=fraction),
+            "b2": Field(float, check=fraction),
+            "eps": Field(float, check=positive),
+            "rmsprop_decay": Field(float, check=fraction),
+            "adagrad_initial_accumulator": Field(float, check=non_negative),
+            "weight_decay": Field(float, check=non_negative),
             "weight_decay_mask": Field(str, choices=_choices_from(("no_bias_no_norm", "all"))),
-            "grad_clip_norm": Field(float, check=_non_negative, help="0 = no clipping"),
-            "grad_accum_steps": Field(int, check=_positive, help="1 = no accumulation"),
+            "grad_clip_norm": Field(float, check=non_negative, help="0 = no clipping"),
+            "grad_accum_steps": Field(int, check=positive, help="1 = no accumulation"),
         },
         "schedule": {
             "name": Field(str, choices=_schedule_names),
             "warmup": Field(str, check=_duration),
             "boundaries": Field(str, check=_durations, help="piecewise: '32000 steps, 48000 steps'"),
-            "decay_factor": Field(float, check=_non_negative),
+            "decay_factor": Field(float, check=non_negative),
             "decay_every": Field(str, check=_duration),
-            "final_lr_factor": Field(float, check=_non_negative),
-            "pct_start": Field(float, check=_fraction),
-            "div_factor": Field(float, check=_positive),
-            "final_div_factor": Field(float, check=_positive),
-            "plateau_factor": Field(float, check=_fraction),
-            "plateau_patience": Field(int, check=_non_negative),
-            "plateau_cooldown": Field(int, check=_non_negative),
-            "plateau_rtol": Field(float, check=_non_negative),
-            "plateau_accumulation": Field(int, check=_positive),
+            "final_lr_factor": Field(float, check=non_negative),
+            "pct_start": Field(float, check=fraction),
+            "div_factor": Field(float, check=positive),
+            "final_div_factor": Field(float, check=positive),
+            "plateau_factor": Field(float, check=fraction),
+            "plateau_patience": Field(int, check=non_negative),
+            "plateau_cooldown": Field(int, check=non_negative),
+            "plateau_rtol": Field(float, check=non_negative),
+            "plateau_accumulation": Field(int, check=positive),
         },
         "precision": Field(str, choices=_choices_from(("fp32", "bf16"))),
         "parallel": {
             "backend": Field(str, choices=_choices_from(("pmap", "sharded"))),
-            "num_devices": Field(int, default=0, check=_non_negative,
+            "num_devices": Field(int, default=0, check=non_negative,
                                  help="local devices to use; 0 = all"),
-            "host_devices": Field(int, default=0, check=_non_negative,
+            "host_devices": Field(int, default=0, check=non_negative,
                                   help="split a CPU host into this many devices; 0 = leave as is"),
-            "max_in_flight": Field(int, default=8, check=_positive,
+            "max_in_flight": Field(int, default=8, check=positive,
                                    help="train steps dispatched ahead of the device at most"),
         },
         "logging": {
@@ -230,6 +224,27 @@ def _check_value(path: str, field: Field, value: Any) -> Any:
     return value
 
 
+# Sections whose other keys belong to what they name (the model's or the task's fields).
+_OPEN = ("model", "task")
+
+
+def _check_task_fields(task: dict[str, Any]) -> None:
+    """config.task holds exactly the fields its task declares, each of the right type."""
+    from jaxdl import tasks
+    spec = tasks.task_fields(task["name"])
+    for key in task:
+        if key != "name" and key not in spec:
+            raise ConfigError(f"config.task.{key}: unknown field of task {task['name']!r}; "
+                              f"valid: {', '.join(sorted(spec)) or 'none'}")
+    for key, field in spec.items():
+        if key in task:
+            task[key] = _check_value(f"task.{key}", field, task[key])
+        elif field.default is _REQUIRED:
+            raise ConfigError(f"config.task.{key}: missing; task {task['name']!r} requires it")
+        else:
+            task[key] = field.default
+
+
 def _validate_section(spec: Mapping[str, Any], given: Mapping[str, Any], prefix: str,
                       *, open_keys: bool = False) -> dict[str, Any]:
     out = {}
@@ -246,7 +261,7 @@ def _validate_section(spec: Mapping[str, Any], given: Mapping[str, Any], prefix:
         if isinstance(sub, dict):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"config.{path}: expected a section, got {value!r}")
-            out[key] = _validate_section(sub, value, path + ".", open_keys=(path == "model"))
+            out[key] = _validate_section(sub, value, path + ".", open_keys=path in _OPEN)
         else:
             out[key] = _check_value(path, sub, value)
     for key, sub in spec.items():
@@ -254,7 +269,7 @@ def _validate_section(spec: Mapping[str, Any], given: Mapping[str, Any], prefix:
             continue
         path = prefix + key
         if isinstance(sub, dict):
-            out[key] = _validate_section(sub, {}, path + ".", open_keys=(path == "model"))
+            out[key] = _validate_section(sub, {}, path + ".", open_keys=path in _OPEN)
         elif sub.default is _REQUIRED:
             raise ConfigError(f"config.{path}: missing; the experiment's get_config() must set it")
         else:
@@ -300,6 +315,7 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any]) -> ml_collec
     given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
     resolved = _validate_section(schema(), given, "")
     _check_model_fields(resolved["model"])
+    _check_task_fields(resolved["task"])
     data = resolved["data"]
     if data["validation_fraction"] + data["test_fraction"] >= 1:
         raise ConfigError("config.data: validation_fraction + test_fraction must be < 1, got "

@@ -18,15 +18,27 @@ from jaxdl import models
 
 # Filled at import by the task files' decorators.
 _TASKS: dict[str, Callable[..., "Task"]] = {}
+_TASK_FIELDS: dict[str, dict[str, Any]] = {}
 
 PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
 
 
-def register_task(name: str):
+def register_task(name: str, fields: Mapping[str, Any] | None = None):
+    """Registers `builder(config, dataset, *, axis_name) -> Task` under `name`. `fields`:
+    the keys it reads from config.task (name -> `jaxdl.config.Field`), which validation
+    checks before anything runs."""
     def wrap(builder):
+        if name in _TASKS:
+            raise ValueError(f"task {name!r} is already registered")
         _TASKS[name] = builder
+        _TASK_FIELDS[name] = dict(fields or {})
         return builder
     return wrap
+
+
+def task_fields(name: str) -> dict[str, Any]:
+    """The config.task fields task `name` declares (an unknown name declares none)."""
+    return dict(_TASK_FIELDS.get(name, {}))
 
 
 def task_names() -> list[str]:

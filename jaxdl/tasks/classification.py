@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdl import losses
-from jaxdl.config import ConfigError
+from jaxdl.config import ConfigError, Field, fraction
 from jaxdl.tasks.base import Task, build_model_from_config, register_task
 
 
@@ -31,7 +31,14 @@ class ClassificationTask(Task):
         return values, new_state
 
 
-@register_task("classification")
+def _loss_names():
+    return sorted(losses.LOSSES)
+
+
+@register_task("classification", fields={
+    "loss": Field(str, choices=_loss_names),
+    "label_smoothing": Field(float, check=fraction),
+})
 def build_classification(config, dataset, *, axis_name):
     if dataset.num_classes is None:
         raise ConfigError(f"config.task.name='classification' needs class labels, but dataset "
