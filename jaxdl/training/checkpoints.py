@@ -19,7 +19,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy as policies
 
-STATE, PROGRESS = "state", "progress"
+# Re-exported: the loop and the tests read them from here.
+from jaxdl.runs import PROGRESS, STATE, CheckpointError, read_weights  # noqa: F401
 
 
 class _OrbaxErrorsRaisedNotLogged(logging.Filter):
@@ -38,10 +39,6 @@ class _OrbaxErrorsRaisedNotLogged(logging.Filter):
     def __exit__(self, *exc_info):
         for handler in self._handlers:
             handler.removeFilter(self)
-
-
-class CheckpointError(RuntimeError):
-    """No usable checkpoint could be read."""
 
 
 def host_target(abstract_state) -> Any:
@@ -134,25 +131,6 @@ def _shape_mismatch(restored, abstract) -> str | None:
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return (text.splitlines()[0] if text else "")[:300]
-
-
-def read_weights(path: str | Path) -> tuple[dict[str, Any], int]:
-    """(`params` and `model_state` as nested dicts of arrays, step) of the latest checkpoint
-    of another run: `path` is its workdir or its checkpoints directory."""
-    path = Path(path).expanduser().absolute()
-    directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
-    if not directory.is_dir() or not any(p.name.isdigit() for p in directory.iterdir()):
-        raise CheckpointError(f"init_from={str(path)!r} holds no jaxdl checkpoint; give the "
-                              "--workdir of a finished or checkpointed run")
-    manager = ocp.CheckpointManager(directory, item_names=(STATE, PROGRESS),
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
-    try:
-        step = manager.latest_step()
-        restored = manager.restore(step, args=ocp.args.Composite(
-            **{STATE: ocp.args.StandardRestore()}))[STATE]
-    finally:
-        manager.close()
-    return {"params": restored["params"], "model_state": restored.get("model_state", {})}, step
 
 
 def merge_by_path(target, source) -> tuple[Any, dict[str, Any]]:

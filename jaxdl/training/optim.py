@@ -6,7 +6,8 @@ no defaults of its own.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -250,7 +251,17 @@ def _lr_states(opt_state) -> list:
 
 
 def current_learning_rate(opt_state) -> jax.Array:
-    """Effective lr of the last (or, before any update, the next) update; jit-safe."""
+    """Effective lr of the last (or, before any update, the next) update; jit-safe.
+
+    A task that optimizes several parts with one `tx` (a GAN: {"discriminator": ...,
+    "generator": ...}) keeps a mapping of equal-structure states, each from the config's one
+    schedule; the lr of its first part (in key order) is reported.
+    """
+    if isinstance(opt_state, Mapping) and len(opt_state) > 1:
+        parts = [opt_state[key] for key in sorted(opt_state)]
+        layouts = {tuple(type(s) for s in _lr_states(p)) for p in parts}
+        if len(layouts) == 1 and layouts != {()}:  # the same chain in every part
+            return current_learning_rate(parts[0])
     states = _lr_states(opt_state)
     lrs = [
         s.hyperparams['learning_rate']
