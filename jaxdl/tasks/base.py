@@ -138,6 +138,9 @@ class EvalContext:
     eval_splits: tuple[str, ...]
     rng: jax.Array
     variables_fn: Callable[[], dict[str, Any]]
+    # Inputs -> what the eval step feeds the model (the augmentation's deterministic ops,
+    # e.g. normalisation); traceable, so a task may call it inside jit.
+    eval_inputs: Callable[[jax.Array], jax.Array] = lambda inputs: inputs
 
     @functools.cached_property
     def variables(self) -> dict[str, Any]:

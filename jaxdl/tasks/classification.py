@@ -1,23 +1,34 @@
-"""Classification: softmax cross-entropy (or another loss) and accuracy."""
+"""Classification: softmax cross-entropy (or another loss) and accuracy; after the final
+evaluation, a confusion matrix and the misclassified examples as files."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 from collections.abc import Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
+import numpy as np
 
-from jaxdl import losses
-from jaxdl.config import ConfigError, Field, fraction
-from jaxdl.tasks.base import Task, build_model_from_config, register_task
+from jaxdl import data as data_lib
+from jaxdl import losses, plots
+from jaxdl.config import ConfigError, Field, fraction, non_negative
+from jaxdl.tasks.base import EvalContext, Task, build_model_from_config, register_task
+
+CONFUSION_JSON = "confusion_matrix.json"
+CONFUSION_PNG = "confusion_matrix.png"
+MISCLASSIFIED_PNG = "misclassified.png"
 
 
 @dataclasses.dataclass(frozen=True)
 class ClassificationTask(Task):
     model: nn.Module
     loss_fn: Callable
+    eval_batch_size: int  # of the host-side predictions behind the final report
+    misclassified_shown: int
     monitor: str = "accuracy"
     monitor_mode: str = "max"
 
@@ -30,6 +41,58 @@ class ClassificationTask(Task):
         }
         return values, new_state
 
+    def on_eval(self, context: EvalContext) -> dict[str, dict[str, float]]:
+        """After the final evaluation, writes the confusion matrix of the test split (the
+        last eval split when there is none) as JSON and PNG, and for image inputs a grid of
+        its most confidently misclassified examples. Adds no metric."""
+        if context.final and context.write_files:
+            split = "test" if "test" in context.eval_splits else context.eval_splits[-1]
+            self.write_report(context, split)
+        return {}
+
+    def predict(self, context: EvalContext, split: data_lib.ArraySplit) -> np.ndarray:
+        """Class probabilities [N, C] of every example of `split`, computed as the eval step
+        sees its inputs (`context.eval_inputs`), on this process's first local device."""
+        device = jax.local_devices()[0]
+        variables = jax.device_put(context.variables, device)
+        forward = jax.jit(lambda v, x: jax.nn.softmax(
+            self.model.apply(v, context.eval_inputs(x), train=False).astype(jnp.float32)))
+        outputs = [forward(variables, jax.device_put(batch["inputs"], device))
+                   for batch in data_lib.eval_batches(split, self.eval_batch_size)]
+        return np.concatenate([np.asarray(p) for p in outputs])[:len(split)]
+
+    def write_report(self, context: EvalContext, split_name: str) -> None:
+        split = context.splits[split_name]
+        probabilities = self.predict(context, split)
+        predicted = probabilities.argmax(axis=-1)
+        labels = np.asarray(split.targets).astype(np.int64)
+        num_classes = probabilities.shape[-1]
+        counts = np.zeros((num_classes, num_classes), np.int64)
+        np.add.at(counts, (labels, predicted), 1)
+        accuracy = float(np.trace(counts) / counts.sum())
+        (context.workdir / CONFUSION_JSON).write_text(json.dumps(
+            {"split": split_name, "step": context.step, "examples": int(counts.sum()),
+             "accuracy": accuracy, "rows": "true class", "columns": "predicted class",
+             "counts": counts.tolist()}) + "\n")
+        totals = counts.sum(axis=1, keepdims=True)
+        plots.matrix_png(counts, context.workdir / CONFUSION_PNG,
+                         shading=counts / np.maximum(totals, 1),
+                         title=f"{split_name} at step {context.step}: accuracy {accuracy:.4f} "
+                               f"({np.trace(counts)}/{counts.sum()}); colour: row share",
+                         xlabel="predicted class", ylabel="true class")
+        inputs = np.asarray(split.inputs)
+        if self.misclassified_shown and inputs.ndim == 4 and inputs.shape[-1] in (1, 3):
+            wrong = np.flatnonzero(predicted != labels)
+            confidence = probabilities[wrong, predicted[wrong]]
+            shown = wrong[np.argsort(-confidence, kind="stable")][:self.misclassified_shown]
+            plots.image_grid_png(
+                inputs[shown],
+                [f"{labels[i]} -> {predicted[i]} ({probabilities[i, predicted[i]]:.2f})"
+                 for i in shown],
+                context.workdir / MISCLASSIFIED_PNG,
+                title=f"{split_name}: the {len(shown)} most confident of {len(wrong)} "
+                      "misclassified, true -> predicted (p)")
+
 
 def _loss_names():
     return sorted(losses.LOSSES)
@@ -38,6 +101,10 @@ def _loss_names():
 @register_task("classification", fields={
     "loss": Field(str, choices=_loss_names),
     "label_smoothing": Field(float, check=fraction),
+    # A reporting knob, not a hyperparameter: it changes no number the run computes.
+    "misclassified_shown": Field(int, default=16, check=non_negative,
+                                 help="misclassified test images drawn in misclassified.png "
+                                      "after the final evaluation; 0 = none"),
 })
 def build_classification(config, dataset, *, axis_name):
     if dataset.num_classes is None:
@@ -53,4 +120,5 @@ def build_classification(config, dataset, *, axis_name):
         raise ConfigError(f"config.task.label_smoothing applies to softmax_cross_entropy, "
                           f"not to {config.task.loss!r}")
     return ClassificationTask(model=build_model_from_config(config, axis_name=axis_name),
-                              loss_fn=loss_fn)
+                              loss_fn=loss_fn, eval_batch_size=config.data.eval_batch_size,
+                              misclassified_shown=config.task.misclassified_shown)

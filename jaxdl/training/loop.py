@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -279,11 +280,13 @@ class Trainer:
         """Every eval split's metrics, plus what the task adds on the host after them
         (`Task.on_eval`: samples, plots, metrics over a whole split)."""
         results = {name: self.evaluate(state, name) for name in self.eval_splits}
+        rng = jax.random.PRNGKey(self.config.seed)
         context = tasks.EvalContext(
             step=step, final=final, workdir=workdir, write_files=write_files,
-            splits=self.splits, eval_splits=tuple(self.eval_splits),
-            rng=jax.random.PRNGKey(self.config.seed),
-            variables_fn=lambda: _host_variables(self.backend.get_state(state)))
+            splits=self.splits, eval_splits=tuple(self.eval_splits), rng=rng,
+            variables_fn=lambda: _host_variables(self.backend.get_state(state)),
+            eval_inputs=functools.partial(augment.apply, augment.eval_ops(
+                augment.parse(self.config.data.augmentation)), rng))
         for name, extra in self.task.on_eval(context).items():
             if name not in results:
                 raise ValueError(f"task {type(self.task).__name__} reported metrics for "

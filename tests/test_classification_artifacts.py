@@ -1,0 +1,74 @@
+"""The classification task's end-of-run files: the confusion matrix (JSON and PNG) agrees
+with the logged final test accuracy, and the misclassified-examples grid exists for images
+only."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from conftest import make_config
+
+from jaxdl.training import loop
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+QUIET = {"logging.tensorboard": False, "logging.progress": False, "logging.plot": False}
+
+
+def assert_png(path):
+    from PIL import Image
+
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE), path
+    with Image.open(io.BytesIO(data)) as image:
+        image.verify()
+        assert image.width > 100 and image.height > 100
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    """A short digits_cnn run on the 4 forced devices. Its strong normalisation (inputs x10)
+    makes the report wrong unless it feeds the model what the eval step feeds it."""
+    workdir = tmp_path_factory.mktemp("digits_cnn")
+    config = make_config("digits_cnn", **QUIET, **{
+        "train.duration": "30 steps", "train.eval_every": "15 steps",
+        "checkpoint.every": "0 steps", "task.misclassified_shown": 6,
+        "data.augmentation": "normalize(mean=(0.5,),std=(0.1,))"})
+    summary = loop.train_and_evaluate(config, workdir)
+    return workdir, summary, config
+
+
+def test_confusion_matrix_agrees_with_the_logged_test_accuracy(digits_run):
+    workdir, summary, _ = digits_run
+    report = json.loads((workdir / "confusion_matrix.json").read_text())
+    counts = np.asarray(report["counts"])
+    test = summary["final"]["test"]
+    assert report["split"] == "test" and report["step"] == summary["steps"] == 30
+    assert counts.shape == (10, 10)
+    assert counts.sum() == test["examples"] == 361
+    # Same examples, same model, same inputs: the same number right, not just close.
+    assert np.trace(counts) == round(test["accuracy"] * test["examples"])
+    assert np.trace(counts) / counts.sum() == pytest.approx(test["accuracy"], abs=1e-9)
+    assert report["accuracy"] == pytest.approx(test["accuracy"], abs=1e-9)
+    # Row i holds every test example of class i.
+    _, splits = loop.load_splits(digits_run[2])
+    np.testing.assert_array_equal(counts.sum(axis=1),
+                                  np.bincount(splits["test"].targets, minlength=10))
+
+
+def test_pngs_are_written_and_valid(digits_run):
+    workdir, summary, _ = digits_run
+    assert summary["final"]["test"]["accuracy"] < 1.0  # 30 steps: some digits are wrong
+    assert_png(workdir / "confusion_matrix.png")
+    assert_png(workdir / "misclassified.png")
+
+
+def test_tabular_inputs_get_a_matrix_but_no_image_grid(tmp_path):
+    config = make_config("digits_mlp", **QUIET, **{
+        "data.name": "breast_cancer", "model.num_classes": 2, "train.duration": "3 steps",
+        "train.eval_every": "3 steps", "checkpoint.every": "0 steps"})
+    summary = loop.train_and_evaluate(config, tmp_path)
+    counts = np.asarray(json.loads((tmp_path / "confusion_matrix.json").read_text())["counts"])
+    assert counts.shape == (2, 2) and counts.sum() == summary["final"]["test"]["examples"]
+    assert_png(tmp_path / "confusion_matrix.png")
+    assert not (tmp_path / "misclassified.png").exists()
