@@ -128,6 +128,9 @@ def schema() -> dict[str, Any]:
                                        "pad_mode=reflect)+horizontal_flip(p=0.5)', or 'none'"),
             "data_dir": Field(str, default="", help="where file datasets are looked for first "
                                                     "('' = the documented search order)"),
+            # Keys of `options` are the source loader's own keyword arguments (a window
+            # length, a vocabulary size); the loader checks them.
+            "options": {},
         },
         "train": {
             "duration": Field(str, check=_duration, help="e.g. '30 epochs', '5000 steps'"),
@@ -224,8 +227,9 @@ def _check_value(path: str, field: Field, value: Any) -> Any:
     return value
 
 
-# Sections whose other keys belong to what they name (the model's or the task's fields).
-_OPEN = ("model", "task")
+# Sections whose other keys belong to what they name (the model's or the task's fields,
+# the data source loader's keyword arguments).
+_OPEN = ("model", "task", "data.options")
 
 
 def _check_task_fields(task: dict[str, Any]) -> None:

@@ -11,6 +11,7 @@ import dataclasses
 import importlib.util
 import types
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -25,6 +26,8 @@ class Dataset:
     `features`/`targets` are the pool that is split by fractions. A dataset that
     ships fixed splits (MNIST's 10,000 test images) holds them, kept apart from
     that pool, in `predefined_splits`: split name -> (features, targets).
+    `metadata` carries what a task needs to interpret the arrays (e.g. the mean and
+    standard deviation a normalised target is reported back in, or a vocabulary).
     """
 
     name: str
@@ -33,6 +36,7 @@ class Dataset:
     num_classes: int | None
     description: str
     predefined_splits: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
+    metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         _check_rows(self.name, "", self.features, self.targets)

@@ -73,16 +73,22 @@ class Plan:
 
 def load_splits(config) -> tuple[data_lib.Dataset, dict[str, data_lib.ArraySplit]]:
     """The dataset split into train / validation / test by the config's fractions and seed.
+    `config.data.options` are passed to the source's loader as keyword arguments.
 
     A split the dataset ships with (MNIST's test files) is used as it is; its fraction
     must then be 0, and the other splits come out of the remaining pool.
     """
-    options = {"data_dir": config.data.data_dir} if config.data.data_dir else {}
+    options = dict(config.data.options)  # the source loader's own keyword arguments
+    if config.data.data_dir:
+        options["data_dir"] = config.data.data_dir
     try:
         dataset = data_lib.load_source(config.data.name, **options)
-    except TypeError:
-        raise ConfigError(f"config.data.data_dir applies to file datasets, not to "
-                          f"{config.data.name!r}") from None
+    except TypeError as e:
+        if "'data_dir'" in str(e):
+            raise ConfigError(f"config.data.data_dir applies to file datasets, not to "
+                              f"{config.data.name!r}") from None
+        raise ConfigError(f"config.data.options={options!r} do not fit source "
+                          f"{config.data.name!r}: {e}") from None
     except FileNotFoundError as e:  # offline and not prepared: say where and how
         raise ConfigError(str(e)) from None
     predefined = dict(dataset.predefined_splits or {})
