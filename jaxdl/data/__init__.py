@@ -11,6 +11,8 @@ from jaxdl.data.registry import (
 # (e.g. TFDS) are added here the same way.
 from jaxdl.data import sources  # noqa: F401  isort: skip
 from jaxdl.data import mnist  # noqa: F401  isort: skip
+from jaxdl.data import rainfall  # noqa: F401  isort: skip
+from jaxdl.data import sentiment  # noqa: F401  isort: skip
 from jaxdl.data.pipeline import (
     ArraySplit,
     eval_batches,

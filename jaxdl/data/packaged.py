@@ -1,0 +1,65 @@
+"""Single data files that ship inside public packages, found and checked before use.
+
+The rainfall-runoff and sentiment sources read one file each. They are looked for with
+the same order as the IDX datasets (`jaxdl.data.mnist.candidate_dirs`): the loader's
+`data_dir` (itself, then its `<subdir>/`), `$JAXDL_DATA_DIR/<subdir>`, then
+`<repo>/../shared/data/<subdir>`. A missing file is one `DataFilesNotFoundError` line
+naming every place looked in and the fix; a file whose SHA-256 differs from the pinned
+one is a `ChecksumError`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+from pathlib import Path
+
+from jaxdl.data.mnist import (
+    ENV_VAR,
+    ChecksumError,
+    DataFilesNotFoundError,
+    FileSet,
+    candidate_dirs,
+)
+
+
+def find_file(fs: FileSet, filename: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """The first candidate directory's `filename`, in lookup order."""
+    looked = []
+    for origin, directory in candidate_dirs(fs, data_dir):
+        path = directory / filename
+        if path.is_file():
+            return path
+        why = "no such directory" if not directory.is_dir() else f"lacks {filename}"
+        looked.append(f"{directory} [{origin}: {why}]")
+    unset = "" if os.environ.get(ENV_VAR) else f" (${ENV_VAR} is not set)"
+    raise DataFilesNotFoundError(
+        f"{fs.title} ({fs.name}) file {filename} not found; looked in: {'; '.join(looked)}"
+        f"{unset}. Fix: set {ENV_VAR} to a folder holding {fs.subdir}/{filename} or pass "
+        "data_dir.")
+
+
+def locate_file(fs: FileSet, filename: str) -> str | None:
+    """'<path> (found)' where `filename` would load from, or None when it is missing."""
+    try:
+        return str(find_file(fs, filename))
+    except DataFilesNotFoundError:
+        return None
+
+
+def read_verified(fs: FileSet, path: Path) -> bytes:
+    """The file's bytes (decompressed for `.gz`), after checking the pinned SHA-256.
+
+    A `.gz` file is hashed after decompression, so a re-gzipped copy of the same content
+    passes while a different content fails.
+    """
+    raw = path.read_bytes()
+    if path.suffix == ".gz":
+        raw = gzip.decompress(raw)
+    expected = fs.sha256[path.name]
+    actual = hashlib.sha256(raw).hexdigest()
+    if actual != expected:
+        raise ChecksumError(f"{path}: SHA-256 mismatch for {fs.title}: expected {expected}, "
+                            f"got {actual}.")
+    return raw
