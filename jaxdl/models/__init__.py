@@ -12,9 +12,12 @@ import flax.linen as nn
 from jaxdl.models.registry import get_model_class, model_fields, model_names, register
 from jaxdl.models import cnn as _cnn  # noqa: F401  (registers its models)
 from jaxdl.models import alexnet as _alexnet  # noqa: F401
+from jaxdl.models import autoencoder as _autoencoder  # noqa: F401
 from jaxdl.models import densenet as _densenet  # noqa: F401
+from jaxdl.models import gan as _gan  # noqa: F401
 from jaxdl.models import inception as _inception  # noqa: F401
 from jaxdl.models import mlp as _mlp  # noqa: F401
+from jaxdl.models import recurrent as _recurrent  # noqa: F401
 from jaxdl.models import resnet as _resnet  # noqa: F401
 from jaxdl.models import vgg as _vgg  # noqa: F401
 

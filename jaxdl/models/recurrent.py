@@ -1,0 +1,298 @@
+"""Recurrent models: LSTM/GRU stacks scanned over time, and the models built on them.
+
+Every recurrence is `flax.linen.RNN` (an `nn.scan` over one cell), never a Python loop over
+steps, so a sequence of any length compiles to one loop. `seq_lengths` ([B] int) marks the
+real steps of padded sequences: outputs at the real steps equal those of the unpadded
+sequence, outputs past the end are zero, and the final state of a sequence is the state at
+its last real step. The backward direction of a bidirectional layer starts at each
+sequence's last real step (padding stays at the end).
+
+Registered models: `lstm_lm` (character/word language model, with `sample_tokens` for
+step-wise sampling that carries the state), `rnn_classifier` (token ids, padding id 0),
+`rnn_regressor` (float sequences), `seq2seq` (encoder-decoder with teacher forcing and
+`greedy_decode`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxdl.models.registry import register
+
+CELLS = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
+# The id that pads token sequences (rnn_classifier, seq2seq sources): lengths are counted
+# as the tokens that differ from it.
+PAD_ID = 0
+
+Carry = Any  # LSTM: (c, h); GRU: h. A stack's carry is a tuple with one per layer.
+
+
+def make_cell(cell: str, features: int, *, dtype, param_dtype,
+              name: str | None = None) -> nn.RNNCellBase:
+    if cell not in CELLS:
+        raise ValueError(f"unknown recurrent cell {cell!r}; valid: {', '.join(CELLS)}")
+    return CELLS[cell](features=features, dtype=dtype, param_dtype=param_dtype, name=name)
+
+
+def hidden_of(carry: Carry) -> jax.Array:
+    """The hidden state h of one layer's carry (LSTM carries (c, h))."""
+    return carry[1] if isinstance(carry, tuple) else carry
+
+
+def zero_carry(cell: str, batch_size: int, hidden_size: int, num_layers: int,
+               dtype=jnp.float32) -> tuple[Carry, ...]:
+    """The all-zero state of a unidirectional stack, as its scan starts from."""
+    zeros = jnp.zeros((batch_size, hidden_size), dtype)
+    return tuple((zeros, zeros) if cell == "lstm" else zeros for _ in range(num_layers))
+
+
+def lengths_from_padding(tokens: jax.Array) -> jax.Array:
+    """[B] number of non-padding tokens (at least 1, so an empty sequence reads its first
+    step instead of wrapping around to the last)."""
+    return jnp.maximum(jnp.sum(tokens != PAD_ID, axis=-1), 1).astype(jnp.int32)
+
+
+def _mask_padding(outputs: jax.Array, seq_lengths: jax.Array | None) -> jax.Array:
+    if seq_lengths is None:
+        return outputs
+    real = jnp.arange(outputs.shape[1])[None, :] < seq_lengths[:, None]
+    return jnp.where(real[..., None], outputs, jnp.zeros((), outputs.dtype))
+
+
+class StackedRNN(nn.Module):
+    """`num_layers` LSTM or GRU layers over [B, T, F] inputs, dropout between layers.
+
+    Returns (carries, outputs): a tuple with each layer's final carry (a bidirectional
+    layer's is (forward, backward)) and the last layer's outputs [B, T, H] ([B, T, 2H]
+    bidirectional).
+    """
+
+    cell: str  # "lstm" | "gru"
+    hidden_size: int
+    num_layers: int
+    dropout_rate: float
+    bidirectional: bool
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool, seq_lengths: jax.Array | None = None,
+                 initial_carry: tuple[Carry, ...] | None = None):
+        def rnn(name):
+            return nn.RNN(make_cell(self.cell, self.hidden_size, dtype=self.dtype,
+                                    param_dtype=self.param_dtype, name=name))
+
+        carries = []
+        for layer in range(self.num_layers):
+            if layer:
+                x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+            start = None if initial_carry is None else initial_carry[layer]
+            if self.bidirectional:
+                carry, x = nn.Bidirectional(rnn(f"layer_{layer}_forward"),
+                                            rnn(f"layer_{layer}_backward"))(
+                    x, seq_lengths=seq_lengths, initial_carry=start, return_carry=True)
+            else:
+                carry, x = rnn(f"layer_{layer}")(
+                    x, seq_lengths=seq_lengths, initial_carry=start, return_carry=True)
+            x = _mask_padding(x, seq_lengths)
+            carries.append(carry)
+        return tuple(carries), x
+
+
+def _stack(module, *, bidirectional: bool = False, name: str | None = None) -> StackedRNN:
+    return StackedRNN(cell=module.cell, hidden_size=module.hidden_size,
+                      num_layers=module.num_layers, dropout_rate=module.dropout_rate,
+                      bidirectional=bidirectional, dtype=module.dtype,
+                      param_dtype=module.param_dtype, name=name)
+
+
+@register("lstm_lm")
+class RecurrentLM(nn.Module):
+    """Embedding -> stacked LSTM/GRU -> Dense(vocab_size) next-token logits.
+
+    `__call__(tokens [B, T] int, train)` -> logits [B, T, V]. `continue_from(tokens, carry)`
+    runs the same network from a given state and returns (state, logits), which is what
+    step-wise sampling needs (see `sample_tokens`).
+    """
+
+    vocab_size: int
+    embed_dim: int
+    hidden_size: int
+    num_layers: int
+    cell: str  # "lstm" | "gru"
+    dropout_rate: float
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def setup(self):
+        self.embed = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype,
+                              param_dtype=self.param_dtype)
+        self.rnn = _stack(self)
+        self.dropout = nn.Dropout(self.dropout_rate)
+        self.logits = nn.Dense(self.vocab_size, dtype=self.dtype, param_dtype=self.param_dtype)
+
+    def __call__(self, tokens, *, train: bool):
+        return self.continue_from(tokens, None, train=train)[1]
+
+    def continue_from(self, tokens, carry: tuple[Carry, ...] | None, *, train: bool = False):
+        """(final state, logits [B, T, V]) of `tokens` read from state `carry` (None: zeros)."""
+        x = self.embed(tokens)
+        carry, x = self.rnn(x, train=train, initial_carry=carry)
+        x = self.dropout(x, deterministic=not train)
+        return carry, self.logits(x).astype(jnp.float32)
+
+    def initial_state(self, batch_size: int) -> tuple[Carry, ...]:
+        return zero_carry(self.cell, batch_size, self.hidden_size, self.num_layers)
+
+
+def sample_tokens(model: RecurrentLM, variables: Mapping[str, Any], prompt: jax.Array,
+                  rng: jax.Array, *, length: int, temperature: float) -> jax.Array:
+    """[B, length] tokens sampled after `prompt` [B, P] (P >= 1), one at a time, each fed
+    back with the carried state; temperature 0 takes the most likely token. Deterministic
+    for a given `rng`; jit-able (`length` and `temperature` static)."""
+    carry, logits = model.apply(variables, prompt, None, method=RecurrentLM.continue_from)
+
+    def pick(key, last_logits):
+        if temperature == 0:
+            return jnp.argmax(last_logits, axis=-1)
+        return jax.random.categorical(key, last_logits / temperature, axis=-1)
+
+    def step(state, key):
+        carry, last_logits = state
+        token = pick(key, last_logits).astype(prompt.dtype)
+        carry, logits = model.apply(variables, token[:, None], carry,
+                                    method=RecurrentLM.continue_from)
+        return (carry, logits[:, -1]), token
+
+    _, tokens = jax.lax.scan(step, (carry, logits[:, -1]), jax.random.split(rng, length))
+    return tokens.T
+
+
+@register("rnn_classifier")
+class RNNClassifier(nn.Module):
+    """Embedding -> (bidirectional) stacked LSTM/GRU over the non-padding tokens (id 0 pads)
+    -> the last layer's final hidden state(s) -> Dropout -> Dense(num_classes) logits."""
+
+    vocab_size: int
+    embed_dim: int
+    hidden_size: int
+    num_layers: int
+    cell: str  # "lstm" | "gru"
+    bidirectional: bool
+    dropout_rate: float
+    num_classes: int
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, tokens, *, train: bool):
+        lengths = lengths_from_padding(tokens)
+        x = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype,
+                     param_dtype=self.param_dtype)(tokens)
+        carries, _ = _stack(self, bidirectional=self.bidirectional)(
+            x, train=train, seq_lengths=lengths)
+        last = carries[-1]
+        if self.bidirectional:
+            features = jnp.concatenate([hidden_of(last[0]), hidden_of(last[1])], axis=-1)
+        else:
+            features = hidden_of(last)
+        features = nn.Dropout(self.dropout_rate, deterministic=not train)(features)
+        return nn.Dense(self.num_classes, dtype=self.dtype,
+                        param_dtype=self.param_dtype)(features).astype(jnp.float32)
+
+
+@register("rnn_regressor")
+class RNNRegressor(nn.Module):
+    """Float sequences [B, T, F] -> stacked LSTM/GRU -> Dropout -> Dense on the last step:
+    [B] when `num_outputs` is None, else [B, num_outputs]."""
+
+    hidden_size: int
+    num_layers: int
+    cell: str  # "lstm" | "gru"
+    dropout_rate: float
+    num_outputs: int | None
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, *, train: bool):
+        x = x.astype(self.dtype)
+        if x.ndim == 2:  # [B, T]: one feature per step
+            x = x[..., None]
+        _, outputs = _stack(self)(x, train=train)
+        last = nn.Dropout(self.dropout_rate, deterministic=not train)(outputs[:, -1])
+        y = nn.Dense(self.num_outputs or 1, dtype=self.dtype,
+                     param_dtype=self.param_dtype)(last).astype(jnp.float32)
+        return y[:, 0] if self.num_outputs is None else y
+
+
+@register("seq2seq")
+class Seq2Seq(nn.Module):
+    """Encoder-decoder: the encoder's final states (at each source's last real token; id 0
+    pads) start the decoder, which reads the shifted target (teacher forcing).
+
+    `__call__(inputs, targets_in=None, *, train)` -> logits [B, T, tgt_vocab_size]. The
+    decoder input comes either as `targets_in`, or, so the model fits the one-input
+    `Task.init`/`run_model` contract, inside `inputs` as a dict
+    `{"source": [B, S] int, "targets_in": [B, T] int}`. `greedy_decode` generates without
+    targets.
+    """
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    embed_dim: int
+    hidden_size: int
+    num_layers: int
+    cell: str  # "lstm" | "gru"
+    dropout_rate: float
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+
+    def setup(self):
+        dense_kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        self.src_embed = nn.Embed(self.src_vocab_size, self.embed_dim, **dense_kw)
+        self.tgt_embed = nn.Embed(self.tgt_vocab_size, self.embed_dim, **dense_kw)
+        self.encoder = _stack(self)
+        self.decoder = _stack(self)
+        self.dropout = nn.Dropout(self.dropout_rate)
+        self.logits = nn.Dense(self.tgt_vocab_size, **dense_kw)
+
+    def __call__(self, inputs, targets_in=None, *, train: bool):
+        if targets_in is None:
+            inputs, targets_in = inputs["source"], inputs["targets_in"]
+        carry = self.encode(inputs, train=train)
+        return self.decode(targets_in, carry, train=train)[1]
+
+    def encode(self, source, *, train: bool = False) -> tuple[Carry, ...]:
+        """The encoder's per-layer final states, taken at each source's last real token."""
+        carry, _ = self.encoder(self.src_embed(source), train=train,
+                                seq_lengths=lengths_from_padding(source))
+        return carry
+
+    def decode(self, targets_in, carry, *, train: bool = False):
+        """(decoder state, logits [B, T, V]) of reading `targets_in` from state `carry`."""
+        carry, x = self.decoder(self.tgt_embed(targets_in), train=train, initial_carry=carry)
+        x = self.dropout(x, deterministic=not train)
+        return carry, self.logits(x).astype(jnp.float32)
+
+
+def greedy_decode(model: Seq2Seq, variables: Mapping[str, Any], source: jax.Array, *,
+                  bos_id: int, length: int) -> jax.Array:
+    """[B, length] target tokens: from `bos_id`, each step feeds back the most likely
+    token. jit-able (`bos_id` and `length` static)."""
+    carry = model.apply(variables, source, method=Seq2Seq.encode)
+    first = jnp.full((source.shape[0],), bos_id, dtype=source.dtype)
+
+    def step(state, _):
+        carry, token = state
+        carry, logits = model.apply(variables, token[:, None], carry, method=Seq2Seq.decode)
+        token = jnp.argmax(logits[:, -1], axis=-1).astype(source.dtype)
+        return (carry, token), token
+
+    _, tokens = jax.lax.scan(step, (carry, first), None, length=length)
+    return tokens.T
