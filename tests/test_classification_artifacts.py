@@ -12,7 +12,7 @@ from conftest import make_config
 from jaxdl.training import loop
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-QUIET = {"logging.tensorboard": False, "logging.progress": False, "logging.plot": False}
+QUIET = {"logging.tensorboard": False, "logging.progress": False}
 
 
 def assert_png(path):
@@ -72,3 +72,14 @@ def test_tabular_inputs_get_a_matrix_but_no_image_grid(tmp_path):
     assert counts.shape == (2, 2) and counts.sum() == summary["final"]["test"]["examples"]
     assert_png(tmp_path / "confusion_matrix.png")
     assert not (tmp_path / "misclassified.png").exists()
+
+
+def test_plots_handle_no_images_and_many_classes(tmp_path):
+    """A perfect classifier has nothing to show; 40 classes are drawn without numbers."""
+    from jaxdl import plots
+
+    assert_png(plots.image_grid_png(np.zeros((0, 8, 8, 1)), [], tmp_path / "none.png"))
+    counts = np.diag(np.arange(1, 41))
+    assert_png(plots.matrix_png(counts, tmp_path / "big.png", title="40 classes"))
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        plots.image_grid_png(np.zeros((2, 8, 8, 2)), ["a", "b"], tmp_path / "bad.png")

@@ -29,6 +29,7 @@ class ClassificationTask(Task):
     loss_fn: Callable
     eval_batch_size: int  # of the host-side predictions behind the final report
     misclassified_shown: int
+    draw_figures: bool  # config.logging.plot: the PNGs (the JSON is always written)
     monitor: str = "accuracy"
     monitor_mode: str = "max"
 
@@ -43,8 +44,9 @@ class ClassificationTask(Task):
 
     def on_eval(self, context: EvalContext) -> dict[str, dict[str, float]]:
         """After the final evaluation, writes the confusion matrix of the test split (the
-        last eval split when there is none) as JSON and PNG, and for image inputs a grid of
-        its most confidently misclassified examples. Adds no metric."""
+        last eval split when there is none) as JSON and (with `draw_figures`) PNG, and for
+        image inputs a grid of its most confidently misclassified examples. Adds no
+        metric."""
         if context.final and context.write_files:
             split = "test" if "test" in context.eval_splits else context.eval_splits[-1]
             self.write_report(context, split)
@@ -74,6 +76,8 @@ class ClassificationTask(Task):
             {"split": split_name, "step": context.step, "examples": int(counts.sum()),
              "accuracy": accuracy, "rows": "true class", "columns": "predicted class",
              "counts": counts.tolist()}) + "\n")
+        if not self.draw_figures:
+            return
         totals = counts.sum(axis=1, keepdims=True)
         plots.matrix_png(counts, context.workdir / CONFUSION_PNG,
                          shading=counts / np.maximum(totals, 1),
@@ -121,4 +125,5 @@ def build_classification(config, dataset, *, axis_name):
                           f"not to {config.task.loss!r}")
     return ClassificationTask(model=build_model_from_config(config, axis_name=axis_name),
                               loss_fn=loss_fn, eval_batch_size=config.data.eval_batch_size,
-                              misclassified_shown=config.task.misclassified_shown)
+                              misclassified_shown=config.task.misclassified_shown,
+                              draw_figures=config.logging.plot)
