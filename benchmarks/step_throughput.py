@@ -72,8 +72,52 @@ REPO = Path(__file__).resolve().parents[1]
 MODE = "synthetic-from-real-data: batches pre-placed on device, host input excluded"
 RANDOM_MODE = "synthetic (random data): batches pre-placed on device, host input excluded"
 HEADER = ("| experiment | backend | devices | batch (per device) | compile s | "
-          "ms/step median [p10, p90] | examples/s |")
-SEPARATOR = "|---|---|---|---|---:|---:|---:|"
+          "ms/step median [p10, p90] | examples/s | GFLOP/step | TFLOP/s | MFU | "
+          "memory MiB/device |")
+SEPARATOR = "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"
+
+# Dense peak TFLOP/s per device from the vendors' datasheets (not measured here), by a
+# substring of `device.device_kind` and the config's precision. fp32 on NVIDIA GPUs: XLA's
+# default matmul precision uses TF32 tensor cores, so TF32 is the relevant peak.
+PEAK_TFLOPS = {
+    "H200": {"bf16": 989.4, "fp32": 494.7},
+    "H100": {"bf16": 989.4, "fp32": 494.7},  # SXM; the PCIe card is lower (756 / 378)
+    "A100": {"bf16": 312.0, "fp32": 156.0},
+    "TPU v4": {"bf16": 275.0},
+    "TPU v5 lite": {"bf16": 197.0},
+    "TPU v5p": {"bf16": 459.0},
+}
+
+
+def peak_tflops(device_kind: str, precision: str) -> float | None:
+    """The datasheet peak for this device and precision; None where none is known (CPUs)."""
+    for name, peaks in PEAK_TFLOPS.items():
+        if name in device_kind:
+            return peaks.get(precision)
+    return None
+
+
+def efficiency(trainer, ms_per_step: float) -> dict:
+    """Model FLOPs per step (XLA's cost analysis of the compiled step, all devices),
+    achieved TFLOP/s, MFU against the device's peak, and memory per device: the
+    allocator's peak where the device reports one (GPU/TPU), else XLA's compiled estimate."""
+    import jax
+
+    n = trainer.backend.num_devices
+    cost = trainer.train_step_cost
+    flops = cost["flops"] * n
+    achieved = flops / (ms_per_step / 1e3) / 1e12
+    device = trainer.backend.devices[0]
+    peak = peak_tflops(device.device_kind, trainer.config.precision)
+    stats = device.memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+        memory, memory_source = stats["peak_bytes_in_use"], "allocator peak"
+    else:
+        memory, memory_source = cost.get("memory_bytes", math.nan), "compiled estimate"
+    params = sum(math.prod(x.shape) for x in jax.tree.leaves(trainer.abstract_state.params))
+    return {"params": params, "flops_per_step": flops, "achieved_tflops": achieved,
+            "peak_tflops": peak, "mfu": achieved / peak if peak else None,
+            "memory_bytes_per_device": memory, "memory_source": memory_source}
 HOST_DEVICE_FLAG = "xla_force_host_platform_device_count"
 
 
@@ -489,7 +533,10 @@ def markdown_row(record: dict) -> str:
             f"{record['batch_size']} ({record['per_device_batch']}) | "
             f"{record['compile_seconds']:.2f} | {record['ms_per_step_median']:.3f} "
             f"[{record['ms_per_step_p10']:.3f}, {record['ms_per_step_p90']:.3f}] | "
-            f"{record['examples_per_second']:.0f} |")
+            f"{record['examples_per_second']:.0f} | {record['flops_per_step'] / 1e9:.3g} | "
+            f"{record['achieved_tflops']:.3g} | "
+            f"{'n/a' if record['mfu'] is None else format(record['mfu'], '.1%')} | "
+            f"{record['memory_bytes_per_device'] / 2**20:.0f} |")
 
 
 def _fail(error: BaseException) -> None:
@@ -560,6 +607,8 @@ def main(argv: list[str] | None = None) -> dict:
         **_run_fields(args, trainer, timing["window_steps"], max_in_flight),
         **timing,
         "examples_per_second": batch_size / (timing["ms_per_step_median"] / 1e3),
+        **efficiency(trainer, timing["ms_per_step_median"]),
+        "precision": config.precision,
         "config_overrides": overrides,
         "env": environment.describe(backend.devices, backend.kind),
     }

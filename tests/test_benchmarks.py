@@ -56,7 +56,15 @@ def test_step_throughput_tiny(backend, tmp_path):
     cells = [c.strip() for c in rows[0].strip("|").split("|")]
     assert cells[1] == backend
     assert cells[2].startswith(f"{NUM_DEVICES} x cpu")
-    assert float(cells[-1]) > 0
+    assert float(cells[6]) > 0  # examples/s
+    # XLA's FLOP count of the whole step: every weight multiplies at least one input per
+    # example forward and twice backward, so 6 x batch x parameters is a floor.
+    assert record["flops_per_step"] >= 6 * record["batch_size"] * record["params"]
+    assert record["params"] > 0
+    assert float(cells[7]) == pytest.approx(record["flops_per_step"] / 1e9, rel=0.01)
+    assert record["mfu"] is None and cells[9] == "n/a"  # a CPU has no datasheet peak here
+    assert record["memory_bytes_per_device"] > 0
+    assert record["memory_source"] == "compiled estimate"
     assert "host input excluded" in result.stdout
 
 

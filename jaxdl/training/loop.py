@@ -263,6 +263,7 @@ class Trainer:
     train_step: Any  # compiled
     eval_step: Any  # compiled
     compile_seconds: float
+    train_step_cost: dict[str, float]  # XLA's per-device estimate (`_CompiledStep.cost`)
 
     def train_batch(self, step: int) -> dict[str, np.ndarray]:
         """The host batch of global step `step` (0-based), mask included."""
@@ -365,7 +366,8 @@ def _place_and_compile(config, dataset, splits, plan, backend, task, tx, example
                    task=task, tx=tx, state=state, abstract_state=abstract_state,
                    eval_splits=eval_splits, train_step=guarded(train_step),
                    eval_step=guarded(eval_step),
-                   compile_seconds=train_seconds + eval_seconds)
+                   compile_seconds=train_seconds + eval_seconds,
+                   train_step_cost=train_step.cost())
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:

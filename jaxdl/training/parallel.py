@@ -142,6 +142,24 @@ class _CompiledStep:
         self._compiled = compiled
         self._expected = _shapes(batch)
 
+    def cost(self) -> dict[str, float]:
+        """XLA's estimate for ONE device's share of a step: `flops`, `bytes_accessed`, and
+        `memory_bytes` (arguments + outputs + temporaries, aliased buffers counted once).
+        Both backends compile a per-device program, so the step's total is this times the
+        device count."""
+        analysis = self._compiled.cost_analysis() or {}
+        if isinstance(analysis, list):  # older jaxlibs: one dict per program
+            analysis = analysis[0] if analysis else {}
+        memory = self._compiled.memory_analysis()
+        out = {"flops": float(analysis.get("flops", float("nan"))),
+               "bytes_accessed": float(analysis.get("bytes accessed", float("nan")))}
+        if memory is not None:
+            out["memory_bytes"] = float(memory.argument_size_in_bytes
+                                        + memory.output_size_in_bytes
+                                        + memory.temp_size_in_bytes
+                                        - memory.alias_size_in_bytes)
+        return out
+
     def __call__(self, state, batch):
         try:
             return self._compiled(state, batch)
