@@ -254,7 +254,7 @@ class Seq2Seq(nn.Module):
     param_dtype: Any = jnp.float32
 
     def setup(self):
-        dense_kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        dense_kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
         self.src_embed = nn.Embed(self.src_vocab_size, self.embed_dim, **dense_kw)
         self.tgt_embed = nn.Embed(self.tgt_vocab_size, self.embed_dim, **dense_kw)
         self.encoder = _stack(self)
