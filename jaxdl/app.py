@@ -8,6 +8,8 @@ line on stderr and exit status 2, before anything is written.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import os
@@ -28,6 +30,29 @@ _RUN_FILES = ("metrics.jsonl", "summary.json")
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
+
+
+def _variant_of(get_config: Callable[..., ml_collections.ConfigDict], argv: list[str]
+                ) -> Callable[[], ml_collections.ConfigDict]:
+    """`get_config` bound to `--variant=NAME` when given: an experiment whose
+    `get_config(variant)` pins several set-ups (a CPU-sized and a GPU-sized one). Read
+    before the config flag is defined, as its defaults come from the variant."""
+    variant = None
+    for i, arg in enumerate(argv[1:], start=1):
+        if arg.startswith("--variant="):
+            variant = arg.partition("=")[2]
+        elif arg == "--variant" and i + 1 < len(argv):
+            variant = argv[i + 1]
+    if variant is None:
+        return get_config
+    if not inspect.signature(get_config).parameters:
+        _fail(f"--variant={variant}: this experiment has one config; its get_config() takes "
+              "no variant")
+    try:
+        get_config(variant)
+    except ValueError as e:
+        _fail(f"--variant={variant}: {e}")
+    return functools.partial(get_config, variant)
 
 
 def _override_error(error: Exception, defaults: ml_collections.ConfigDict) -> str:
@@ -186,8 +211,9 @@ def _print_summary(summary: dict) -> None:
           f"{summary['wall_seconds']:.1f}s")
 
 
-def run(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
-    """Parses flags, sets up the process and trains the experiment `get_config` pins."""
+def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
+    """Parses flags, sets up the process and trains the experiment `get_config` pins
+    (`get_config(variant)` with `--variant=NAME`, where the experiment offers variants)."""
     # Defined here, not at import, so importing jaxdl never touches the global flags.
     flag_values = flags.FLAGS
     flags.DEFINE_string("workdir", None, "directory for this run's files", flag_values=flag_values)
@@ -207,6 +233,9 @@ def run(get_config: Callable[[], ml_collections.ConfigDict]) -> None:
                          flag_values=flag_values)
     flags.DEFINE_string("compilation_cache_dir", _default_cache_dir(),
                         "persistent XLA compilation cache ('' = off)", flag_values=flag_values)
+    flags.DEFINE_string("variant", None, "the experiment's named config, for one whose "
+                        "get_config(variant) offers several (e.g. 'gpu')", flag_values=flag_values)
+    get_config = _variant_of(get_config, sys.argv)
     from absl import logging as absl_logging
     from ml_collections import config_flags
     # Backend-probing INFO lines (no TPU here) would bury the one line a user must read.

@@ -155,7 +155,7 @@ def sample_tokens(model: RecurrentLM, variables: Mapping[str, Any], prompt: jax.
     """[B, length] tokens sampled after `prompt` [B, P] (P >= 1), one at a time, each fed
     back with the carried state; temperature 0 takes the most likely token. Deterministic
     for a given `rng`; jit-able (`length` and `temperature` static)."""
-    carry, logits = model.apply(variables, prompt, None, method=RecurrentLM.continue_from)
+    carry, logits = model.apply(variables, prompt, None, method="continue_from")
 
     def pick(key, last_logits):
         if temperature == 0:
@@ -166,7 +166,7 @@ def sample_tokens(model: RecurrentLM, variables: Mapping[str, Any], prompt: jax.
         carry, last_logits = state
         token = pick(key, last_logits).astype(prompt.dtype)
         carry, logits = model.apply(variables, token[:, None], carry,
-                                    method=RecurrentLM.continue_from)
+                                    method="continue_from")
         return (carry, logits[:, -1]), token
 
     _, tokens = jax.lax.scan(step, (carry, logits[:, -1]), jax.random.split(rng, length))

@@ -10,6 +10,7 @@ from jaxdl.tasks.base import (EvalContext, Learned, Task, build_task, register_t
 from jaxdl.tasks import classification as _classification  # noqa: F401  (registers it)
 from jaxdl.tasks import gan as _gan  # noqa: F401
 from jaxdl.tasks import regression as _regression  # noqa: F401
+from jaxdl.tasks import sequence as _sequence  # noqa: F401
 from jaxdl.tasks import autoencoder as _autoencoder  # noqa: F401
 
 __all__ = ["EvalContext", "Learned", "Task", "build_task", "register_task", "task_fields",
