@@ -37,11 +37,11 @@ def find_file(fs: FileSet, filename: str, data_dir: str | os.PathLike | None = N
     raise DataFilesNotFoundError(
         f"{fs.title} ({fs.name}) file {filename} not found; looked in: {'; '.join(looked)}"
         f"{unset}. Fix: set {ENV_VAR} to a folder holding {fs.subdir}/{filename} or pass "
-        "data_dir.")
+        "data_dir (config.data.data_dir).")
 
 
 def locate_file(fs: FileSet, filename: str) -> str | None:
-    """'<path> (found)' where `filename` would load from, or None when it is missing."""
+    """The path `filename` would load from, or None when it is missing."""
     try:
         return str(find_file(fs, filename))
     except DataFilesNotFoundError:

@@ -1,0 +1,68 @@
+"""Movie-review polarity with a bidirectional LSTM over word ids (VADER ground truth).
+
+10,605 rottentomatoes snippets rated -4..+4 by people (Hutto & Gilbert, ICWSM 2014); the
+37 rated exactly 0 are dropped and the rest labelled by the sign of the mean rating
+(5,242 positive, 5,326 negative). The loader splits 80/10/10 stratified, builds the
+vocabulary from the 8,455 training snippets (words seen twice or more: 8,889 ids with
+padding and unknown), and truncates at 40 tokens (118 snippets are longer). Embedding 64,
+one bidirectional LSTM layer of 64 units per direction read up to each snippet's last real
+token, dropout 0.5, dense 2 (`rnn_classifier`).
+
+Command:
+    python -m experiments.sentiment_bilstm --workdir=runs/sentiment_bilstm
+
+Measured 2026-11-21 on the 2-core AMD EPYC CPU dev machine, no GPU, jax 0.10.2, pmap over
+2 host devices, with other jobs sharing the two cores: test accuracy 0.7708 (814/1,056;
+confusion [[422, 110], [132, 392]], rows true negative/positive), validation 0.7663, after
+6 epochs = 792 steps; the best validation accuracy, 0.7673, came at step 660 (test 0.7670
+there). The training accuracy reaches 0.99 (train loss 0.024 against validation 0.98):
+the model overfits this small corpus. Training loop 73 s (696 examples/s), compile 21 s,
+whole command 2 min 18 s. Needs movieReviewSnippets_GroundTruth.txt.gz (see jaxdl/data/sentiment.py).
+"""
+
+import ml_collections
+
+# The vocabulary the loader builds (at most this many ids, padding and unknown included)
+# is what the embedding table holds.
+VOCABULARY = 10000
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.model = dict(name="rnn_classifier", vocab_size=VOCABULARY, embed_dim=64, hidden_size=64,
+                   num_layers=1, cell="lstm", bidirectional=True, dropout_rate=0.5,
+                   num_classes=2)
+    c.task = dict(name="classification", loss="softmax_cross_entropy", label_smoothing=0.0)
+    # The loader splits 80/10/10 stratified (so the vocabulary comes from the training rows
+    # only) and ships validation and test; the config's own fractions are therefore 0.
+    c.data = dict(name="sentiment_movie_reviews", split_seed=0, validation_fraction=0.0,
+                  test_fraction=0.0, batch_size=64, eval_batch_size=512, augmentation="none",
+                  data_dir="", options=dict(split_seed=0, validation_fraction=0.1,
+                                            test_fraction=0.1, max_len=40, min_count=2,
+                                            max_vocab=VOCABULARY))
+    c.train = dict(duration="6 epochs", log_every="1 epoch", eval_every="1 epoch")
+    c.checkpoint = dict(every="1 epoch", keep_last=1, keep_best=1,
+                        monitor="validation/accuracy", mode="max")
+    c.early_stopping = dict(patience=0, min_delta=0.0)
+    c.guard = dict(skip_nonfinite=False)
+    c.init_from = ""
+    c.optimizer = dict(name="adam", learning_rate=2e-3, momentum=0.9, b1=0.9, b2=0.999,
+                       eps=1e-8, rmsprop_decay=0.9, adagrad_initial_accumulator=0.1,
+                       weight_decay=0.0, weight_decay_mask="no_bias_no_norm", grad_clip_norm=1.0,
+                       grad_accum_steps=1)
+    c.schedule = dict(name="cosine", warmup="0 steps", boundaries="", decay_factor=0.1,
+                      decay_every="1 epoch", final_lr_factor=0.0, pct_start=0.3,
+                      div_factor=25.0, final_div_factor=1e4, plateau_factor=0.1,
+                      plateau_patience=10, plateau_cooldown=0, plateau_rtol=1e-4,
+                      plateau_accumulation=1)
+    c.precision = "fp32"
+    c.parallel = dict(backend="pmap", num_devices=0, host_devices=2, max_in_flight=8)
+    c.logging = dict(tensorboard=True, progress=True, plot=True)
+    return c
+
+
+if __name__ == "__main__":
+    from jaxdl import app
+
+    app.run(get_config)
