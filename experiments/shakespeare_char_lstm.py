@@ -4,7 +4,24 @@ Command:
     python -m experiments.shakespeare_char_lstm --workdir=runs/shakespeare_char_lstm
     python -m experiments.shakespeare_char_lstm --variant=gpu --workdir=runs/shakespeare_gpu
 
-RESULT PENDING
+Expected result, CPU variant (measured 2026-11-21 on the 2-core AMD EPYC CPU dev machine, no
+GPU, jax 0.10.2, pmap over 2 host devices, while other jobs shared both cores): validation
+2.494 bits per character (test 2.496, next-character accuracy 0.491 / 0.497) after 2,000
+steps of 32 windows of 64 characters (0.42 epoch: 4,741 steps cover the windows starting
+every 32 characters of the 4.85M training characters).
+The training loop took 549 s (117 windows/s; 188 s of CPU time for the whole process),
+compile 25 s, the whole command 648 s. The sample after the last evaluation
+(`samples.txt`, temperature 0.8, seed 0; its one line too long for this file cut at "..."):
+
+    ROMEO.
+    You should out do fall or the seave there morn; my gover show here will knef send ...
+    Jomby the boin?
+    Is notest most not fargurted itnows here, more that not you reget,
+    tree what from him, you; and sit tinger of king.
+
+The GPU variant has not been run here (no accelerator run was made for it). Needs the
+Shakespeare texts (jaxdl.data.text: data_dir, $JAXDL_DATA_DIR/shakespeare, or
+../shared/data/shakespeare).
 """
 
 import ml_collections
