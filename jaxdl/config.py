@@ -84,9 +84,11 @@ def _known_model(name) -> str | None:
     return None
 
 
-def _source_names():
-    from jaxdl import data
-    return data.source_names()
+def _known_source(name) -> str | None:
+    """A registered source, or a family name such as 'tfds:cifar10' that its family accepts
+    (TFDS imported only for such names)."""
+    from jaxdl.data import registry
+    return registry.source_problem(name)
 
 
 def _task_names():
@@ -117,7 +119,7 @@ def schema() -> dict[str, Any]:
             "name": Field(str, choices=_task_names),
         },
         "data": {
-            "name": Field(str, choices=_source_names),
+            "name": Field(str, check=_known_source, help="a registered source or tfds:NAME[:VERSION]"),
             "split_seed": Field(int, help="seed of the stratified train/validation/test split"),
             "validation_fraction": Field(float, check=fraction),
             "test_fraction": Field(float, check=fraction),

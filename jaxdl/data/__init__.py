@@ -14,6 +14,7 @@ from jaxdl.data import mnist  # noqa: F401  isort: skip
 from jaxdl.data import rainfall  # noqa: F401  isort: skip
 from jaxdl.data import sentiment  # noqa: F401  isort: skip
 from jaxdl.data import text  # noqa: F401  isort: skip
+from jaxdl.data import tfds_source  # noqa: F401  isort: skip
 from jaxdl.data.pipeline import (
     ArraySplit,
     eval_batches,

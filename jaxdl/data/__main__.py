@@ -1,30 +1,106 @@
-"""`python -m jaxdl.data list`: each registered source, whether it is here, and from where."""
+"""Which datasets are here, and preparing TFDS datasets for offline reading.
+
+`python -m jaxdl.data list [--data_dir D]`: each registered source, whether it is here
+and from where, then every TFDS dataset prepared in D (TFDS's default directory unless
+given) as the `tfds:NAME:VERSION` a config names it by.
+
+`python -m jaxdl.data prepare NAME [--data_dir D] [--manual_dir M]`: downloads and
+prepares the TFDS dataset NAME ('cifar10', 'mnist:3.0.1'; a 'tfds:' prefix is accepted)
+so that `config.data.name = "tfds:NAME"` reads it offline. Run it where there is network
+(imagenet2012 and other manual datasets need their files in M, by default
+D/downloads/manual, instead). Without network, or without the manual files, it stops with
+one line on stderr and exit status 2, without TFDS's minutes of download retries.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import socket
 import sys
 
 from jaxdl import data
 
+# A host every machine that can download TFDS data reaches (TFDS's own bucket); probed
+# before downloading so that an offline machine fails at once.
+PROBE_HOST = ("storage.googleapis.com", 443)
+PROBE_TIMEOUT_S = 5.0
+_PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+EXIT_USAGE = 2
 
-def list_sources() -> list[str]:
-    """One line per source: name, 'available' or 'missing', and where it loads from."""
-    names = data.source_names()
-    width = max(map(len, names))
+
+def list_sources(tfds_data_dir: str | None = None) -> list[str]:
+    """One line per source: name, 'available' or 'missing', and where it loads from;
+    then one per prepared TFDS dataset."""
+    rows = [(name, data.source_location(name)) for name in data.source_names()]
+    try:
+        rows += [(f"{data.tfds_source.PREFIX}{name}", str(folder))
+                 for name, folder in data.tfds_source.prepared_datasets(tfds_data_dir)]
+    except ImportError:  # no tensorflow-datasets: no TFDS datasets to list
+        pass
+    width = max(len(name) for name, _ in rows)
     lines = []
-    for name in names:
-        where = data.source_location(name)
+    for name, where in rows:
         status = "missing" if where is None else "available"
         lines.append(f"{name:<{width}}  {status:<9}  {where or 'missing'}")
     return lines
 
 
+def network_problem(host: tuple[str, int] = PROBE_HOST,
+                    timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """Why this machine cannot download (one line), or None if it seems it can.
+
+    Behind a proxy the direct probe says nothing, so it is skipped.
+    """
+    if any(os.environ.get(var) for var in _PROXY_VARS):
+        return None
+    try:
+        socket.create_connection(host, timeout=timeout).close()
+    except OSError as e:
+        return f"no network: cannot reach {host[0]}:{host[1]} ({e})"
+    return None
+
+
+def prepare(name: str, data_dir: str | None, manual_dir: str | None) -> str:
+    """Prepares TFDS dataset `name`; returns its folder. ValueError/OSError say why not."""
+    spec = name.removeprefix(data.tfds_source.PREFIX)
+    builder = data.tfds_source.builder(spec, data_dir)
+    if data.tfds_source.is_prepared(builder):
+        return str(builder.data_path)
+    if not builder.MANUAL_DOWNLOAD_INSTRUCTIONS and (problem := network_problem()):
+        raise OSError(f"{problem}; run `python -m jaxdl.data prepare {spec} --data_dir "
+                      f"{builder.data_dir_root}` on a machine with network and copy "
+                      f"{builder.data_dir_root} here")
+    return data.tfds_source.prepare(spec, data_dir, manual_dir)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m jaxdl.data", description=__doc__)
-    parser.add_argument("command", choices=["list"])
-    parser.parse_args(argv)
-    print("\n".join(list_sources()))
+    parser = argparse.ArgumentParser(prog="python -m jaxdl.data", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+    listing = commands.add_parser("list", help="the datasets available here")
+    listing.add_argument("--data_dir", default=None, help="TFDS data directory to list")
+    preparing = commands.add_parser("prepare", help="download and prepare a TFDS dataset")
+    preparing.add_argument("name", help="TFDS catalog name, e.g. cifar10 or mnist:3.0.1")
+    preparing.add_argument("--data_dir", default=None, help="TFDS data directory")
+    preparing.add_argument("--manual_dir", default=None,
+                           help="where a manual download lies (default DATA_DIR/downloads/manual)")
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        print("\n".join(list_sources(args.data_dir)))
+        return 0
+    try:
+        folder = prepare(args.name, args.data_dir, args.manual_dir)
+    except (ImportError, ValueError, OSError, AssertionError) as e:
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        print(f"error: prepare {args.name}: {' '.join(lines)[:2000]}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:  # noqa: BLE001  TFDS's DownloadError...: one line, no traceback
+        print(f"error: prepare {args.name}: {type(e).__name__}: "
+              f"{' '.join(str(e).split())[:2000]}", file=sys.stderr)
+        return 1
+    print(f"prepared {args.name} in {folder}; read it with config.data.name="
+          f"'{data.tfds_source.PREFIX}{args.name.removeprefix(data.tfds_source.PREFIX)}'")
     return 0
 
 
