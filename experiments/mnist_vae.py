@@ -1,0 +1,74 @@
+"""Variational autoencoder on MNIST (Kingma & Welling; the Flax example's model), IDX files.
+
+Command:
+    python -m experiments.mnist_vae --workdir=runs/mnist_vae
+
+Model: 784 -> 500 relu -> (mean, log-variance) of a 20-d Gaussian latent -> 500 relu ->
+784 Bernoulli logits; Adam 1e-3, batch 128, 30 epochs (the Flax example's default) of the
+55,000 training images (5,000 held out for validation); the metric is the per-image
+negative ELBO in nats on the 10,000 test images, one latent sample per image.
+
+Binarisation: none. The grey levels in [0, 1] are the Bernoulli targets (soft targets,
+as PyTorch's examples/vae does). The Flax example instead trains on TFDS
+`binarized_mnist` (Larochelle's fixed stochastic binarisation, 50,000 training images),
+which this machine cannot download; a version of its README reports a test ELBO of
+107.05 +- 0.25 over 5 runs (epochs not stated). Against grey-level targets the
+reconstruction term is a cross-entropy with a floor above zero, so the numbers are of the
+same size but not the same quantity; other binarisations (e.g. thresholding at 0.5) give
+other numbers, not measured here.
+
+Expected result (measured 2026-11-21 on the 2-core AMD EPYC CPU dev machine, no GPU,
+jax 0.10.2, 1 CPU device, sharded backend): test -ELBO 103.25 nats (KL 25.79,
+reconstruction 77.46), validation 103.87, after 30 epochs = 12,870 steps; the issue's
+target of <= 104 is met from epoch 21 on (103.79); 105.70 after 10 epochs, 104.39 after
+20. A separate 10-epoch run gave the same validation and test values as this one at each
+of its 10 evaluations. The training loop took 871 s (1,900 examples/s) and the whole
+command 17.9 min of wall time but 225 s of CPU, as about a dozen other jobs shared the two
+cores (the 10-epoch run, on a less loaded machine, took 228 s with windows of up to
+7,300 examples/s).
+
+After each evaluation `images/` gets reconstructions_stepN.png (test originals above
+their reconstructions) and samples_stepN.png (decoded from the same 16 latent vectors
+every time); the final evaluation adds embedding_stepN.png (the test means projected on
+their first two principal components, coloured by digit). Needs the MNIST IDX files
+(see README: data lookup order).
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.model = dict(name="vae", encoder_widths=(500,), latent_dim=20, decoder_widths=(500,),
+                   activation="relu", image_shape=(28, 28, 1), decoder_distribution="bernoulli",
+                   decoder_std=1.0)
+    c.task = dict(name="vae", num_images=16, plot_examples=5000)
+    c.data = dict(name="mnist", split_seed=0, validation_fraction=5000 / 60000,
+                  test_fraction=0.0, batch_size=128, eval_batch_size=1000, augmentation="none",
+                  data_dir="")
+    c.train = dict(duration="30 epochs", log_every="100 steps", eval_every="1 epoch")
+    c.checkpoint = dict(every="1 epoch", keep_last=2, keep_best=1, monitor="validation/loss",
+                        mode="min")
+    c.early_stopping = dict(patience=0, min_delta=0.0)
+    c.guard = dict(skip_nonfinite=False)
+    c.init_from = ""
+    c.optimizer = dict(name="adam", learning_rate=1e-3, momentum=0.0, b1=0.9, b2=0.999,
+                       eps=1e-8, rmsprop_decay=0.9, adagrad_initial_accumulator=0.1,
+                       weight_decay=0.0, weight_decay_mask="no_bias_no_norm", grad_clip_norm=0.0,
+                       grad_accum_steps=1)
+    c.schedule = dict(name="constant", warmup="0 steps", boundaries="", decay_factor=0.1,
+                      decay_every="1 epoch", final_lr_factor=0.0, pct_start=0.3,
+                      div_factor=25.0, final_div_factor=1e4, plateau_factor=0.1,
+                      plateau_patience=10, plateau_cooldown=0, plateau_rtol=1e-4,
+                      plateau_accumulation=1)
+    c.precision = "fp32"
+    c.parallel = dict(backend="sharded", num_devices=0, host_devices=0, max_in_flight=8)
+    c.logging = dict(tensorboard=True, progress=True, plot=True)
+    return c
+
+
+if __name__ == "__main__":
+    from jaxdl import app
+
+    app.run(get_config)
