@@ -59,8 +59,8 @@ IMAGENET_SHRINK = {"data.options.image_size": 32, "data.validation_fraction": 0.
 EXPERIMENTS = {"cifar10_resnet20": {}, "cifar10_resnet56": {},
                "imagenet_resnet50": IMAGENET_SHRINK}
 # Compiling the deep models costs far more CPU than the suite's budget for these tests
-# (measured on the 2-core dev machine, CPU seconds for the whole test: ResNet-20 22,
-# ResNet-56 40, ResNet-50 in bf16 61), so only ResNet-20 trains by default.
+# (CPU seconds of the 2-step train_and_evaluate call, 2-core dev machine, 2026-11-21:
+# ResNet-20 22, ResNet-56 40, ResNet-50 in bf16 61), so only ResNet-20 trains by default.
 SLOW = os.environ.get("JAXDL_SLOW_TESTS") == "1"
 slow = pytest.mark.skipif(not SLOW, reason="compiles a deep ResNet (40-60 s of CPU); "
                                            "set JAXDL_SLOW_TESTS=1 to run")
