@@ -119,7 +119,8 @@ def schema() -> dict[str, Any]:
             "name": Field(str, choices=_task_names),
         },
         "data": {
-            "name": Field(str, check=_known_source, help="a registered source or tfds:NAME[:VERSION]"),
+            "name": Field(str, check=_known_source,
+                          help="a registered source or tfds:NAME[:VERSION]"),
             "split_seed": Field(int, help="seed of the stratified train/validation/test split"),
             "validation_fraction": Field(float, check=fraction),
             "test_fraction": Field(float, check=fraction),

@@ -122,7 +122,8 @@ def test_unprepared_manual_dataset_names_the_manual_download(tmp_path):
         data.load_source("tfds:imagenet2012", data_dir=str(tmp_path))
     message = str(info.value)
     assert "\n" not in message
-    assert "ILSVRC2012_img_train.tar" in message and str(tmp_path / "downloads" / "manual") in message
+    assert "ILSVRC2012_img_train.tar" in message
+    assert str(tmp_path / "downloads" / "manual") in message
     assert f"python -m jaxdl.data prepare imagenet2012 --data_dir {tmp_path}" in message
 
 
