@@ -49,10 +49,13 @@ def no_default_dirs(monkeypatch, tmp_path):
     env_root = tmp_path / "env_root"
     env_root.mkdir()
     monkeypatch.setenv(mnist.ENV_VAR, str(env_root))
-    fixed = {fs.name: [("system", tmp_path / "nowhere_system" / fs.subdir),
-                       ("repo shared data", tmp_path / "nowhere_shared" / fs.subdir)]
-             for fs in mnist.FILE_SETS.values()}
-    monkeypatch.setattr(mnist, "fixed_dirs", lambda fs: fixed[fs.name])
+    def nowhere(fs):
+        return [("system", tmp_path / "nowhere_system" / fs.subdir),
+                ("repo shared data", tmp_path / "nowhere_shared" / fs.subdir)]
+
+    fixed = {fs.name: nowhere(fs) for fs in mnist.FILE_SETS.values()}
+    # Other file sources (rainfall, text, sentiment) share this lookup: empty for them too.
+    monkeypatch.setattr(mnist, "fixed_dirs", lambda fs: fixed.get(fs.name) or nowhere(fs))
     return {"env": env_root / "mnist", **{name: dirs for name, dirs in fixed.items()}}
 
 
@@ -270,4 +273,5 @@ def test_list_reports_missing(no_default_dirs):
     lines = {line.split()[0]: line.split()[1:] for line in data_cli.list_sources()}
     assert lines["mnist"] == ["missing", "missing"]
     assert lines["fashion_mnist"] == ["missing", "missing"]
+    assert lines["fulda_rainfall_runoff"] == ["missing", "missing"]
     assert data.source_location("digits") == "scikit-learn bundle"
