@@ -14,9 +14,9 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 0
-    # G: z(64) -> dense 7x7x128 -> convT 64 (14x14) -> convT 1 (28x28) sigmoid, BN + ReLU.
+    # G: z(64) -> dense 7x7x64 -> convT 32 (14x14) -> convT 1 (28x28) sigmoid, BN + ReLU.
     # D: conv 32 (14x14) -> conv 64 + BN (7x7) -> dense logit, leaky ReLU 0.2.
-    c.model = dict(name="dcgan", latent_dim=64, generator_width=64, generator_blocks=2,
+    c.model = dict(name="dcgan", latent_dim=64, generator_width=32, generator_blocks=2,
                    discriminator_width=32, discriminator_blocks=2, kernel_size=4,
                    output_height=28, output_width=28, output_channels=1,
                    output_activation="sigmoid", leaky_relu_slope=0.2,
@@ -25,11 +25,11 @@ def get_config() -> ml_collections.ConfigDict:
                   fd_classifier="", fd_examples=2000)
     # MNIST ships its 10,000-image test split; validation is 5,000 of the 60,000 train images.
     c.data = dict(name="mnist", split_seed=0, validation_fraction=5000 / 60000,
-                  test_fraction=0.0, batch_size=128, eval_batch_size=500, augmentation="none",
+                  test_fraction=0.0, batch_size=64, eval_batch_size=500, augmentation="none",
                   data_dir="")
-    c.train = dict(duration="3 epochs", log_every="100 steps", eval_every="500 steps")
+    c.train = dict(duration="1500 steps", log_every="100 steps", eval_every="300 steps")
     # The FD needs fd_classifier; without one, monitor validation/g_loss instead.
-    c.checkpoint = dict(every="500 steps", keep_last=2, keep_best=1,
+    c.checkpoint = dict(every="300 steps", keep_last=2, keep_best=1,
                         monitor="validation/frechet_distance", mode="min")
     c.early_stopping = dict(patience=0, min_delta=0.0)
     c.guard = dict(skip_nonfinite=False)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import shutil
 from pathlib import Path
 
 import flax.linen as nn
@@ -19,9 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from PIL import Image
 
-from jaxdl import runs
+from jaxdl import plots, runs
 from jaxdl.config import ConfigError, Field, positive
 from jaxdl.tasks.base import Learned, Task, build_model_from_config, register_task
 from jaxdl.tasks.frechet import FeatureExtractor, frechet_distance, statistics
@@ -32,8 +32,6 @@ GAN_LOSSES = ("non_saturating", "hinge")
 # Stream ids folded into a key: each draw of latents has its own stream, apart from the
 # step's augmentation stream (1) and dropout (the step key itself).
 _CRITIC_LATENTS, _GENERATOR_LATENTS, _EVAL_LATENTS, _GRID_LATENTS, _FD_LATENTS = 2, 3, 4, 5, 6
-# Each sample of the grid is enlarged by a whole factor until the grid is this many pixels.
-_GRID_MIN_PIXELS = 256
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
@@ -162,24 +160,31 @@ class GANTask(Task):
 
     def learn(self, tx, params, model_state, opt_state, batch, mask, rng, *, monitor, reduce):
         """`n_critic` discriminator updates (each with fresh latents, on the step's real
-        batch), then one generator update. A monitored value (reduce-on-plateau) reaches the
-        first D update and the G update, so each net's plateau counts evaluations."""
-        no_observation = jnp.full_like(monitor, jnp.nan)
+        batch; a fori_loop, so the step compiles one D update whatever n_critic is), then one
+        generator update. A monitored value (reduce-on-plateau) reaches the first D update
+        and the G update, so each net's plateau counts evaluations, not updates."""
         critic_rng = jax.random.fold_in(rng, _CRITIC_LATENTS)
-        for i in range(self.n_critic):  # static: n_critic is a config int
+
+        def critic(i, carry):
+            params, model_state, opt_state = carry[:3]
             d = self.discriminator_update(
-                tx, params, model_state, opt_state, batch, mask,
-                jax.random.fold_in(critic_rng, i), monitor=monitor if i == 0 else no_observation,
-                reduce=reduce)
-            params, model_state, opt_state = d.params, d.model_state, d.opt_state
+                tx, params, model_state, opt_state, batch, mask, jax.random.fold_in(critic_rng, i),
+                monitor=jnp.where(i == 0, monitor, jnp.nan), reduce=reduce)
+            return d.params, d.model_state, d.opt_state, d.values, d.grads, d.updates
+
+        # The last D update's values, gradients and updates leave the loop in its carry.
+        outputs = jax.eval_shape(critic, 0, (params, model_state, opt_state, None, None, None))
+        carry = (params, model_state, opt_state,
+                 *jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), outputs[3:]))
+        params, model_state, opt_state, d_values, d_grads, d_updates = jax.lax.fori_loop(
+            0, self.n_critic, critic, carry)
         g = self.generator_update(tx, params, model_state, opt_state, mask,
                                   jax.random.fold_in(rng, _GENERATOR_LATENTS), monitor=monitor,
                                   reduce=reduce)
-        values = {**d.values, **g.values, "loss": d.values["d_loss"] + g.values["g_loss"]}
+        values = {**d_values, **g.values, "loss": d_values["d_loss"] + g.values["g_loss"]}
         return Learned(params=g.params, model_state=g.model_state, opt_state=g.opt_state,
-                       values=values,
-                       grads={DISCRIMINATOR: d.grads, GENERATOR: g.grads},
-                       updates={DISCRIMINATOR: d.updates, GENERATOR: g.updates})
+                       values=values, grads={DISCRIMINATOR: d_grads, GENERATOR: g.grads},
+                       updates={DISCRIMINATOR: d_updates, GENERATOR: g.updates})
 
     def apply(self, variables, batch, *, train, rng):
         """Both losses per real example, with one latent per example from `rng` (the eval
@@ -227,7 +232,7 @@ class GANTask(Task):
         if context.write_files:
             grid = self.samples(variables, jax.random.fold_in(context.rng, _GRID_LATENTS),
                                 self.sample_grid ** 2)
-            write_grid(grid, self.sample_grid, context.workdir, context.step)
+            write_grid(grid, context.workdir, context.step)
         if self.classifier is None:
             return {}
         return {name: {"frechet_distance": self.split_frechet_distance(
@@ -235,24 +240,13 @@ class GANTask(Task):
                 for name in context.eval_splits}
 
 
-def write_grid(images: np.ndarray, side: int, workdir: Path, step: int) -> Path:
-    """`side` x `side` images [N, H, W, C] in [0, 1] as DIR/samples/step_XXXXXX.png, and as
-    DIR/samples.png (the latest)."""
-    images = np.clip(np.asarray(images, np.float32), 0.0, 1.0)
-    count, height, width, channels = images.shape
-    canvas = np.ones((side * (height + 1) + 1, side * (width + 1) + 1, channels), np.float32)
-    for index in range(count):
-        row, col = divmod(index, side)
-        top, left = 1 + row * (height + 1), 1 + col * (width + 1)
-        canvas[top:top + height, left:left + width] = images[index]
-    zoom = max(1, _GRID_MIN_PIXELS // canvas.shape[0])
-    canvas = np.repeat(np.repeat(canvas, zoom, axis=0), zoom, axis=1)
-    pixels = np.round(canvas * 255).astype(np.uint8)
-    image = Image.fromarray(pixels[..., 0] if channels == 1 else pixels)
-    path = Path(workdir) / "samples" / f"step_{step:06d}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
-    image.save(Path(workdir) / "samples.png")
+def write_grid(images: np.ndarray, workdir: Path, step: int) -> Path:
+    """Samples [N, H, W, C] in [0, 1] as DIR/samples/step_XXXXXX.png, and the latest as
+    DIR/samples.png."""
+    path = plots.image_grid_png(np.clip(images, 0.0, 1.0), [""] * len(images),
+                                Path(workdir) / "samples" / f"step_{step:06d}.png",
+                                title=f"step {step}: samples of fixed latents")
+    shutil.copyfile(path, Path(workdir) / "samples.png")
     return path
 
 
