@@ -125,15 +125,8 @@ class GANTask(Task):
                       "d_fake": self.score(fake_logits)}
             return _masked_mean(losses, mask), (values, state)
 
-        (_, (values, state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params[DISCRIMINATOR])
-        grads = reduce(grads)
-        updates, d_opt_state = tx.update(grads, opt_state[DISCRIMINATOR], params[DISCRIMINATOR],
-                                         value=monitor)
-        return Learned(
-            params={**params, DISCRIMINATOR: optax.apply_updates(params[DISCRIMINATOR], updates)},
-            model_state=state, opt_state={**opt_state, DISCRIMINATOR: d_opt_state},
-            values=values, grads=grads, updates=updates)
+        return self._update(DISCRIMINATOR, loss_fn, tx, params, opt_state, monitor=monitor,
+                            reduce=reduce)
 
     def generator_update(self, tx, params, model_state, opt_state, mask, rng, *, monitor,
                          reduce) -> Learned:
@@ -148,15 +141,19 @@ class GANTask(Task):
             losses = self.generator_losses(fake_logits)
             return _masked_mean(losses, mask), ({"g_loss": losses}, state)
 
-        (_, (values, state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params[GENERATOR])
+        return self._update(GENERATOR, loss_fn, tx, params, opt_state, monitor=monitor,
+                            reduce=reduce)
+
+    @staticmethod
+    def _update(net, loss_fn, tx, params, opt_state, *, monitor, reduce) -> Learned:
+        """One optimizer step of `net` on `loss_fn(net's params) -> (mean loss, (values,
+        model state))`, gradients averaged over devices; the other net passes through."""
+        (_, (values, state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params[net])
         grads = reduce(grads)
-        updates, g_opt_state = tx.update(grads, opt_state[GENERATOR], params[GENERATOR],
-                                         value=monitor)
-        return Learned(
-            params={**params, GENERATOR: optax.apply_updates(params[GENERATOR], updates)},
-            model_state=state, opt_state={**opt_state, GENERATOR: g_opt_state},
-            values=values, grads=grads, updates=updates)
+        updates, net_opt_state = tx.update(grads, opt_state[net], params[net], value=monitor)
+        return Learned(params={**params, net: optax.apply_updates(params[net], updates)},
+                       model_state=state, opt_state={**opt_state, net: net_opt_state},
+                       values=values, grads=grads, updates=updates)
 
     def learn(self, tx, params, model_state, opt_state, batch, mask, rng, *, monitor, reduce):
         """`n_critic` discriminator updates (each with fresh latents, on the step's real
