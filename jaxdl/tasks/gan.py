@@ -259,10 +259,12 @@ def write_grid(images: np.ndarray, workdir: Path, step: int) -> Path:
 })
 def build_gan(config, dataset, *, axis_name):
     model = build_model_from_config(config, axis_name=axis_name)
-    for method in ("generate", "discriminate"):
-        if not hasattr(model, method):
-            raise ConfigError(f"config.task.name='gan' needs a model with generate() and "
-                              f"discriminate() (e.g. 'dcgan'), not {config.model.name!r}")
+    missing = [name for name in ("generate", "discriminate", "latent_dim", "output_activation")
+               if not hasattr(model, name)]
+    if missing:
+        raise ConfigError(f"config.task.name='gan' needs a model with generate(), "
+                          f"discriminate(), latent_dim and output_activation (e.g. 'dcgan'); "
+                          f"{config.model.name!r} lacks {', '.join(missing)}")
     image_shape = tuple(dataset.features.shape[1:])
     sample_shape = jax.eval_shape(
         lambda z: model.init_with_output(jax.random.PRNGKey(config.seed), z, train=False,
