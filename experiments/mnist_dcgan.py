@@ -2,10 +2,23 @@
 
 Commands (the classifier first: its penultimate layer is the feature space of the FD):
     python -m experiments.mnist_cnn --workdir=runs/mnist_cnn_1ep --config.train.duration="1 epochs"
-    python -m experiments.mnist_dcgan --workdir=runs/mnist_dcgan \\
+    python -m experiments.mnist_dcgan --workdir=runs/mnist_dcgan \
         --config.task.fd_classifier=runs/mnist_cnn_1ep
 
-Expected result: MEASURED BELOW.
+Measured 2026-11-21 on the 2-core AMD EPYC CPU dev machine (no GPU, jax 0.10.2, pmap over 2
+host devices, the cores shared with other jobs). The 1-epoch classifier: test accuracy 0.9818,
+181 s loop. The DCGAN, 1,500 steps of 64 images (1.7 epochs), Fréchet distance over 2,000
+real and 2,000 generated images per eval split:
+
+    step          300     600     900    1200    1500
+    validation   67.50   36.19   25.31   19.69   17.37
+    test         62.95   32.97   22.97   17.96   16.13
+
+For scale, real against real in the same features (2,000 train vs 2,000 validation images):
+0.46. At step 1500 the discriminator gives real validation images 0.72 and samples 0.23 on
+average; most samples of the fixed 8x8 grid (samples.png) read as digits. 610 s of CPU time
+for the whole command (1,224 s wall on the shared cores; compile 18 s). The FD was still
+falling: train longer for better samples.
 """
 
 import ml_collections
