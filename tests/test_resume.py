@@ -90,10 +90,13 @@ def test_sigkill_at_three_points_then_resume_is_bitwise_identical(reference, tmp
     def after_checkpoint(w):  # right after the second checkpoint is committed
         return len(_checkpoint_steps(w)) >= 2
 
-    def inside_eval(w):  # validation written, test not yet: the kill lands inside an eval
+    eval_steps = {r["step"] for r in _logged(reference) if r["split"] != "train"}
+
+    def inside_eval(w):  # an eval step's train record written, its evals not yet: the
+        # loop is evaluating (every split is evaluated, then all are written)
         records = _logged(w)
-        evals = [r for r in records if r["split"] != "train"]
-        return bool(evals) and evals[-1]["split"] == "validation" and evals[-1]["step"] > 150
+        return bool(records) and records[-1]["split"] == "train" and \
+            records[-1]["step"] in eval_steps and records[-1]["step"] > 150
 
     for condition in (mid_training, after_checkpoint, inside_eval):
         code, err = _kill_when(workdir, cache, condition)
