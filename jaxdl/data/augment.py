@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxdl import plots
+
 __all__ = ["AUGMENTATIONS", "DETERMINISTIC", "NONE", "Op", "apply", "eval_ops", "format_spec",
            "make_op", "parse", "preview_png"]
 
@@ -408,14 +410,6 @@ def apply(ops: Sequence[Op], rng: jax.Array, images: jax.Array) -> jax.Array:
     return images
 
 
-def _displayable(image: np.ndarray) -> np.ndarray:
-    # Stretched per panel: a normalized image has no fixed display range.
-    low, high = float(image.min()), float(image.max())
-    if low < 0 or high > 1:
-        image = (image - low) / (high - low) if high > low else np.zeros_like(image)
-    return np.clip(image, 0, 1)
-
-
 def preview_png(ops: Sequence[Op], rng: jax.Array, images, path, *, columns: int) -> Path:
     """Writes a PNG grid, `columns` examples a row: each example before (upper row) and
     after `apply(ops, rng, images)` (lower row). Images need 1 (gray) or 3 channels; a
@@ -442,7 +436,7 @@ def preview_png(ops: Sequence[Op], rng: jax.Array, images, path, *, columns: int
         row, col = divmod(i, columns)
         for half, (label, batch) in enumerate((("before", images), ("after", after))):
             ax = fig.add_subplot(2 * rows, columns, (2 * row + half) * columns + col + 1)
-            image = _displayable(batch[i].astype(np.float32))
+            image = plots.displayable(batch[i])
             if image.shape[-1] == 1:
                 ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
             else:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdl import losses
+from jaxdl import losses, plots
 from jaxdl.config import ConfigError, Field, non_negative, positive
 from jaxdl.models.autoencoder import LATENT_RNG
 from jaxdl.tasks.base import Task, build_model_from_config, register_task
@@ -98,15 +98,6 @@ def save_image_rows(path: Path, rows: list[np.ndarray], labels: list[str], title
     fig.savefig(path, format="png")
 
 
-def save_image_grid(path: Path, images: np.ndarray, title: str) -> None:
-    """Images in a near-square grid, the last row padded with white."""
-    columns = math.ceil(math.sqrt(len(images)))
-    rows = -(-len(images) // columns)
-    blank = np.ones((rows * columns - len(images), *images.shape[1:]), np.float32)
-    grid = np.concatenate([images, blank]).reshape(rows, columns, *images.shape[1:])
-    save_image_rows(path, list(grid), [""] * rows, title)
-
-
 def embed_2d(codes: np.ndarray) -> tuple[np.ndarray, str]:
     """The codes themselves when 2-D, else their projection on the first two principal
     components (numpy SVD of the centred codes); and a word saying which."""
@@ -181,8 +172,9 @@ class _ReconstructionTask(Task):
                         f"{split_name} split, step {step}")
         samples = self._compiled["sample"](variables, context.rng)
         if samples is not None:
-            save_image_grid(directory / f"samples_step{step}.png", np.asarray(samples),
-                            f"decoded from fixed z ~ N(0, I), step {step}")
+            plots.image_grid_png(np.asarray(samples), [""] * len(samples),
+                                 directory / f"samples_step{step}.png",
+                                 title=f"decoded from fixed z ~ N(0, I), step {step}")
         if context.final:
             count = self.plot_examples or len(split)
             codes = np.asarray(self._compiled["encode"](variables, split.inputs[:count]))
