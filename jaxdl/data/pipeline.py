@@ -27,6 +27,12 @@ class ArraySplit:
     def __len__(self) -> int:
         return len(self.inputs)
 
+    def take(self, indices: np.ndarray) -> Batch:
+        """Rows `indices`, in that order. A split read lazily (from disk, decoded on host
+        workers) offers the same `__len__` and `take`, so every batching function here
+        serves it unchanged."""
+        return {"inputs": self.inputs[indices], "targets": self.targets[indices]}
+
 
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     """Full training batches per epoch; the remainder is dropped."""
@@ -48,7 +54,7 @@ def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
 
 
 def _take(split: ArraySplit, indices: np.ndarray) -> Batch:
-    return {"inputs": split.inputs[indices], "targets": split.targets[indices]}
+    return split.take(indices)
 
 
 def train_batch(split: ArraySplit, batch_size: int, seed: int, step: int) -> Batch:
