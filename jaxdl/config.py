@@ -91,6 +91,11 @@ def _known_source(name) -> str | None:
     return registry.source_problem(name)
 
 
+def _pipelines():
+    from jaxdl.training import feeding
+    return feeding.PIPELINES
+
+
 def _task_names():
     from jaxdl import tasks
     return tasks.task_names()
@@ -131,6 +136,16 @@ def schema() -> dict[str, Any]:
                                        "pad_mode=reflect)+horizontal_flip(p=0.5)', or 'none'"),
             "data_dir": Field(str, default="", help="where file datasets are looked for first "
                                                     "('' = the documented search order)"),
+            "pipeline": Field(str, default="device", choices=_pipelines,
+                              help="'device': every split kept on the devices, batches "
+                                   "gathered there; 'host': batches gathered on the host and "
+                                   "prefetched (data too large for device memory, or read "
+                                   "lazily). Both give the same batches"),
+            "prefetch": Field(int, default=2, check=positive,
+                              help="host pipeline: batches placed on the devices ahead"),
+            "preview": Field(bool, default=False,
+                             help="write augmentation_preview.png (a training batch before "
+                                  "and after config.data.augmentation) at the start"),
             # Keys of `options` are the source loader's own keyword arguments (a window
             # length, a vocabulary size); the loader checks them.
             "options": {},

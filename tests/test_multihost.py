@@ -24,13 +24,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _two_processes(workdir, cache, backend):
+def _two_processes(workdir, cache, backend, pipeline):
     port = _free_port()
     env = {**cli_env(), "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     procs = [subprocess.Popen(
         [sys.executable, "-m", "experiments.digits_cnn", f"--workdir={workdir}",
          f"--compilation_cache_dir={cache}", *SHRINK, f"--config.parallel.backend={backend}",
-         f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
+         f"--config.data.pipeline={pipeline}", f"--coordinator_address=127.0.0.1:{port}", "--num_processes=2", f"--process_id={i}"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for i in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
@@ -50,13 +50,16 @@ def _params(workdir):
     return step, state.params
 
 
-@pytest.mark.parametrize("backend", ["sharded", "pmap"])
-def test_two_processes_match_one_process_with_four_devices(backend, tmp_path):
+# Each backend with one of the two feeds: the host feed has each process read and place
+# only its own rows; the device feed has every process hold the splits and gather its rows.
+@pytest.mark.parametrize("backend,pipeline", [("sharded", "device"), ("pmap", "host")])
+def test_two_processes_match_one_process_with_four_devices(backend, pipeline, tmp_path):
     one = run_cli("experiments.digits_cnn", f"--workdir={tmp_path / 'one'}",
                   f"--compilation_cache_dir={tmp_path / 'cache'}", *SHRINK,
                   f"--config.parallel.backend={backend}")
     assert one.returncode == 0, one.stderr[-3000:]
-    (out0, err0), (out1, err1) = _two_processes(tmp_path / "two", tmp_path / "cache", backend)
+    (out0, err0), (out1, err1) = _two_processes(tmp_path / "two", tmp_path / "cache", backend,
+                                                pipeline)
 
     env = json.loads((tmp_path / "two" / "env.json").read_text())
     assert env["process_count"] == 2 and env["device_count"] == 4

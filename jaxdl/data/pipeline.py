@@ -53,6 +53,11 @@ def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch]).permutation(n)
 
 
+def epoch_order(split, seed: int, epoch: int) -> np.ndarray:
+    """The order in which epoch `epoch` visits the split's rows (indices into it)."""
+    return _epoch_order(len(split), seed, epoch)
+
+
 def _take(split: ArraySplit, indices: np.ndarray) -> Batch:
     return split.take(indices)
 
@@ -103,8 +108,13 @@ def eval_batches(split: ArraySplit, batch_size: int) -> Iterator[Batch]:
     """
     n = len(split)
     for b in range(num_eval_batches(n, batch_size)):
-        positions = np.arange(b * batch_size, (b + 1) * batch_size)
-        real = positions < n
-        batch = _take(split, np.where(real, positions, 0))
-        batch["mask"] = real.astype(np.float32)
-        yield batch
+        indices, mask = eval_indices(n, batch_size, b)
+        yield {**_take(split, indices), "mask": mask}
+
+
+def eval_indices(n: int, batch_size: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of evaluation batch `b` of a split of `n` examples and its mask (see
+    `eval_batches`)."""
+    positions = np.arange(b * batch_size, (b + 1) * batch_size)
+    real = positions < n
+    return np.where(real, positions, 0), real.astype(np.float32)

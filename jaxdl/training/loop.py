@@ -28,7 +28,7 @@ from jaxdl import data as data_lib
 from jaxdl.data import augment
 from jaxdl import tasks
 from jaxdl.config import Clock, ConfigError
-from jaxdl.training import environment, optim, parallel, step as step_lib, writers
+from jaxdl.training import environment, feeding, optim, parallel, step as step_lib, writers
 from jaxdl.training.checkpoints import (CheckpointError, Checkpoints, merge_by_path,
                                         read_weights)
 from jaxdl.training.state import create_state
@@ -264,6 +264,7 @@ class Trainer:
     eval_step: Any  # compiled
     compile_seconds: float
     train_step_cost: dict[str, float]  # XLA's per-device estimate (`_CompiledStep.cost`)
+    feed: Any  # `feeding.DeviceFeed` or `feeding.HostFeed`, as config.data.pipeline says
 
     def train_batch(self, step: int) -> dict[str, np.ndarray]:
         """The host batch of global step `step` (0-based), mask included."""
@@ -274,9 +275,8 @@ class Trainer:
     def evaluate(self, state, split_name: str) -> dict[str, float]:
         """Metrics over every example of the split: the last batch is padded and masked."""
         total = None
-        for batch in data_lib.eval_batches(self.splits[split_name],
-                                           self.config.data.eval_batch_size):
-            sums = self.eval_step(state, self.backend.put_batch(batch))
+        for batch in self.feed.eval(split_name):
+            sums = self.eval_step(state, batch)
             total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
         sums = {k: float(v) for k, v in self.backend.get_metrics(total).items()}
         return {**_mean_metrics(sums), "examples": sums["count"]}
@@ -318,6 +318,8 @@ def build(config) -> Trainer:
         dataset, splits = load_splits(config)
         if TRAIN not in splits:
             raise ConfigError("the train split is empty")
+        if config.data.preview:
+            _preview_images(config, splits[TRAIN])  # refuses non-images before compiling
         eval_splits = [name for name in EVAL_SPLITS if name in splits]
         monitor_split, _, monitor_name = config.checkpoint.monitor.partition("/")
         if monitor_split not in eval_splits or not monitor_name:
@@ -356,6 +358,8 @@ def _place_and_compile(config, dataset, splits, plan, backend, task, tx, example
     eval_step, eval_seconds = backend.compile(
         step_lib.make_eval_step(task, axis_name=backend.axis_name, augmentation=augmentation),
         state, backend.put_batch(eval_example), donate_state=False)
+    feed = _make_feed(config, backend, splits)
+
     def guarded(step_fn):
         def call(state, batch):
             with explain_out_of_memory(config, abstract_state, backend.num_devices):
@@ -367,7 +371,39 @@ def _place_and_compile(config, dataset, splits, plan, backend, task, tx, example
                    eval_splits=eval_splits, train_step=guarded(train_step),
                    eval_step=guarded(eval_step),
                    compile_seconds=train_seconds + eval_seconds,
-                   train_step_cost=train_step.cost())
+                   train_step_cost=train_step.cost(), feed=feed)
+
+
+def _make_feed(config, backend, splits):
+    try:
+        return feeding.make_feed(config.data.pipeline, backend, splits,
+                                 batch_size=config.data.batch_size,
+                                 eval_batch_size=config.data.eval_batch_size, seed=config.seed,
+                                 prefetch=config.data.prefetch)
+    except ValueError as e:
+        raise ConfigError(f"config.data.pipeline={config.data.pipeline!r}: {e}") from None
+    except jax.errors.JaxRuntimeError as e:
+        if "RESOURCE_EXHAUSTED" not in str(e):
+            raise
+        need = sum(x.nbytes for split in splits.values() for x in (split.inputs, split.targets))
+        raise OutOfMemoryError(
+            f"the data splits ({need / 2**20:.1f} MiB) do not fit on every device next to "
+            "the training state; set config.data.pipeline='host' to stream batches from "
+            "the host") from e
+
+
+PREVIEW_FILENAME = "augmentation_preview.png"
+PREVIEW_COLUMNS = 8  # a display layout: two rows of 8 examples, before and after
+
+
+def _preview_images(config, split) -> np.ndarray:
+    """The first examples of a split, if they are images a PNG can show."""
+    images = split.take(np.arange(min(len(split), 2 * PREVIEW_COLUMNS)))["inputs"]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.dtype.kind != "f":
+        raise ConfigError(f"config.data.preview needs float NHWC images with 1 or 3 "
+                          f"channels; {config.data.name!r} gives {images.dtype} inputs of "
+                          f"shape {images.shape[1:]}")
+    return images
 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
@@ -436,6 +472,8 @@ def run(config, workdir: Path, *, stream=sys.stderr,
         except CheckpointError as e:
             raise ConfigError(f"config.init_from: {e}") from None
 
+    preview_images = trainer.train_batch(0)["inputs"][:2 * PREVIEW_COLUMNS] \
+        if config.data.preview else None
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(workdir / "checkpoints", keep_last=config.checkpoint.keep_last,
                               keep_best=config.checkpoint.keep_best, best_mode=mode)
@@ -465,6 +503,11 @@ def run(config, workdir: Path, *, stream=sys.stderr,
         writer = progress = _Silent()
     if weights is not None:
         state = _initial_weights(trainer, config.init_from, *weights, progress.message)
+    if preview_images is not None and primary:
+        path = augment.preview_png(augment.parse(config.data.augmentation),
+                                   jax.random.key(config.seed), preview_images,
+                                   workdir / PREVIEW_FILENAME, columns=PREVIEW_COLUMNS)
+        progress.message(f"augmentation preview: {path}")
 
     progress.message(f"{config.model.name} on {config.data.name}: {plan.total_steps} steps "
                      f"({plan.steps_per_epoch}/epoch), {backend.kind} over "
@@ -502,11 +545,14 @@ def run(config, workdir: Path, *, stream=sys.stderr,
             "train_examples_per_second": examples_seen / max(train_seconds, 1e-9),
             "train_seconds": train_seconds, "compile_seconds": trainer.compile_seconds,
             "wall_seconds": time.perf_counter() - wall_start,  # of this process
+            # Of this process: the step loop's time blocked on the next batch.
+            "input_wait_seconds": trainer.feed.wait_seconds,
             **extra}
         if primary:
             (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
 
+    batches = None
     try:
         # Killed after the last checkpoint but before the summary: finish the bookkeeping.
         if patience and stopping["bad_evals"] >= patience:
@@ -518,10 +564,10 @@ def run(config, workdir: Path, *, stream=sys.stderr,
             yield {"step": start, "summary": summarize(start, {})}
             return
         segment_start = time.perf_counter()
-        batches = data_lib.train_batches(splits[TRAIN], batch_size, config.seed, start)
+        batches = trainer.feed.train(TRAIN, start)
         in_flight = collections.deque(maxlen=config.parallel.max_in_flight)
         for step in range(start + 1, plan.total_steps + 1):
-            state, metrics = train_step(state, backend.put_batch(_with_mask(next(batches))))
+            state, metrics = train_step(state, next(batches))
             window.add(step, metrics)
             examples_seen += batch_size
             if len(in_flight) == in_flight.maxlen:
@@ -585,6 +631,8 @@ def run(config, workdir: Path, *, stream=sys.stderr,
                 yield report
             segment_start = time.perf_counter()
     finally:
+        if batches is not None:
+            batches.close()  # stops a prefetching thread
         progress.close()
         writer.close()
         checkpoints.close()

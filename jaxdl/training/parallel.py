@@ -74,8 +74,7 @@ class Backend:
             return jax.tree.map(lambda x: jax.make_array_from_callback(
                 (n,) + np.shape(x), self._data,
                 lambda index: np.broadcast_to(np.asarray(x), (n,) + np.shape(x))[index]), tree)
-        return jax.tree.map(lambda x: jax.make_array_from_callback(
-            np.shape(x), self._replicated, lambda index: np.asarray(x)[index]), tree)
+        return self.put_replicated(tree)
 
     def _one_copy(self, tree):
         """Host numpy of a replicated device pytree, read from this process's first device
@@ -89,23 +88,52 @@ class Backend:
         """The device pytree as host numpy arrays (one copy, not one per device)."""
         return self._one_copy(tree)
 
+    def process_rows(self, global_batch_size: int) -> slice:
+        """The rows of a global batch that this process places (all of them on one host)."""
+        if global_batch_size % self.num_devices:
+            raise ValueError(f"batch of {global_batch_size} examples does not split over "
+                             f"{self.num_devices} devices")
+        per_process = global_batch_size // jax.process_count()
+        return slice(jax.process_index() * per_process, (jax.process_index() + 1) * per_process)
+
     def put_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
         """The global host batch split along its first axis over the devices; each process
         places its own contiguous slice (no device-side copy)."""
-        n, processes = self.num_devices, jax.process_count()
+        lengths = {value.shape[0] for value in batch.values()}
+        if len(lengths) != 1:
+            raise ValueError(f"batch entries differ in length: "
+                             f"{ {k: v.shape for k, v in batch.items()} }")
+        rows = self.process_rows(lengths.pop())
+        return self.put_local_batch({key: value[rows] for key, value in batch.items()})
+
+    def put_local_batch(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+        """This process's rows of a global batch (`process_rows`), split over its devices;
+        a feed that reads only its own rows places them with this."""
         n_local = len(self.local_devices)
         out = {}
         for key, value in batch.items():
-            if value.shape[0] % n:
-                raise ValueError(f"batch of {value.shape[0]} examples does not split over "
-                                 f"{n} devices")
-            if processes > 1:
-                per_process = value.shape[0] // processes
-                value = value[jax.process_index() * per_process:][:per_process]
+            if value.shape[0] % n_local:
+                raise ValueError(f"{value.shape[0]} rows do not split over {n_local} devices")
             if self.kind == "pmap":
                 value = value.reshape((n_local, value.shape[0] // n_local) + value.shape[1:])
             out[key] = jax.make_array_from_process_local_data(self._data, value)
         return out
+
+    def put_replicated(self, tree):
+        """A host pytree, one whole copy on every device under a replicated sharding (for
+        data every device reads from, whichever the backend)."""
+        return jax.tree.map(lambda x: jax.make_array_from_callback(
+            np.shape(x), self._replicated, lambda index: np.asarray(x)[index]), tree)
+
+    @property
+    def batch_sharding(self) -> NamedSharding:
+        """How a batch lies on the devices: split along its first axis (for `pmap` that
+        axis is the device axis of a (devices, per-device batch, ...) array)."""
+        return self._data
+
+    @property
+    def replicated_sharding(self) -> NamedSharding:
+        return self._replicated
 
     def get_metrics(self, metrics):
         """Step metrics on the host; they are equal on every device, take one copy."""
