@@ -25,10 +25,12 @@ from jaxdl.data.pipeline import (
 )
 from jaxdl.data.sources import Dataset
 from jaxdl.data.splits import random_split, stratified_split
+from jaxdl.data.streaming import RecordSplit
 
 __all__ = [
     "ArraySplit",
     "Dataset",
+    "RecordSplit",
     "eval_batches",
     "load_source",
     "num_eval_batches",

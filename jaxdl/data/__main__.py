@@ -4,9 +4,11 @@
 and from where, then every TFDS dataset prepared in D (TFDS's default directory unless
 given) as the `tfds:NAME:VERSION` a config names it by.
 
-`python -m jaxdl.data prepare NAME [--data_dir D] [--manual_dir M]`: downloads and
-prepares the TFDS dataset NAME ('cifar10', 'mnist:3.0.1'; a 'tfds:' prefix is accepted)
-so that `config.data.name = "tfds:NAME"` reads it offline. Run it where there is network
+`python -m jaxdl.data prepare NAME [--data_dir D] [--manual_dir M] [--file_format F]`:
+downloads and prepares the TFDS dataset NAME ('cifar10', 'mnist:3.0.1'; a 'tfds:' prefix is
+accepted) so that `config.data.name = "tfds:NAME"` reads it offline; `--file_format
+array_record` writes the random-access files that `config.data.options.streaming=True` reads
+(TFDS keeps one format per folder: prepare each format in its own data directory). Run it where there is network
 (imagenet2012 and other manual datasets need their files in M, by default
 D/downloads/manual, instead). Without network, or without the manual files, it stops with
 one line on stderr and exit status 2, without TFDS's minutes of download retries.
@@ -61,17 +63,19 @@ def network_problem(host: tuple[str, int] = PROBE_HOST,
     return None
 
 
-def prepare(name: str, data_dir: str | None, manual_dir: str | None) -> str:
+def prepare(name: str, data_dir: str | None, manual_dir: str | None,
+            file_format: str | None = None) -> str:
     """Prepares TFDS dataset `name`; returns its folder. ValueError/OSError say why not."""
     spec = name.removeprefix(data.tfds_source.PREFIX)
     builder = data.tfds_source.builder(spec, data_dir)
-    if data.tfds_source.is_prepared(builder):
-        return str(builder.data_path)
+    if data.tfds_source.is_prepared(builder):  # at once, or why its format is not that
+        return data.tfds_source.prepare(spec, data_dir, manual_dir, file_format)
     if not builder.MANUAL_DOWNLOAD_INSTRUCTIONS and (problem := network_problem()):
         raise OSError(f"{problem}; run `python -m jaxdl.data prepare {spec} --data_dir "
-                      f"{builder.data_dir_root}` on a machine with network and copy "
+                      f"{builder.data_dir_root}{data.tfds_source.format_flag(file_format)}` "
+                      f"on a machine with network and copy "
                       f"{builder.data_dir_root} here")
-    return data.tfds_source.prepare(spec, data_dir, manual_dir)
+    return data.tfds_source.prepare(spec, data_dir, manual_dir, file_format)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,12 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     preparing.add_argument("--data_dir", default=None, help="TFDS data directory")
     preparing.add_argument("--manual_dir", default=None,
                            help="where a manual download lies (default DATA_DIR/downloads/manual)")
+    preparing.add_argument("--file_format", default=None,
+                           choices=data.tfds_source.FILE_FORMATS,
+                           help="record files to write (default tfrecord; array_record for "
+                                "config.data.options.streaming=True)")
     args = parser.parse_args(argv)
     if args.command == "list":
         print("\n".join(list_sources(args.data_dir)))
         return 0
     try:
-        folder = prepare(args.name, args.data_dir, args.manual_dir)
+        folder = prepare(args.name, args.data_dir, args.manual_dir, args.file_format)
     except (ImportError, ValueError, OSError, AssertionError) as e:
         lines = str(e).strip().splitlines() or [type(e).__name__]
         print(f"error: prepare {args.name}: {' '.join(lines)[:2000]}", file=sys.stderr)
@@ -99,8 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: prepare {args.name}: {type(e).__name__}: "
               f"{' '.join(str(e).split())[:2000]}", file=sys.stderr)
         return 1
+    streaming = (" and config.data.options.streaming=True"
+                 if args.file_format == data.tfds_source.STREAMING_FORMAT else "")
     print(f"prepared {args.name} in {folder}; read it with config.data.name="
-          f"'{data.tfds_source.PREFIX}{args.name.removeprefix(data.tfds_source.PREFIX)}'")
+          f"'{data.tfds_source.PREFIX}{args.name.removeprefix(data.tfds_source.PREFIX)}'"
+          f"{streaming}")
     return 0
 
 

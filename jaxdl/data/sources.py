@@ -25,7 +25,8 @@ class Dataset:
 
     `features`/`targets` are the pool that is split by fractions. A dataset that
     ships fixed splits (MNIST's 10,000 test images) holds them, kept apart from
-    that pool, in `predefined_splits`: split name -> (features, targets).
+    that pool, in `predefined_splits`: split name -> (features, targets), or a split
+    object read lazily (`len` and `take`, e.g. `streaming.RecordSplit`).
     `metadata` carries what a task needs to interpret the arrays (e.g. the mean and
     standard deviation a normalised target is reported back in, or a vocabulary).
     """
@@ -35,14 +36,15 @@ class Dataset:
     targets: np.ndarray
     num_classes: int | None
     description: str
-    predefined_splits: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
+    predefined_splits: Mapping[str, tuple[np.ndarray, np.ndarray] | Any] | None = None
     metadata: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         _check_rows(self.name, "", self.features, self.targets)
         if self.predefined_splits is not None:
-            for split, (features, targets) in self.predefined_splits.items():
-                _check_rows(self.name, f" split {split!r}", features, targets)
+            for split, rows in self.predefined_splits.items():
+                if not hasattr(rows, "take"):  # a lazy split's rows come whole from take
+                    _check_rows(self.name, f" split {split!r}", *rows)
             # Read-only view, so the frozen dataclass cannot be changed through the dict.
             object.__setattr__(self, "predefined_splits",
                                types.MappingProxyType(dict(self.predefined_splits)))

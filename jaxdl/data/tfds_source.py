@@ -8,21 +8,29 @@ load stops with one line naming the dataset, the directory looked in and that co
 The data directory is `config.data.data_dir`, else TFDS's default (`$TFDS_DATA_DIR` or
 `~/tensorflow_datasets`).
 
-Each split is read whole into memory (fine for CIFAR or MNIST, impossible for ImageNet,
-which needs a streaming pipeline that jaxdl does not have yet): images uint8 -> float32
-in [0, 1], labels int32, `num_classes` from the label feature. The loader's options
-(`config.data.options`) are TFDS split strings and an image size:
+By default each split is read whole into memory (fine for CIFAR or MNIST): images uint8 ->
+float32 in [0, 1], labels int32, `num_classes` from the label feature. ImageNet does not fit:
+with `streaming=True` each split is a `streaming.RecordSplit` that reads and decodes only the
+rows a batch asks for, from a dataset prepared in the ArrayRecord format
+(`python -m jaxdl.data prepare NAME --file_format array_record`). Both paths give the same
+arrays for the same rows. The loader's options (`config.data.options`):
 
 - `train_split` (default 'train'): the pool that validation/test fractions are cut from;
   any TFDS split string, e.g. 'train[:10%]' or 'train+validation';
 - `test_split`, `validation_split`: kept apart as fixed splits ('' = none); the default
   test split is 'test' when the dataset has one, and no validation split;
 - `image_size` (default 0 = as stored): resize the shorter side to this and take the
-  central square, so variable-size images (ImageNet's JPEGs) stack into one array.
+  central square, so variable-size images (ImageNet's JPEGs) stack into one array;
+- `streaming` (default False): read splits lazily, as above. The splits then all come from
+  TFDS split strings (train_split included); fractions cannot be cut from a streamed pool;
+- `num_workers` (default 0 = one per CPU core this process may use): the host threads that
+  decode a streamed batch.
 
-TensorFlow reads the files; it is imported only when a split is read, and first told to
-see no GPU, so it never takes one from JAX. Importing this module imports neither TFDS
-nor TensorFlow.
+TensorFlow reads the files and decodes the images on both paths (streamed rows through
+TFDS's own parser and TensorFlow's decoders, as `as_dataset` does: PIL's JPEG decoder gives
+pixels a few levels apart from TensorFlow's); it is imported only when a split is read, and
+first told to see no GPU, so it never takes one from JAX. Importing this module imports
+neither TFDS nor TensorFlow.
 """
 
 from __future__ import annotations
@@ -36,10 +44,13 @@ import numpy as np
 
 from jaxdl.data.registry import register_source_family
 from jaxdl.data.sources import Dataset
+from jaxdl.data.streaming import RecordSplit
 
 PREFIX = "tfds:"
 USAGE = "tfds:NAME[:VERSION]"
 PREPARE = "python -m jaxdl.data prepare"
+FILE_FORMATS = ("tfrecord", "array_record")  # what `prepare --file_format` writes
+STREAMING_FORMAT = "array_record"  # the random-access format streamed splits read
 _MAX_INTENSITY = 255.0  # uint8 pixels
 # Rows converted to numpy at a time: bounds TensorFlow's share of the memory.
 _CHUNK = 4096
@@ -117,10 +128,14 @@ def manual_dir(dataset_builder, manual: str | os.PathLike | None = None) -> Path
     return Path(dataset_builder.data_dir_root) / "downloads" / "manual"
 
 
-def prepare_fix(dataset_builder, spec: str) -> str:
+def format_flag(file_format: str | None) -> str:
+    return f" --file_format {file_format}" if file_format else ""
+
+
+def prepare_fix(dataset_builder, spec: str, file_format: str | None = None) -> str:
     """The command that prepares `spec`, and for manual datasets what to download first."""
     root = dataset_builder.data_dir_root
-    command = f"`{PREPARE} {spec} --data_dir {root}`"
+    command = f"`{PREPARE} {spec} --data_dir {root}{format_flag(file_format)}`"
     instructions = dataset_builder.MANUAL_DOWNLOAD_INSTRUCTIONS
     if instructions:
         return (f"put the manual download into {manual_dir(dataset_builder)} "
@@ -128,11 +143,23 @@ def prepare_fix(dataset_builder, spec: str) -> str:
     return f"on a machine with network run {command}, then copy {root} to this machine"
 
 
-def not_prepared_message(dataset_builder, spec: str) -> str:
+def not_prepared_message(dataset_builder, spec: str, file_format: str | None = None) -> str:
     return (f"TFDS dataset {spec!r} is not prepared in {dataset_builder.data_dir_root} "
             f"(no {dataset_builder.data_path / 'dataset_info.json'}; reading never "
-            f"downloads). Fix: {prepare_fix(dataset_builder, spec)}, or set "
+            f"downloads). Fix: {prepare_fix(dataset_builder, spec, file_format)}, or set "
             f"config.data.data_dir to the directory that holds it.")
+
+
+def format_problem(dataset_builder, spec: str, file_format: str) -> str | None:
+    """Why the prepared `spec` has no files in `file_format` (one line), or None."""
+    stored = sorted(f.value for f in dataset_builder.info.available_file_formats())
+    if file_format in stored:
+        return None
+    return (f"TFDS dataset {spec!r} is prepared in {dataset_builder.data_path} as "
+            f"{' and '.join(stored) or 'an unknown format'}, not {file_format}; TFDS keeps "
+            f"one preparation per folder, so prepare it again into another data directory: "
+            f"`{PREPARE} {spec} --data_dir OTHER_DIR{format_flag(file_format)}`, then set "
+            f"config.data.data_dir=OTHER_DIR")
 
 
 def check(spec: str) -> str | None:
@@ -176,14 +203,17 @@ def prepared_datasets(data_dir: str | os.PathLike | None = None) -> list[tuple[s
 
 
 def prepare(spec: str, data_dir: str | os.PathLike | None = None,
-            manual: str | os.PathLike | None = None) -> str:
-    """Downloads (or reads the manual download) and prepares `spec`; returns its folder.
+            manual: str | os.PathLike | None = None, file_format: str | None = None) -> str:
+    """Downloads (or reads the manual download) and prepares `spec` in `file_format` (one of
+    FILE_FORMATS; None = TFDS's default, tfrecord); returns its folder.
 
     Goes to the network; the caller handles OSError (offline) and ValueError (what the
-    dataset needs is missing).
+    dataset needs is missing, or it is already prepared in another format).
     """
     dataset_builder = builder(spec, data_dir)
     if is_prepared(dataset_builder):
+        if file_format and (problem := format_problem(dataset_builder, spec, file_format)):
+            raise ValueError(problem)
         return str(dataset_builder.data_path)
     tfds = _tfds()
     manual_path = manual_dir(dataset_builder, manual)
@@ -194,7 +224,8 @@ def prepare(spec: str, data_dir: str | os.PathLike | None = None,
                          f"{_one_line(dataset_builder.MANUAL_DOWNLOAD_INSTRUCTIONS)}")
     hide_gpus_from_tensorflow()
     dataset_builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_path)))
+        download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_path)),
+        file_format=file_format)
     return str(dataset_builder.data_path)
 
 
@@ -214,54 +245,163 @@ def _resize_central_square(size: int):
     return resize
 
 
+def _as_float(x: np.ndarray) -> np.ndarray:
+    """Model inputs: uint8 pixels scaled to [0, 1], anything else float32 as it is."""
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / np.float32(_MAX_INTENSITY)
+    return x.astype(np.float32, copy=False)
+
+
+def _check_labels(dataset_builder, split: str, labels: np.ndarray, num_classes: int,
+                  label_key: str) -> np.ndarray:
+    if labels.min() < 0 or labels.max() >= num_classes:
+        raise ValueError(f"TFDS {dataset_builder.name}: split {split!r} has labels outside "
+                         f"0..{num_classes - 1} ({label_key!r} in {labels.min()}.."
+                         f"{labels.max()}; unlabelled splits cannot be evaluated).")
+    return labels
+
+
+def _bad_split(dataset_builder, split: str, error: Exception) -> ValueError:
+    """An unknown split, or a bad split string, in one line."""
+    return ValueError(f"TFDS {dataset_builder.name}: split {split!r}: "
+                      f"{_one_line(str(error))[:300]}")
+
+
 def _read_split(dataset_builder, split: str, image_size: int, num_classes: int,
                 label_key: str) -> tuple[np.ndarray, np.ndarray]:
     tfds = _tfds()
     try:
         ds = dataset_builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
-    except ValueError as e:  # an unknown split, or a bad split string
-        raise ValueError(f"TFDS {dataset_builder.name}: split {split!r}: "
-                         f"{_one_line(str(e))[:300]}") from None
+    except ValueError as e:
+        raise _bad_split(dataset_builder, split, e) from None
     if image_size:
         ds = ds.map(_resize_central_square(image_size))
     features, targets = [], []
     for x, y in tfds.as_numpy(ds.batch(_CHUNK)):
-        if x.dtype == np.uint8:
-            x = x.astype(np.float32) / np.float32(_MAX_INTENSITY)
-        features.append(x.astype(np.float32, copy=False))
+        features.append(_as_float(x))
         targets.append(y.astype(np.int32))
     if not features:
         raise ValueError(f"TFDS {dataset_builder.name}: split {split!r} is empty.")
-    labels = np.concatenate(targets)
-    if labels.min() < 0 or labels.max() >= num_classes:
-        raise ValueError(f"TFDS {dataset_builder.name}: split {split!r} has labels outside "
-                         f"0..{num_classes - 1} ({label_key!r} in {labels.min()}.."
-                         f"{labels.max()}; unlabelled splits cannot be evaluated).")
+    labels = _check_labels(dataset_builder, split, np.concatenate(targets), num_classes,
+                           label_key)
     return np.concatenate(features), labels
+
+
+def _supervised_keys(dataset_builder) -> tuple[str, str, int]:
+    """(input key, label key, number of classes) of a prepared classification dataset."""
+    info = dataset_builder.info
+    if not info.supervised_keys or not all(isinstance(k, str) for k in info.supervised_keys):
+        raise ValueError(f"TFDS {dataset_builder.name} has no (input, label) supervised keys.")
+    input_key, label_key = info.supervised_keys
+    num_classes = getattr(info.features[label_key], "num_classes", None)
+    if num_classes is None:
+        raise ValueError(f"TFDS {dataset_builder.name}: {label_key!r} is not a class label.")
+    return input_key, label_key, num_classes
+
+
+def record_split(dataset_builder, split: str, *, image_size: int,
+                 num_workers: int) -> RecordSplit:
+    """`split` of a dataset prepared as ArrayRecord, read lazily: each row is parsed and
+    decoded as `as_dataset` would (TFDS's parser, TensorFlow's decoders) and then resized and
+    scaled as `_read_split` does, so its rows equal the in-memory path's."""
+    tfds = _tfds()
+    import tensorflow as tf
+
+    hide_gpus_from_tensorflow()
+    input_key, label_key, num_classes = _supervised_keys(dataset_builder)
+    try:
+        records = dataset_builder.as_data_source(
+            split=split, deserialize_method=tfds.decode.DeserializeMethod.RAW_BYTES,
+            file_format=STREAMING_FORMAT)
+    except (ValueError, KeyError) as e:
+        raise _bad_split(dataset_builder, split, e) from None
+    if not len(records):
+        raise ValueError(f"TFDS {dataset_builder.name}: split {split!r} is empty.")
+    features = dataset_builder.info.features
+    resize = _resize_central_square(image_size) if image_size else None
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.string)])
+    def parse_and_decode(record):
+        example = features.deserialize_example(record)
+        pair = example[input_key], example[label_key]
+        return resize(*pair) if resize else pair
+
+    def decode(record: bytes) -> tuple[np.ndarray, np.ndarray]:
+        x, y = parse_and_decode(record)
+        label = np.asarray(y.numpy(), np.int32)
+        return _as_float(x.numpy()), _check_labels(dataset_builder, split, label, num_classes,
+                                                   label_key)
+
+    # A ClassLabel is stored as its int64 value: parsing that alone decodes no image.
+    label_spec = {label_key: features.tf_example_spec[label_key]}
+
+    def read_labels(batch: list[bytes]) -> np.ndarray:
+        labels = tf.io.parse_example(tf.constant(batch), label_spec)[label_key]
+        return labels.numpy().astype(np.int32)
+
+    return RecordSplit(records, decode, num_workers=num_workers, read_labels=read_labels,
+                       name=f"{dataset_builder.name}[{split}]")
+
+
+def _read_records(split: RecordSplit) -> tuple[np.ndarray, np.ndarray]:
+    """A whole lazy split in memory (ArrayRecord files, which tf.data cannot read)."""
+    rows = np.arange(len(split))
+    batches = [split.take(rows[start:start + _CHUNK]) for start in range(0, len(rows), _CHUNK)]
+    return (np.concatenate([b["inputs"] for b in batches]),
+            np.concatenate([b["targets"] for b in batches]))
+
+
+def _tf_data_reads(dataset_builder) -> bool:
+    """True when `as_dataset` can read the prepared files (tfrecord can, ArrayRecord not;
+    folders that name no format are tfrecord, TFDS's default)."""
+    from tensorflow_datasets.core import file_adapters
+
+    stored = dataset_builder.info.available_file_formats()
+    return not stored or bool(stored & file_adapters.FileFormat.with_tf_data())
+
+
+def _usable_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 @register_source_family(PREFIX, usage=USAGE, check=check, locate=locate)
 def load_tfds(spec: str, *, data_dir: str | os.PathLike | None = None,
               train_split: str = "train", test_split: str | None = None,
-              validation_split: str = "", image_size: int = 0) -> Dataset:
-    """A prepared TFDS dataset in memory; see the module docstring for the options."""
+              validation_split: str = "", image_size: int = 0, streaming: bool = False,
+              num_workers: int = 0) -> Dataset:
+    """A prepared TFDS dataset, in memory or streamed; see the module docstring for the
+    options."""
+    if not isinstance(streaming, bool):
+        raise TypeError(f"streaming must be True or False, got {streaming!r}")
+    if not isinstance(num_workers, int) or num_workers < 0:
+        raise TypeError(f"num_workers must be an integer >= 0, got {num_workers!r}")
     dataset_builder = builder(spec, data_dir)
+    wanted_format = STREAMING_FORMAT if streaming else None
     if not is_prepared(dataset_builder):
-        raise DatasetNotPreparedError(not_prepared_message(dataset_builder, spec))
+        raise DatasetNotPreparedError(not_prepared_message(dataset_builder, spec, wanted_format))
+    if streaming and (problem := format_problem(dataset_builder, spec, STREAMING_FORMAT)):
+        raise DatasetNotPreparedError(problem)
     info = dataset_builder.info
-    if not info.supervised_keys or not all(isinstance(k, str) for k in info.supervised_keys):
-        raise ValueError(f"TFDS {dataset_builder.name} has no (input, label) supervised keys.")
-    label_key = info.supervised_keys[1]
-    num_classes = getattr(info.features[label_key], "num_classes", None)
-    if num_classes is None:
-        raise ValueError(f"TFDS {dataset_builder.name}: {label_key!r} is not a class label.")
+    _, label_key, num_classes = _supervised_keys(dataset_builder)
     if test_split is None:  # 'test' if there is one (unknown split lists accept any)
         test_split = "test" if not info.splits or "test" in info.splits else ""
     hide_gpus_from_tensorflow()
     fixed = {name: split for name, split in (("validation", validation_split),
                                              ("test", test_split)) if split}
 
+    def lazy(split):
+        return record_split(dataset_builder, split, image_size=image_size,
+                            num_workers=num_workers or _usable_cpus())
+
+    if streaming:
+        return _streamed(spec, dataset_builder, num_classes,
+                         {"train": lazy(train_split), **{n: lazy(s) for n, s in fixed.items()}})
+
     def read(split):
+        if not _tf_data_reads(dataset_builder):
+            return _read_records(lazy(split))
         return _read_split(dataset_builder, split, image_size, num_classes, label_key)
 
     features, targets = read(train_split)
@@ -274,4 +414,23 @@ def load_tfds(spec: str, *, data_dir: str | os.PathLike | None = None,
                     f"from {dataset_builder.data_dir}, {'x'.join(map(str, features.shape[1:]))}"
                     f", {num_classes} classes.",
         predefined_splits={name: read(split) for name, split in fixed.items()} or None,
+    )
+
+
+def _streamed(spec: str, dataset_builder, num_classes: int,
+              splits: dict[str, RecordSplit]) -> Dataset:
+    """Every split lazy and fixed (train included), around an empty pool that still tells
+    the element shape (the first training row is decoded for it)."""
+    first = splits["train"].take(np.zeros(1, np.int64))["inputs"]
+    return Dataset(
+        name=f"{PREFIX}{spec}",
+        features=np.empty((0, *first.shape[1:]), first.dtype),
+        targets=np.empty(0, np.int32),
+        num_classes=num_classes,
+        description=f"TFDS {dataset_builder.name} {dataset_builder.version} streamed from "
+                    f"ArrayRecord files in {dataset_builder.data_dir}, "
+                    f"{'x'.join(map(str, first.shape[1:]))}, {num_classes} classes, "
+                    + ", ".join(f"{name} {len(split)}" for name, split in splits.items())
+                    + " rows.",
+        predefined_splits=splits,
     )

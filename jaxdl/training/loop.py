@@ -71,12 +71,14 @@ class Plan:
         return step == total or (every > 0 and step % every == 0)
 
 
-def load_splits(config) -> tuple[data_lib.Dataset, dict[str, data_lib.ArraySplit]]:
+def load_splits(config) -> tuple[data_lib.Dataset, dict[str, Any]]:
     """The dataset split into train / validation / test by the config's fractions and seed.
     `config.data.options` are passed to the source's loader as keyword arguments.
 
     A split the dataset ships with (MNIST's test files) is used as it is; its fraction
-    must then be 0, and the other splits come out of the remaining pool.
+    must then be 0, and the other splits come out of the remaining pool. A source that
+    streams ships every split, train included (a lazy split object, read by `take`), and
+    leaves no pool to cut fractions from.
     """
     options = dict(config.data.options)  # the source loader's own keyword arguments
     if config.data.data_dir:
@@ -91,14 +93,23 @@ def load_splits(config) -> tuple[data_lib.Dataset, dict[str, data_lib.ArraySplit
                           f"{config.data.name!r}: {e}") from None
     except FileNotFoundError as e:  # offline and not prepared: say where and how
         raise ConfigError(str(e)) from None
-    predefined = dict(dataset.predefined_splits or {})
+    predefined = {name: split if hasattr(split, "take") else data_lib.ArraySplit(*split)
+                  for name, split in (dataset.predefined_splits or {}).items()}
     fractions = {"validation": config.data.validation_fraction,
                  "test": config.data.test_fraction}
-    for name, (_, targets) in predefined.items():
+    for name, split in predefined.items():
         if fractions.pop(name, 0.0):
             raise ConfigError(f"config.data.{name}_fraction must be 0.0 for "
                               f"{config.data.name!r}: it ships a fixed {name} split of "
-                              f"{len(targets)} examples")
+                              f"{len(split)} examples")
+    if TRAIN in predefined:  # streamed: no pool in memory to cut fractions from
+        for name, fraction in fractions.items():
+            if fraction:
+                raise ConfigError(f"config.data.{name}_fraction must be 0.0 for "
+                                  f"{config.data.name!r}: its splits are streamed, so none "
+                                  f"can be cut out by fraction; name a fixed {name} split "
+                                  f"in config.data.options instead (tfds: {name}_split)")
+        return dataset, predefined
     fractions[TRAIN] = 1.0 - sum(fractions.values())
     if dataset.num_classes is None:
         indices = data_lib.random_split(len(dataset.targets), fractions, config.data.split_seed)
@@ -106,7 +117,7 @@ def load_splits(config) -> tuple[data_lib.Dataset, dict[str, data_lib.ArraySplit
         indices = data_lib.stratified_split(dataset.targets, fractions, config.data.split_seed)
     splits = {name: data_lib.ArraySplit(dataset.features[idx], dataset.targets[idx])
               for name, idx in indices.items() if len(idx)}
-    splits.update({name: data_lib.ArraySplit(x, y) for name, (x, y) in predefined.items()})
+    splits.update(predefined)
     return dataset, splits
 
 
