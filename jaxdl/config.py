@@ -136,11 +136,12 @@ def schema() -> dict[str, Any]:
                                        "pad_mode=reflect)+horizontal_flip(p=0.5)', or 'none'"),
             "data_dir": Field(str, default="", help="where file datasets are looked for first "
                                                     "('' = the documented search order)"),
-            "pipeline": Field(str, default="device", choices=_pipelines,
+            "pipeline": Field(str, default="auto", choices=_pipelines,
                               help="'device': every split kept on the devices, batches "
                                    "gathered there; 'host': batches gathered on the host and "
                                    "prefetched (data too large for device memory, or read "
-                                   "lazily). Both give the same batches"),
+                                   "lazily); 'auto': 'device' unless a split is read lazily. "
+                                   "All give the same batches"),
             "prefetch": Field(int, default=2, check=positive,
                               help="host pipeline: batches placed on the devices ahead"),
             "preview": Field(bool, default=False,

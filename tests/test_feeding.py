@@ -110,6 +110,11 @@ def test_device_feed_refuses_a_lazily_read_split():
     with pytest.raises(ValueError, match="pipeline='host'"):
         feeding.make_feed("device", backend, {"train": Lazy()}, batch_size=4,
                           eval_batch_size=4, seed=0, prefetch=2)
+    lazy = feeding.make_feed("auto", backend, {"train": Lazy()}, batch_size=4,
+                             eval_batch_size=4, seed=0, prefetch=2)
+    in_memory = feeding.make_feed("auto", backend, _splits(), batch_size=4,
+                                  eval_batch_size=4, seed=0, prefetch=2)
+    assert isinstance(lazy, feeding.HostFeed) and isinstance(in_memory, feeding.DeviceFeed)
 
 
 def test_host_and_device_pipelines_train_the_same_run(tmp_path):
@@ -118,7 +123,7 @@ def test_host_and_device_pipelines_train_the_same_run(tmp_path):
               "logging.tensorboard": False, "logging.plot": False,
               "parallel.backend": "pmap"}
     records = {}
-    for kind in feeding.PIPELINES:
+    for kind in ("host", "device"):
         config = make_config("digits_mlp", **shrink, **{"data.pipeline": kind,
                                                          "data.preview": kind == "device"})
         summary = loop.train_and_evaluate(config, tmp_path / kind)

@@ -84,13 +84,15 @@ class ClassificationTask(Task):
                          title=f"{split_name} at step {context.step}: accuracy {accuracy:.4f} "
                                f"({np.trace(counts)}/{counts.sum()}); colour: row share",
                          xlabel="predicted class", ylabel="true class")
-        inputs = np.asarray(split.inputs)
-        if self.misclassified_shown and inputs.ndim == 4 and inputs.shape[-1] in (1, 3):
-            wrong = np.flatnonzero(predicted != labels)
-            confidence = probabilities[wrong, predicted[wrong]]
-            shown = wrong[np.argsort(-confidence, kind="stable")][:self.misclassified_shown]
+        if not self.misclassified_shown:
+            return
+        wrong = np.flatnonzero(predicted != labels)
+        confidence = probabilities[wrong, predicted[wrong]]
+        shown = wrong[np.argsort(-confidence, kind="stable")][:self.misclassified_shown]
+        inputs = split.take(shown)["inputs"]  # only the rows shown: a split may be on disk
+        if inputs.ndim == 4 and inputs.shape[-1] in (1, 3):
             plots.image_grid_png(
-                inputs[shown],
+                inputs,
                 [f"{labels[i]} -> {predicted[i]} ({probabilities[i, predicted[i]]:.2f})"
                  for i in shown],
                 context.workdir / MISCLASSIFIED_PNG,

@@ -5,11 +5,11 @@ Both feeds hand the compiled step the very batches `jaxdl.data.pipeline` defines
 changes where the rows are gathered, never which rows: a run gives the same numbers either
 way, and a resumed run sees the batches an uninterrupted one would.
 
-- `DeviceFeed` ("device"): each split is copied to every device once. A step's batch is
+- `DeviceFeed` ("device", and "auto" for in-memory splits): each split is copied to every device once. A step's batch is
   gathered on the devices from the epoch's order, so no example data crosses from the host
   per step; only the epoch's order (4 bytes per example, once per epoch) and the batch's
   position do. Each device gathers only its own rows.
-- `HostFeed` ("host"): batches are gathered on the host (from arrays, or from a split read
+- `HostFeed` ("host", and "auto" for splits read lazily): batches are gathered on the host (from arrays, or from a split read
   lazily from disk) by a background thread that keeps `prefetch` batches on the devices
   ahead of the step. Each process reads and places only its own rows of a global batch.
 """
@@ -33,7 +33,7 @@ from jaxdl import data as data_lib
 from jaxdl.data import pipeline
 from jaxdl.training import parallel
 
-PIPELINES = ("device", "host")
+PIPELINES = ("auto", "device", "host")
 
 DeviceBatch = dict[str, jax.Array]
 
@@ -232,7 +232,11 @@ def _compile_gather(backend: parallel.Backend, batch_size: int, rows_of):
 
 def make_feed(kind: str, backend: parallel.Backend, splits: Mapping[str, Any], *,
               batch_size: int, eval_batch_size: int, seed: int, prefetch: int):
-    """The feed `config.data.pipeline` names."""
+    """The feed `config.data.pipeline` names; "auto" keeps in-memory splits on the devices
+    and reads lazily read ones (streamed from disk) on the host."""
+    if kind == "auto":
+        in_memory = all(isinstance(split, data_lib.ArraySplit) for split in splits.values())
+        kind = "device" if in_memory else "host"
     if kind == "device":
         return DeviceFeed(backend, splits, batch_size=batch_size,
                           eval_batch_size=eval_batch_size, seed=seed)
