@@ -52,8 +52,8 @@ def test_variable_size_images_are_resized_to_a_square(mock_tfds):
 
 # Overrides on top of SHRINK. ImageNet: 32x32 images keep ResNet-50 small; validation and
 # test come from the ILSVRC validation split (1000 classes in 48 mock examples leave too few
-# per class to hold out 1% of train).
-IMAGENET_SHRINK = {"data.options.image_size": 32, "data.validation_fraction": 0.0,
+# per class to hold out 1% of train). mock_data fakes whole reads, not streaming.
+IMAGENET_SHRINK = {"data.options.image_size": 32, "data.options.streaming": False,
                    "data.options.validation_split": "validation[:50%]",
                    "data.options.test_split": "validation[50%:]"}
 EXPERIMENTS = {"cifar10_resnet20": {}, "cifar10_resnet56": {},
