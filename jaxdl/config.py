@@ -91,6 +91,11 @@ def _known_source(name) -> str | None:
     return registry.source_problem(name)
 
 
+def _samplings():
+    from jaxdl.data import pipeline
+    return pipeline.SAMPLINGS
+
+
 def _task_names():
     from jaxdl import tasks
     return tasks.task_names()
@@ -124,6 +129,15 @@ def schema() -> dict[str, Any]:
             "split_seed": Field(int, help="seed of the stratified train/validation/test split"),
             "validation_fraction": Field(float, check=fraction),
             "test_fraction": Field(float, check=fraction),
+            # k-fold cross-validation is off unless asked for: "off" is no hyperparameter.
+            "folds": Field(int, default=0, check=non_negative,
+                           help="k >= 2: validation is fold `fold` of a stratified k-fold of "
+                                "what the test split leaves, train the other folds; 0 = off"),
+            "fold": Field(int, default=0, check=non_negative,
+                          help="which of the `folds` folds validates (0-based)"),
+            "sampling": Field(str, default="shuffle", choices=_samplings,
+                              help="training order: 'shuffle' each epoch, or 'balanced' "
+                                   "(every class oversampled to the largest class's count)"),
             "batch_size": Field(int, check=positive, help="global batch, over all devices"),
             "eval_batch_size": Field(int, check=positive),
             "augmentation": Field(str, check=_augmentation,
@@ -327,6 +341,7 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any]) -> ml_collec
     if data["validation_fraction"] + data["test_fraction"] >= 1:
         raise ConfigError("config.data: validation_fraction + test_fraction must be < 1, got "
                           f"{data['validation_fraction']} + {data['test_fraction']}")
+    _check_folds(data)
     if resolved["schedule"]["name"] == "plateau" and resolved["optimizer"]["grad_accum_steps"] > 1:
         raise ConfigError("config.schedule.name='plateau' observes each evaluation in the next "
                           "step, which gradient accumulation may skip; use grad_accum_steps=1")
@@ -336,6 +351,20 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any]) -> ml_collec
     out = ml_collections.ConfigDict(resolved)
     out.lock()
     return out
+
+
+def _check_folds(data: Mapping[str, Any]) -> None:
+    folds, fold = data["folds"], data["fold"]
+    if folds == 1:
+        raise ConfigError("config.data.folds=1: use 0 (no k-fold) or k >= 2 folds")
+    if folds and fold >= folds:
+        raise ConfigError(f"config.data.fold={fold} must be < config.data.folds={folds}")
+    if not folds and fold:
+        raise ConfigError(f"config.data.fold={fold} needs config.data.folds >= 2 (k-fold is off)")
+    if folds and data["validation_fraction"]:
+        raise ConfigError(f"config.data.validation_fraction must be 0.0 with folds={folds}: "
+                          "the validation split is fold `fold`, got "
+                          f"{data['validation_fraction']}")
 
 
 def check_devices(config: ml_collections.ConfigDict, num_devices: int) -> None:
