@@ -241,7 +241,9 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
     # Backend-probing INFO lines (no TPU here) would bury the one line a user must read.
     absl_logging.set_verbosity(absl_logging.WARNING)
     try:  # config_flags applies --config.* overrides while defining the flag
-        config_flags.DEFINE_config_dict("config", get_config(), "experiment config",
+        from jaxdl import config as config_lib
+        config_flags.DEFINE_config_dict("config", config_lib.with_defaults(get_config()),
+                                        "experiment config",
                                         flag_values=flag_values, lock_config=True)
     except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
         _fail(_override_error(e, get_config()))

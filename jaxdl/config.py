@@ -96,6 +96,11 @@ def _pipelines():
     return feeding.PIPELINES
 
 
+def _samplings():
+    from jaxdl.data import pipeline
+    return pipeline.SAMPLINGS
+
+
 def _task_names():
     from jaxdl import tasks
     return tasks.task_names()
@@ -129,6 +134,15 @@ def schema() -> dict[str, Any]:
             "split_seed": Field(int, help="seed of the stratified train/validation/test split"),
             "validation_fraction": Field(float, check=fraction),
             "test_fraction": Field(float, check=fraction),
+            # k-fold cross-validation is off unless asked for: "off" is no hyperparameter.
+            "folds": Field(int, default=0, check=non_negative,
+                           help="k >= 2: validation is fold `fold` of a stratified k-fold of "
+                                "what the test split leaves, train the other folds; 0 = off"),
+            "fold": Field(int, default=0, check=non_negative,
+                          help="which of the `folds` folds validates (0-based)"),
+            "sampling": Field(str, default="shuffle", choices=_samplings,
+                              help="training order: 'shuffle' each epoch, or 'balanced' "
+                                   "(every class oversampled to the largest class's count)"),
             "batch_size": Field(int, check=positive, help="global batch, over all devices"),
             "eval_batch_size": Field(int, check=positive),
             "augmentation": Field(str, check=_augmentation,
@@ -343,6 +357,7 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any]) -> ml_collec
     if data["validation_fraction"] + data["test_fraction"] >= 1:
         raise ConfigError("config.data: validation_fraction + test_fraction must be < 1, got "
                           f"{data['validation_fraction']} + {data['test_fraction']}")
+    _check_folds(data)
     if resolved["schedule"]["name"] == "plateau" and resolved["optimizer"]["grad_accum_steps"] > 1:
         raise ConfigError("config.schedule.name='plateau' observes each evaluation in the next "
                           "step, which gradient accumulation may skip; use grad_accum_steps=1")
@@ -354,6 +369,47 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any]) -> ml_collec
     return out
 
 
+def _check_folds(data: Mapping[str, Any]) -> None:
+    folds, fold = data["folds"], data["fold"]
+    if folds == 1:
+        raise ConfigError("config.data.folds=1: use 0 (no k-fold) or k >= 2 folds")
+    if folds and fold >= folds:
+        raise ConfigError(f"config.data.fold={fold} must be < config.data.folds={folds}")
+    if not folds and fold:
+        raise ConfigError(f"config.data.fold={fold} needs config.data.folds >= 2 (k-fold is off)")
+    if folds and data["validation_fraction"]:
+        raise ConfigError(f"config.data.validation_fraction must be 0.0 with folds={folds}: "
+                          "the validation split is fold `fold`, got "
+                          f"{data['validation_fraction']}")
+
+
+def with_defaults(config: ml_collections.ConfigDict | Mapping[str, Any]
+                  ) -> ml_collections.ConfigDict:
+    """`config` plus every key it leaves out that has a default (the schema's, and its task's
+    fields'), unchecked: so `--config.KEY=VALUE` can set a key the experiment did not pin."""
+    given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+
+    def fill(spec: Mapping[str, Any], section: dict[str, Any]) -> None:
+        for key, sub in spec.items():
+            if isinstance(sub, dict):
+                if isinstance(section.setdefault(key, {}), dict):
+                    fill(sub, section[key])
+            elif key not in section and sub.default is not _REQUIRED:
+                section[key] = sub.default
+
+    fill(schema(), given)
+    task = given.get("task", {})
+    try:
+        from jaxdl import tasks
+        spec = tasks.task_fields(task.get("name"))
+    except (ValueError, KeyError, TypeError):  # an unknown task: validate says so later
+        spec = {}
+    for key, field in spec.items():
+        if key not in task and field.default is not _REQUIRED:
+            task[key] = field.default
+    return ml_collections.ConfigDict(given)
+
+
 def check_devices(config: ml_collections.ConfigDict, num_devices: int) -> None:
     """The global batches must split evenly over the devices."""
     for key in ("batch_size", "eval_batch_size"):
@@ -363,8 +419,9 @@ def check_devices(config: ml_collections.ConfigDict, num_devices: int) -> None:
                               f"{num_devices} devices in use; use a multiple of {num_devices}")
 
 
-# Sections a resumed run may change: where it runs and what it prints, not what it learns.
-RESUMABLE_CHANGES = ("parallel", "logging")
+# What a resumed run may change: where it runs, how batches reach the devices (the same
+# batches either way) and what it prints, not what it learns.
+RESUMABLE_CHANGES = ("parallel", "logging", "data.pipeline", "data.prefetch", "data.preview")
 
 
 def differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: str = "",
@@ -373,7 +430,7 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: st
     out = []
     for key in sorted(set(saved) | set(current)):
         path = prefix + key
-        if not prefix and key in RESUMABLE_CHANGES:
+        if path in RESUMABLE_CHANGES:
             continue
         a, b = saved.get(key), current.get(key)
         if isinstance(a, Mapping) and isinstance(b, Mapping):

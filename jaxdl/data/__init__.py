@@ -16,7 +16,10 @@ from jaxdl.data import sentiment  # noqa: F401  isort: skip
 from jaxdl.data import text  # noqa: F401  isort: skip
 from jaxdl.data import tfds_source  # noqa: F401  isort: skip
 from jaxdl.data.pipeline import (
+    SAMPLINGS,
     ArraySplit,
+    epoch_length,
+    epoch_order,
     eval_batches,
     num_eval_batches,
     steps_per_epoch,
@@ -24,14 +27,18 @@ from jaxdl.data.pipeline import (
     train_batches,
 )
 from jaxdl.data.sources import Dataset
-from jaxdl.data.splits import random_split, stratified_split
+from jaxdl.data.splits import kfold, random_split, stratified_kfold, stratified_split
 from jaxdl.data.streaming import RecordSplit
 
 __all__ = [
+    "SAMPLINGS",
     "ArraySplit",
     "Dataset",
     "RecordSplit",
+    "epoch_length",
+    "epoch_order",
     "eval_batches",
+    "kfold",
     "load_source",
     "num_eval_batches",
     "random_split",
@@ -39,6 +46,7 @@ __all__ = [
     "source_location",
     "source_names",
     "steps_per_epoch",
+    "stratified_kfold",
     "stratified_split",
     "train_batch",
     "train_batches",

@@ -47,46 +47,87 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     return steps
 
 
-def _epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    # Seeding with (seed, epoch) makes each epoch's order independent of how
-    # many epochs ran before, which is what makes resumption exact.
-    return np.random.default_rng([seed, epoch]).permutation(n)
-
-
-def epoch_order(split, seed: int, epoch: int) -> np.ndarray:
-    """The order in which epoch `epoch` visits the split's rows (indices into it)."""
-    return _epoch_order(len(split), seed, epoch)
-
-
 def _take(split: ArraySplit, indices: np.ndarray) -> Batch:
     return split.take(indices)
 
 
-def train_batch(split: ArraySplit, batch_size: int, seed: int, step: int) -> Batch:
+SAMPLINGS = ("shuffle", "balanced")
+
+
+def _class_members(split) -> list[np.ndarray]:
+    """Indices of each class present in the split, classes in sorted order."""
+    labels = np.asarray(getattr(split, "targets", None))
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"balanced sampling needs one integer class label per example, got "
+                         f"targets of {labels.dtype} {labels.shape}")
+    if not len(labels):
+        raise ValueError("balanced sampling of an empty split")
+    _, inverse = np.unique(labels, return_inverse=True)
+    return [np.flatnonzero(inverse == c) for c in range(inverse.max() + 1)]
+
+
+def _check_sampling(sampling: str) -> None:
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"unknown sampling {sampling!r}; valid: {', '.join(SAMPLINGS)}")
+
+
+def epoch_length(split: ArraySplit, sampling: str = "shuffle") -> int:
+    """Examples in one epoch of `epoch_order`: the split's size, or with 'balanced' the
+    number of classes present times the largest class's count."""
+    _check_sampling(sampling)
+    if sampling == "shuffle":
+        return len(split)
+    members = _class_members(split)
+    return len(members) * max(len(m) for m in members)
+
+
+def epoch_order(split: ArraySplit, seed: int, epoch: int, sampling: str = "shuffle",
+                ) -> np.ndarray:
+    """Indices into `split` in the order epoch `epoch` visits them.
+
+    'shuffle': a permutation of the split. 'balanced': every class present oversampled to
+    the largest class's count (each of its examples drawn equally often, up to one), all
+    shuffled together. Seeded by (seed, epoch), so each epoch's order is independent of how
+    many epochs ran before: that is what makes resumption exact.
+    """
+    _check_sampling(sampling)
+    rng = np.random.default_rng([seed, epoch])
+    if sampling == "shuffle":
+        return rng.permutation(len(split))
+    members = _class_members(split)
+    target = max(len(m) for m in members)
+    drawn = []
+    for indices in members:
+        whole, rest = divmod(target, len(indices))
+        drawn += [rng.permutation(indices) for _ in range(whole)]
+        drawn.append(rng.choice(indices, size=rest, replace=False))
+    return rng.permutation(np.concatenate(drawn))
+
+
+def train_batch(split: ArraySplit, batch_size: int, seed: int, step: int,
+                sampling: str = "shuffle") -> Batch:
     """The training batch at global `step`; a pure function of (seed, step)."""
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}.")
-    steps = steps_per_epoch(len(split), batch_size)
+    steps = steps_per_epoch(epoch_length(split, sampling), batch_size)
     epoch, position = divmod(step, steps)
-    order = _epoch_order(len(split), seed, epoch)
+    order = epoch_order(split, seed, epoch, sampling)
     return _take(split, order[position * batch_size : (position + 1) * batch_size])
 
 
-def train_batches(
-    split: ArraySplit, batch_size: int, seed: int, start_step: int = 0
-) -> Iterator[Batch]:
+def train_batches(split: ArraySplit, batch_size: int, seed: int, start_step: int = 0,
+                  sampling: str = "shuffle") -> Iterator[Batch]:
     """Infinite batches for steps start_step, start_step + 1, ...
 
     Yields exactly what `train_batch` returns for each step, but draws each
-    epoch's permutation once.
+    epoch's order once.
     """
     if start_step < 0:
         raise ValueError(f"start_step must be >= 0, got {start_step}.")
-    n = len(split)
-    steps = steps_per_epoch(n, batch_size)
+    steps = steps_per_epoch(epoch_length(split, sampling), batch_size)
     epoch, position = divmod(start_step, steps)
     while True:
-        order = _epoch_order(n, seed, epoch)
+        order = epoch_order(split, seed, epoch, sampling)
         for pos in range(position, steps):
             yield _take(split, order[pos * batch_size : (pos + 1) * batch_size])
         epoch, position = epoch + 1, 0

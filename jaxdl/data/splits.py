@@ -86,3 +86,40 @@ def random_split(n: int, fractions: Mapping[str, float], seed: int) -> dict[str,
     _check_fractions(fractions)
     rng = np.random.default_rng(seed)
     return _assign([np.arange(n)], fractions, rng)
+
+
+def _check_folds(n: int, k: int) -> None:
+    if k < 2:
+        raise ValueError(f"k-fold needs k >= 2 folds, got {k}.")
+    if k > n:
+        raise ValueError(f"{k} folds of {n} examples would leave a fold empty.")
+
+
+def _deal(ordered: np.ndarray, k: int) -> list[np.ndarray]:
+    """Position i of `ordered` goes to fold i % k: sizes differ by at most one."""
+    return [np.sort(ordered[fold::k]).astype(np.int64) for fold in range(k)]
+
+
+def stratified_kfold(labels: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """k sorted, disjoint index arrays that partition `labels`' examples, every class
+    dealt over the folds in turn (its count per fold differs by at most one, and so do the
+    fold sizes). A pure function of (labels, k, seed)."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {labels.shape}.")
+    if np.issubdtype(labels.dtype, np.floating):
+        raise ValueError("stratified_kfold needs class labels; use kfold for regression.")
+    _check_folds(len(labels), k)
+    rng = np.random.default_rng(seed)
+    classes, inverse = np.unique(labels, return_inverse=True)
+    # Classes one after another, each shuffled: dealing this sequence round-robin
+    # continues each class where the previous one stopped, so fold sizes stay even too.
+    ordered = np.concatenate([rng.permutation(np.flatnonzero(inverse == c))
+                              for c in range(len(classes))])
+    return _deal(ordered, k)
+
+
+def kfold(n: int, k: int, seed: int) -> list[np.ndarray]:
+    """Like `stratified_kfold` without stratification (e.g. for regression)."""
+    _check_folds(n, k)
+    return _deal(np.random.default_rng(seed).permutation(n), k)

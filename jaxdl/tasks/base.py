@@ -19,19 +19,25 @@ from jaxdl import models
 # Filled at import by the task files' decorators.
 _TASKS: dict[str, Callable[..., "Task"]] = {}
 _TASK_FIELDS: dict[str, dict[str, Any]] = {}
+_NEEDS_TRAIN_SPLIT: set[str] = set()
 
 PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
 
 
-def register_task(name: str, fields: Mapping[str, Any] | None = None):
+def register_task(name: str, fields: Mapping[str, Any] | None = None, *,
+                  needs_train_split: bool = False):
     """Registers `builder(config, dataset, *, axis_name) -> Task` under `name`. `fields`:
     the keys it reads from config.task (name -> `jaxdl.config.Field`), which validation
-    checks before anything runs."""
+    checks before anything runs. With `needs_train_split` the builder also takes
+    `train_split=`: the run's train split (an ArraySplit, or None when built outside a
+    run), for what a task derives from the training data alone, such as class counts."""
     def wrap(builder):
         if name in _TASKS:
             raise ValueError(f"task {name!r} is already registered")
         _TASKS[name] = builder
         _TASK_FIELDS[name] = dict(fields or {})
+        if needs_train_split:
+            _NEEDS_TRAIN_SPLIT.add(name)
         return builder
     return wrap
 
@@ -159,8 +165,11 @@ def build_model_from_config(config, *, axis_name: str | None) -> nn.Module:
     return models.build_model(config.model.name, **fields)
 
 
-def build_task(config, dataset, *, axis_name: str | None) -> Task:
-    """The task named by `config.task.name` for `dataset`, with its model built."""
-    if config.task.name not in _TASKS:
-        raise ValueError(f"unknown task {config.task.name!r}; valid: {', '.join(task_names())}")
-    return _TASKS[config.task.name](config, dataset, axis_name=axis_name)
+def build_task(config, dataset, *, axis_name: str | None, train_split=None) -> Task:
+    """The task named by `config.task.name` for `dataset`, with its model built;
+    `train_split` reaches the builders registered with `needs_train_split`."""
+    name = config.task.name
+    if name not in _TASKS:
+        raise ValueError(f"unknown task {name!r}; valid: {', '.join(task_names())}")
+    extra = {"train_split": train_split} if name in _NEEDS_TRAIN_SPLIT else {}
+    return _TASKS[name](config, dataset, axis_name=axis_name, **extra)

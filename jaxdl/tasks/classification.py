@@ -21,6 +21,31 @@ from jaxdl.tasks.base import EvalContext, Task, build_model_from_config, registe
 CONFUSION_JSON = "confusion_matrix.json"
 CONFUSION_PNG = "confusion_matrix.png"
 MISCLASSIFIED_PNG = "misclassified.png"
+# Stream id folded into the step's key for mixup's draws, so dropout (the key itself) and
+# augmentation (stream 1, training/step.py) draw what they draw without mixup.
+MIXUP_STREAM = 2
+CLASS_WEIGHTINGS = ("none", "balanced")
+
+
+def balanced_class_weights(counts) -> np.ndarray:
+    """n / (num_classes * count_c) per class: each class weighs as much in total, and the
+    mean weight over the examples counted stays 1 (scikit-learn's 'balanced')."""
+    counts = np.asarray(counts, np.float64)
+    return counts.sum() / (len(counts) * counts)
+
+
+def mixup(rng: jax.Array, inputs: jax.Array, alpha: float):
+    """(mixed inputs, partner of each example, lam): every example blended with the one a
+    shuffled copy of the batch puts beside it, lam ~ Beta(alpha, alpha) for the batch
+    (under pmap, for each device's share: the step key differs per device)."""
+    if not jnp.issubdtype(inputs.dtype, jnp.floating):
+        raise ValueError(f"mixup blends inputs, so they must be floats, got {inputs.dtype} "
+                         "(set task.mixup_alpha=0.0)")
+    lam_key, partner_key = jax.random.split(rng)
+    lam = jax.random.beta(lam_key, alpha, alpha)
+    partner = jax.random.permutation(partner_key, inputs.shape[0])
+    mixed = lam * inputs + (1.0 - lam) * inputs[partner]
+    return mixed.astype(inputs.dtype), partner, lam
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,17 +55,36 @@ class ClassificationTask(Task):
     eval_batch_size: int  # of the host-side predictions behind the final report
     misclassified_shown: int
     draw_figures: bool  # config.logging.plot: the PNGs (the JSON is always written)
+    class_weights: tuple[float, ...] | None = None  # scales each example's loss by its class
+    mixup_alpha: float = 0.0  # > 0: training batches are mixed (`mixup`); 0 = off
     monitor: str = "accuracy"
     monitor_mode: str = "max"
 
     def apply(self, variables, batch, *, train, rng):
-        logits, new_state = self.run_model(variables, batch["inputs"], train=train, rng=rng)
-        labels = batch["targets"]
+        """Per-example loss (class-weighted when `class_weights`) and accuracy. In training
+        with `mixup_alpha` > 0 the inputs are mixed and the loss is lam * loss(own label) +
+        (1 - lam) * loss(partner's label), which for cross-entropy is the cross-entropy
+        against the mixed one-hot targets; accuracy counts each example's own label."""
+        inputs, labels = batch["inputs"], batch["targets"]
+        mixing = train and self.mixup_alpha > 0
+        if mixing:
+            inputs, partner, lam = mixup(jax.random.fold_in(rng, MIXUP_STREAM), inputs,
+                                         self.mixup_alpha)
+        logits, new_state = self.run_model(variables, inputs, train=train, rng=rng)
+        loss = self.example_loss(logits, labels)
+        if mixing:
+            loss = lam * loss + (1.0 - lam) * self.example_loss(logits, labels[partner])
         values = {
-            "loss": self.loss_fn(logits, labels),
+            "loss": loss,
             "accuracy": (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32),
         }
         return values, new_state
+
+    def example_loss(self, logits, labels):
+        loss = self.loss_fn(logits, labels)
+        if self.class_weights is not None:
+            loss = loss * jnp.asarray(self.class_weights, jnp.float32)[labels]
+        return loss
 
     def on_eval(self, context: EvalContext) -> dict[str, dict[str, float]]:
         """After the final evaluation, writes the confusion matrix of the test split (the
@@ -111,8 +155,16 @@ def _loss_names():
     "misclassified_shown": Field(int, default=16, check=non_negative,
                                  help="misclassified test images drawn in misclassified.png "
                                       "after the final evaluation; 0 = none"),
-})
-def build_classification(config, dataset, *, axis_name):
+    # Both are off unless asked for, and "off" is no hyperparameter choice.
+    "class_weighting": Field(str, default="none", choices=lambda: CLASS_WEIGHTINGS,
+                             help="'balanced': each example's loss (train and eval) times "
+                                  "n / (num_classes * count of its class) in the train split; "
+                                  "accuracy stays unweighted"),
+    "mixup_alpha": Field(float, default=0.0, check=non_negative,
+                         help="> 0: mix each training batch with a shuffled copy of itself, "
+                              "lam ~ Beta(alpha, alpha); 0 = off"),
+}, needs_train_split=True)
+def build_classification(config, dataset, *, axis_name, train_split=None):
     if dataset.num_classes is None:
         raise ConfigError(f"config.task.name='classification' needs class labels, but dataset "
                           f"{dataset.name!r} is a regression set")
@@ -128,4 +180,21 @@ def build_classification(config, dataset, *, axis_name):
     return ClassificationTask(model=build_model_from_config(config, axis_name=axis_name),
                               loss_fn=loss_fn, eval_batch_size=config.data.eval_batch_size,
                               misclassified_shown=config.task.misclassified_shown,
-                              draw_figures=config.logging.plot)
+                              draw_figures=config.logging.plot,
+                              class_weights=_class_weights(config, dataset, train_split),
+                              mixup_alpha=config.task.mixup_alpha)
+
+
+def _class_weights(config, dataset, train_split) -> tuple[float, ...] | None:
+    if config.task.class_weighting == "none":
+        return None
+    if train_split is None:
+        raise ConfigError("config.task.class_weighting='balanced' weighs classes by the train "
+                          "split's counts: build the task with train_split")
+    counts = np.bincount(np.asarray(train_split.targets).astype(np.int64),
+                         minlength=dataset.num_classes)
+    if not counts.all():
+        raise ConfigError(f"config.task.class_weighting='balanced': class(es) "
+                          f"{np.flatnonzero(counts == 0).tolist()} have no training example, "
+                          "so their weight is undefined")
+    return tuple(float(w) for w in balanced_class_weights(counts))

@@ -42,10 +42,11 @@ class HostFeed:
     """Host-gathered batches, placed on the devices `prefetch` steps ahead by a thread."""
 
     def __init__(self, backend: parallel.Backend, splits: Mapping[str, Any], *,
-                 batch_size: int, eval_batch_size: int, seed: int, prefetch: int):
+                 batch_size: int, eval_batch_size: int, seed: int, prefetch: int,
+                 sampling: str):
         if prefetch < 1:
             raise ValueError(f"prefetch must be >= 1, got {prefetch}")
-        self.backend, self.splits = backend, splits
+        self.backend, self.splits, self.sampling = backend, splits, sampling
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.prefetch = prefetch
         self.wait_seconds = 0.0  # the step loop's time blocked on input, summed
@@ -59,12 +60,13 @@ class HostFeed:
         """Training batches of the split for pipeline steps start_step, start_step + 1, ...
         (the batches `pipeline.train_batches` gives, on the devices)."""
         split = self.splits[split_name]
-        steps = pipeline.steps_per_epoch(len(split), self.batch_size)
+        steps = pipeline.steps_per_epoch(pipeline.epoch_length(split, self.sampling),
+                                         self.batch_size)
 
         def produce():
             epoch, position = divmod(start_step, steps)
             while True:
-                order = pipeline.epoch_order(split, self.seed, epoch)
+                order = pipeline.epoch_order(split, self.seed, epoch, self.sampling)
                 for pos in range(position, steps):
                     yield self.backend.put_local_batch(
                         self._local_train_batch(split, order, pos))
@@ -151,12 +153,12 @@ class DeviceFeed:
     """Every split kept on every device; batches gathered there by a compiled function."""
 
     def __init__(self, backend: parallel.Backend, splits: Mapping[str, Any], *,
-                 batch_size: int, eval_batch_size: int, seed: int):
+                 batch_size: int, eval_batch_size: int, seed: int, sampling: str):
         for name, split in splits.items():
             if not isinstance(split, data_lib.ArraySplit):
                 raise ValueError(f"the {name} split is read lazily ({type(split).__name__}); "
                                  "keep it on the host: config.data.pipeline='host'")
-        self.backend, self.seed = backend, seed
+        self.backend, self.seed, self.sampling = backend, seed, sampling
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.splits = splits
         self.lengths = {name: len(split) for name, split in splits.items()}
@@ -173,11 +175,12 @@ class DeviceFeed:
 
     def train(self, split_name: str, start_step: int) -> Iterator[DeviceBatch]:
         split, data = self.splits[split_name], self.data[split_name]
-        steps = pipeline.steps_per_epoch(len(split), self.batch_size)
+        steps = pipeline.steps_per_epoch(pipeline.epoch_length(split, self.sampling),
+                                         self.batch_size)
         epoch, position = divmod(start_step, steps)
         while True:
             order = self.backend.put_replicated(
-                pipeline.epoch_order(split, self.seed, epoch).astype(np.int32))
+                pipeline.epoch_order(split, self.seed, epoch, self.sampling).astype(np.int32))
             for pos in range(position, steps):
                 start = time.perf_counter()
                 batch = self._gather_train(data, order, pos)
@@ -231,7 +234,8 @@ def _compile_gather(backend: parallel.Backend, batch_size: int, rows_of):
 
 
 def make_feed(kind: str, backend: parallel.Backend, splits: Mapping[str, Any], *,
-              batch_size: int, eval_batch_size: int, seed: int, prefetch: int):
+              batch_size: int, eval_batch_size: int, seed: int, prefetch: int,
+              sampling: str = "shuffle"):
     """The feed `config.data.pipeline` names; "auto" keeps in-memory splits on the devices
     and reads lazily read ones (streamed from disk) on the host."""
     if kind == "auto":
@@ -239,8 +243,9 @@ def make_feed(kind: str, backend: parallel.Backend, splits: Mapping[str, Any], *
         kind = "device" if in_memory else "host"
     if kind == "device":
         return DeviceFeed(backend, splits, batch_size=batch_size,
-                          eval_batch_size=eval_batch_size, seed=seed)
+                          eval_batch_size=eval_batch_size, seed=seed, sampling=sampling)
     if kind == "host":
         return HostFeed(backend, splits, batch_size=batch_size,
-                        eval_batch_size=eval_batch_size, seed=seed, prefetch=prefetch)
+                        eval_batch_size=eval_batch_size, seed=seed, prefetch=prefetch,
+                        sampling=sampling)
     raise ValueError(f"unknown data pipeline {kind!r}; valid: {', '.join(PIPELINES)}")

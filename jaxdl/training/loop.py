@@ -49,8 +49,10 @@ class Plan:
     total_updates: int
 
     @classmethod
-    def from_config(cls, config, num_train_examples: int) -> "Plan":
-        steps_per_epoch = data_lib.steps_per_epoch(num_train_examples, config.data.batch_size)
+    def from_config(cls, config, epoch_examples: int) -> "Plan":
+        """`epoch_examples`: examples one epoch visits (`data.epoch_length` of the train split
+        under `config.data.sampling`: its size, or more when classes are oversampled)."""
+        steps_per_epoch = data_lib.steps_per_epoch(epoch_examples, config.data.batch_size)
         clock = Clock(steps_per_epoch=steps_per_epoch, batch_size=config.data.batch_size)
         total = clock.steps(config.train.duration)
         if total <= 0:
@@ -76,9 +78,11 @@ def load_splits(config) -> tuple[data_lib.Dataset, dict[str, Any]]:
     `config.data.options` are passed to the source's loader as keyword arguments.
 
     A split the dataset ships with (MNIST's test files) is used as it is; its fraction
-    must then be 0, and the other splits come out of the remaining pool. A source that
-    streams ships every split, train included (a lazy split object, read by `take`), and
-    leaves no pool to cut fractions from.
+    must then be 0, and the other splits come out of the remaining pool. With
+    `config.data.folds` = k >= 2, validation is fold `config.data.fold` of a (stratified)
+    k-fold of the pool the test split leaves, and train the other k - 1 folds: the test
+    split is the same for every fold. A source that streams ships every split, train
+    included (a lazy split object, read by `take`), and leaves no pool to cut fractions from.
     """
     options = dict(config.data.options)  # the source loader's own keyword arguments
     if config.data.data_dir:
@@ -110,11 +114,22 @@ def load_splits(config) -> tuple[data_lib.Dataset, dict[str, Any]]:
                                   f"can be cut out by fraction; name a fixed {name} split "
                                   f"in config.data.options instead (tfds: {name}_split)")
         return dataset, predefined
+    folds = config.data.folds
+    if folds:
+        fractions.pop("validation", None)  # validation is a fold of what remains
     fractions[TRAIN] = 1.0 - sum(fractions.values())
     if dataset.num_classes is None:
         indices = data_lib.random_split(len(dataset.targets), fractions, config.data.split_seed)
     else:
         indices = data_lib.stratified_split(dataset.targets, fractions, config.data.split_seed)
+    if folds:
+        pool = indices.pop(TRAIN)
+        parts = (data_lib.kfold(len(pool), folds, config.data.split_seed)
+                 if dataset.num_classes is None else
+                 data_lib.stratified_kfold(dataset.targets[pool], folds, config.data.split_seed))
+        held_out = config.data.fold
+        indices = {"validation": pool[parts[held_out]], **indices, TRAIN: pool[np.sort(
+            np.concatenate([part for i, part in enumerate(parts) if i != held_out]))]}
     splits = {name: data_lib.ArraySplit(dataset.features[idx], dataset.targets[idx])
               for name, idx in indices.items() if len(idx)}
     splits.update(predefined)
@@ -280,7 +295,7 @@ class Trainer:
     def train_batch(self, step: int) -> dict[str, np.ndarray]:
         """The host batch of global step `step` (0-based), mask included."""
         batch = data_lib.train_batch(self.splits[TRAIN], self.config.data.batch_size,
-                                     self.config.seed, step)
+                                     self.config.seed, step, self.config.data.sampling)
         return _with_mask(batch)
 
     def evaluate(self, state, split_name: str) -> dict[str, float]:
@@ -337,10 +352,12 @@ def build(config) -> Trainer:
             raise ConfigError(f"config.checkpoint.monitor={config.checkpoint.monitor!r}: write "
                               "'<split>/<metric>' with split one of the non-empty eval splits: "
                               f"{', '.join(eval_splits) or 'none (set a validation_fraction)'}")
-        plan = Plan.from_config(config, len(splits[TRAIN]))
+        plan = Plan.from_config(config, data_lib.epoch_length(splits[TRAIN],
+                                                              config.data.sampling))
         backend = parallel.Backend(config.parallel.backend,
                                    parallel.select_devices(config.parallel.num_devices))
-        task = tasks.build_task(config, dataset, axis_name=backend.axis_name)
+        task = tasks.build_task(config, dataset, axis_name=backend.axis_name,
+                                train_split=splits[TRAIN])
         tx, _ = optim.make_optimizer(config.optimizer, config.schedule,
                                      total_updates=plan.total_updates,
                                      to_updates=plan.to_updates(config))
@@ -390,7 +407,8 @@ def _make_feed(config, backend, splits):
         return feeding.make_feed(config.data.pipeline, backend, splits,
                                  batch_size=config.data.batch_size,
                                  eval_batch_size=config.data.eval_batch_size, seed=config.seed,
-                                 prefetch=config.data.prefetch)
+                                 prefetch=config.data.prefetch,
+                                 sampling=config.data.sampling)
     except ValueError as e:
         raise ConfigError(f"config.data.pipeline={config.data.pipeline!r}: {e}") from None
     except jax.errors.JaxRuntimeError as e:
@@ -431,6 +449,35 @@ def _truncate_metrics(path: Path, last_step: int) -> None:
         if step <= last_step:
             keep.append(line if line.endswith("\n") else line + "\n")
     path.write_text("".join(keep))
+
+
+def _class_counts(dataset: data_lib.Dataset, splits) -> dict[str, list[int]] | None:
+    """Examples of each class in each split, for data with one class label per example
+    (None otherwise): how imbalanced the run's data is, said before it trains."""
+    if dataset.num_classes is None:
+        return None
+    counts = {}
+    for name, split in splits.items():
+        if not isinstance(split, data_lib.ArraySplit):
+            continue  # a streamed split's labels live in its records: counting reads them all
+        labels = np.asarray(split.targets)
+        if labels.ndim != 1 or len(labels) != len(split):
+            return None
+        counts[name] = np.bincount(labels.astype(np.int64),
+                                   minlength=dataset.num_classes).tolist()
+    return counts or None
+
+
+def _describe_counts(split: str, counts: list[int]) -> str:
+    """One line; past 20 classes only the extremes, which say how imbalanced it is."""
+    total = sum(counts)
+    if len(counts) <= 20:
+        listed = "  ".join(f"{c}: {n}" for c, n in enumerate(counts))
+    else:
+        low, high = int(np.argmin(counts)), int(np.argmax(counts))
+        listed = (f"{len(counts)} classes, fewest {counts[low]} (class {low}), most "
+                  f"{counts[high]} (class {high})")
+    return f"class counts {split} ({total} examples): {listed}"
 
 
 def _fresh_progress() -> dict[str, Any]:
@@ -497,6 +544,7 @@ def run(config, workdir: Path, *, stream=sys.stderr,
                               "--workdir") from None
         state = backend.put_state(host_state)
     primary = jax.process_index() == 0  # the only process that writes files and prints
+    class_counts = _class_counts(trainer.dataset, splits)
     if primary:
         writer = writers.MetricWriter(workdir, tensorboard=config.logging.tensorboard)
         progress = writers.Progress(plan.total_steps, initial_step=start,
@@ -506,7 +554,8 @@ def run(config, workdir: Path, *, stream=sys.stderr,
         if not (workdir / "config.json").exists():
             (workdir / "config.json").write_text(json.dumps(
                 {"config": config.to_dict(), "derived": dataclasses.asdict(plan),
-                 "num_examples": {k: len(v) for k, v in splits.items()}},
+                 "num_examples": {k: len(v) for k, v in splits.items()},
+                 **({"class_counts": class_counts} if class_counts else {})},
                 indent=2, default=str) + "\n")
         (workdir / "env.json").write_text(json.dumps(
             environment.describe(backend.devices, config.parallel.backend), indent=2) + "\n")
@@ -524,6 +573,8 @@ def run(config, workdir: Path, *, stream=sys.stderr,
                      f"({plan.steps_per_epoch}/epoch), {backend.kind} over "
                      f"{backend.num_devices} {backend.devices[0].platform} device(s), compiled "
                      f"in {trainer.compile_seconds:.1f}s")
+    for name, counts in (class_counts or {}).items():
+        progress.message(_describe_counts(name, counts))
     if start:
         progress.message(f"resuming from the checkpoint at step {start} in "
                          f"{checkpoints.directory}")
