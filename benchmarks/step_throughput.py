@@ -4,7 +4,7 @@
         [--batch_size N] [--steps K] [--warmup W] [--repeats R] [--json FILE] \
         [--config.KEY=VALUE ...]
     python -m benchmarks.step_throughput --experiment mnist_cnn --compare torch [...]
-    python -m benchmarks.step_throughput --model resnet20 --compare torch [...]
+    python -m benchmarks.step_throughput --model NAME [--compare torch] [...]
 
 The trainer comes from `jaxdl.training.loop.build`, the function `train_and_evaluate`
 uses, so the timed executable is the experiment's compiled `train_step` (same model,
@@ -34,22 +34,44 @@ sets --xla_force_host_platform_device_count, otherwise from config.parallel.host
 It must be decided before JAX starts its backend, so one process measures one split;
 `benchmarks.suite` runs the matrix in subprocesses.
 
-`--model resnet20` (synthetic mode): no CIFAR experiment exists yet, so the config is
-written here (`resnet20_config`, from experiments/digits_cnn.py's as the template with
-model, data, optimizer and schedule swapped: He et al.'s recipe, SGD momentum 0.9, lr 0.1
-divided by 10 at 32k and 48k of 64k steps, L2 weight decay 1e-4 on the weights, batch 128)
-and trained on `synthetic_cifar10`, 2,560 random 32x32x3 images with random labels
-registered as a data source here, so `loop.build` builds and compiles the real step.
+`--model NAME` (synthetic mode): time a model family with its experiment's config on random
+data of the right shape (the `synthetic` source registered here), so no dataset file is
+needed; the step is still the one `loop.build` compiles for that config. `MODEL_FAMILIES`:
+
+    mlp          experiments/digits_mlp.py         8x8x1 images, 10 classes, batch 64
+    mnist_cnn    experiments/mnist_cnn.py          28x28x1, 10 classes, batch 128 (alias: cnn)
+    resnet20/56  experiments/cifar10_resnet20/56   32x32x3, 10 classes, batch 128
+    resnet50     experiments/imagenet_resnet50.py  224x224x3, 1000 classes, batch 1024, bf16
+    vgg16        imagenet_resnet50's recipe, model vgg16 (dropout 0.5)
+    densenet121  imagenet_resnet50's recipe, model densenet121
+    lstm_lm      experiments/shakespeare_char_lstm.py (cpu): batch 32 x 100 characters,
+                 1 LSTM layer of 256, vocabulary 84 (the corpus's), Adam, clip 1.0
+    dcgan        experiments/mnist_dcgan.py: batch 64, the GAN task's D + G step
+    vae          experiments/mnist_vae.py          28x28x1 in [0, 1], batch 128
+
+Everything else (optimizer, schedule, precision, parallel settings, on-device
+augmentation) is the experiment's; durations given in epochs count epochs of the small
+synthetic set (`--batches` batches), which moves only where the schedule is, not the work
+of a step. `--config.KEY=VALUE` shrinks a family (e.g. `--config.model.hidden_size=8
+--config.data.options.shape="(6,)"` for lstm_lm; the data's shape is
+`config.data.options.shape`). VGG-16, DenseNet-121 and ResNet-50 at their ImageNet shapes
+were not compiled on the 2-core CPU dev machine (only shrunken smoke runs); they are meant
+for an accelerator.
 
 `--compare torch` (benchmarks/torch_reference.py; needs the `bench` extra): the same
-config also builds a PyTorch twin of the step (model, loss, optimizer, schedule; its
-first loss must equal jaxdl's, as the jaxdl initial weights are copied into it), fed the
-same `--batches` host batches, pre-converted to NCHW tensors. In ONE process, after each
-side's warmup (and torch.compile's compilation), the timed steps run in `--repeats`
-alternating windows (jaxdl, torch eager, torch.compile, then the reverse order), so drift
-of a shared machine hits every side. It prints examples/s for each (global batch over the
-median window) and the ratio jaxdl / torch: of the medians, and the median and range of
-the per-window ratios (adjacent windows). torch uses os.cpu_count() threads.
+config also builds a PyTorch twin of the step (model, loss, optimizer, schedule, precision;
+for --model names in `COMPARABLE` and --experiment mnist_cnn). jaxdl's initial weights are
+copied into it, and the two must agree: equal parameter counts, and the same first loss
+(for a GAN, the D + G loss of given latents, `gan_probe_loss`; within 1e-3, or 2e-2 under
+bf16, where torch.autocast and XLA round different ops). It is fed the same `--batches`
+host batches, pre-converted to tensors (NCHW images), on the GPU when jaxdl runs on one.
+With --model, on-device augmentation is turned off for both sides (the reference does not
+mirror it). In ONE process, after each side's warmup (and torch.compile's compilation,
+unless `--no_torch_compile`), the timed steps run in `--repeats` alternating windows
+(jaxdl, torch eager, torch.compile, then the reverse order), so drift of a shared machine
+hits every side. It prints examples/s for each (global batch over the median window) and
+the ratio jaxdl / torch: of the medians, and the median and range of the per-window ratios
+(adjacent windows). torch uses os.cpu_count() threads.
 `--experiment mnist_cnn` needs the MNIST files: without them the comparison is skipped
 with a message (exit status 0).
 """
@@ -128,9 +150,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         description="Time the experiment's compiled train step (input excluded).")
     parser.add_argument("--experiment", default="digits_cnn",
                         help="module in experiments/ whose get_config() is timed")
-    parser.add_argument("--model", choices=tuple(SYNTHETIC_MODELS), default=None,
-                        help="synthetic mode: time this model with the config written here "
-                             "on random data, instead of --experiment")
+    parser.add_argument("--model", choices=tuple(MODEL_FAMILIES), default=None,
+                        help="synthetic mode: time this model family with its experiment's "
+                             "config (MODEL_FAMILIES) on random data, instead of --experiment")
     parser.add_argument("--compare", choices=("torch",), default=None,
                         help="also time the PyTorch twin of the step, alternating windows "
                              "(benchmarks/torch_reference.py; needs the 'bench' extra)")
@@ -167,64 +189,125 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     if args.model:
         args.experiment = args.model
-    if args.compare and args.experiment not in COMPARABLE:
-        parser.error(f"--compare torch has references for {', '.join(COMPARABLE)} "
-                     f"(--experiment mnist_cnn or --model resnet20), not {args.experiment!r}")
+    if args.compare and args.model and args.model not in COMPARABLE:
+        parser.error(f"--compare torch has references for --model {', '.join(COMPARABLE)} "
+                     f"(and --experiment mnist_cnn), not {args.model!r}")
     if args.compare and args.warmup < 1:
         parser.error("--compare needs --warmup >= 1: the first step checks that both sides "
                      "start from the same loss")
     return args, rest
 
 
+SYNTHETIC_SOURCE = "synthetic"
+
+
 def register_synthetic_source() -> None:
-    """`synthetic_cifar10`: 2,560 uniform-random 32x32x3 float32 images with random labels
-    (seed 0), for timing CIFAR-shaped models without CIFAR files. Registered once."""
+    """`synthetic`: random data of a given shape, so any model family can be timed with no
+    dataset file. Its loader takes `config.data.options` (see `_synthetic_data`): `kind`
+    'images' = uniform [0, 1) float32 examples of `shape` with uniform labels in
+    [0, num_classes); 'tokens' = windows of `shape[0]` uniform token ids of `vocabulary`,
+    the targets the same stream one step later (as jaxdl.data.text cuts them). `examples`
+    rows form the training pool and `validation_examples` more a predefined validation
+    split (the checkpoint monitor needs one; it is never evaluated here). Seed 0."""
     from jaxdl import data as data_lib
 
     if SYNTHETIC_SOURCE in data_lib.source_names():
         return
 
     @data_lib.register_source(SYNTHETIC_SOURCE, locate=lambda: "generated (random)")
-    def load_synthetic_cifar10() -> data_lib.Dataset:
+    def load_synthetic(*, kind: str, shape, num_classes: int, vocabulary: str, examples: int,
+                       validation_examples: int) -> data_lib.Dataset:
         import numpy as np
 
         rng = np.random.default_rng(0)
+        total, shape = examples + validation_examples, tuple(shape)
+        if kind == "images":
+            features = rng.random((total, *shape), dtype=np.float32)
+            targets = rng.integers(0, num_classes, total).astype(np.int32)
+            classes, metadata = num_classes, {}
+        elif kind == "tokens":
+            (window,) = shape
+            stream = rng.integers(0, len(vocabulary), total * window + 1).astype(np.int32)
+            features = stream[:-1].reshape(total, window)
+            targets = stream[1:].reshape(total, window)
+            classes, metadata = None, {"vocabulary": vocabulary,
+                                       "vocabulary_size": len(vocabulary)}
+        else:
+            raise ValueError(f"synthetic data kind {kind!r}; valid: images, tokens")
         return data_lib.Dataset(
-            name=SYNTHETIC_SOURCE,
-            features=rng.random((2560, 32, 32, 3), dtype=np.float32),
-            targets=rng.integers(0, 10, 2560).astype(np.int32), num_classes=10,
-            description="random 32x32x3 images, random labels (benchmark timing only)")
+            name=SYNTHETIC_SOURCE, features=features[:examples], targets=targets[:examples],
+            num_classes=classes, metadata=metadata,
+            predefined_splits={"validation": (features[examples:], targets[examples:])},
+            description=f"random {kind} of shape {shape} (benchmark timing only)")
 
 
-def resnet20_config():
-    """The CIFAR ResNet-20 config of the synthetic mode, from experiments/digits_cnn.py's as
-    the template: He et al. (2015) section 4.2's recipe (SGD momentum 0.9, lr 0.1 divided
-    by 10 at 32k and 48k of 64k steps, weight decay 1e-4 as L2 on the weights, batch 128);
-    data: `synthetic_cifar10`. Parallel settings as mnist_cnn's (see benchmarks/README.md:
-    2 host devices + pmap measured fastest here)."""
+def _synthetic_data(config, *, kind: str, shape: tuple[int, ...], num_classes: int = 0,
+                    vocabulary: str = ""):
+    """`config` with its data section replaced by the `synthetic` source of this shape:
+    batch size and augmentation are the experiment's, the eval batch is the train batch
+    (only compiled here), and the example counts are filled in by `load_config` from
+    the batch size and `--batches`."""
+    register_synthetic_source()
+    data = config.data
+    config.data = dict(
+        name=SYNTHETIC_SOURCE, split_seed=0, validation_fraction=0.0, test_fraction=0.0,
+        batch_size=data.batch_size, eval_batch_size=data.batch_size,
+        augmentation=data.augmentation, data_dir="",
+        options=dict(kind=kind, shape=tuple(shape), num_classes=num_classes,
+                     vocabulary=vocabulary, examples=0, validation_examples=0))
+    return config
+
+
+def _experiment(name: str):
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    from experiments import digits_cnn
-
-    register_synthetic_source()
-    c = digits_cnn.get_config()
-    c.model = dict(name="resnet20", num_classes=10, bn_momentum=0.9, bn_epsilon=1e-5,
-                   se_ratio=0.0, zero_init_last_bn=False)
-    c.data = dict(name=SYNTHETIC_SOURCE, split_seed=0, validation_fraction=0.1,
-                  test_fraction=0.0, batch_size=128, eval_batch_size=128, augmentation="none")
-    c.train = dict(duration="64000 steps", log_every="100 steps", eval_every="1000 steps")
-    c.checkpoint.every = "1000 steps"
-    c.optimizer.update(name="momentum", learning_rate=0.1, momentum=0.9, weight_decay=1e-4,
-                       weight_decay_mask="no_bias_no_norm")
-    c.schedule.update(name="piecewise", warmup="0 steps", boundaries="32000 steps, 48000 steps",
-                      decay_factor=0.1)
-    c.parallel = dict(backend="pmap", num_devices=0, host_devices=2, max_in_flight=8)
-    return c
+    return importlib.import_module(f"experiments.{name}")
 
 
-SYNTHETIC_SOURCE = "synthetic_cifar10"
-SYNTHETIC_MODELS = {"resnet20": resnet20_config}
-COMPARABLE = ("mnist_cnn", "resnet20")
+def _image_family(experiment: str, shape, num_classes: int, model: dict | None = None):
+    def config():
+        c = _experiment(experiment).get_config()
+        if model is not None:
+            c.model = model
+        return _synthetic_data(c, kind="images", shape=shape, num_classes=num_classes)
+    return config
+
+
+def char_lstm_config():
+    """experiments/shakespeare_char_lstm.py's CPU variant (1 layer of 256, embedding 32,
+    batch 32, Adam, clip 1.0), on windows of 100 characters of a random text over a
+    vocabulary as large as the corpus's (84 characters, the prompt's among them)."""
+    module = _experiment("shakespeare_char_lstm")
+    c = module.get_config("cpu")
+    prompt = c.task.sample_prompt
+    printable = "".join(chr(i) for i in range(32, 127)) + "\n"
+    extra = [ch for ch in printable if ch not in prompt]
+    vocabulary = "".join(sorted(set(prompt) | set(extra[:module.VOCABULARY - len(set(prompt))])))
+    return _synthetic_data(c, kind="tokens", shape=(100,), vocabulary=vocabulary)
+
+
+# ImageNet-shaped families without an experiment of their own take imagenet_resnet50's
+# recipe (Nesterov SGD, label smoothing 0.1, warmup cosine, bf16, batch 1024) with the
+# model swapped; model fields as torchvision's defaults.
+IMAGENET = ("imagenet_resnet50", (224, 224, 3), 1000)
+MODEL_FAMILIES = {
+    "mlp": _image_family("digits_mlp", (8, 8, 1), 10),
+    "mnist_cnn": _image_family("mnist_cnn", (28, 28, 1), 10),
+    "cnn": _image_family("mnist_cnn", (28, 28, 1), 10),
+    "resnet20": _image_family("cifar10_resnet20", (32, 32, 3), 10),
+    "resnet56": _image_family("cifar10_resnet56", (32, 32, 3), 10),
+    "resnet50": _image_family(*IMAGENET),
+    "vgg16": _image_family(*IMAGENET, model=dict(name="vgg16", num_classes=1000,
+                                                 dropout_rate=0.5)),
+    "densenet121": _image_family(*IMAGENET, model=dict(name="densenet121", num_classes=1000,
+                                                       bn_momentum=0.9, dropout_rate=0.0)),
+    "lstm_lm": char_lstm_config,
+    "dcgan": _image_family("mnist_dcgan", (28, 28, 1), 10),
+    "vae": _image_family("mnist_vae", (28, 28, 1), 10),
+}
+# --model names with a PyTorch twin in benchmarks/torch_reference.py, and experiments
+# whose configs it mirrors.
+COMPARABLE = ("mnist_cnn", "cnn", "resnet20", "resnet56", "resnet50", "lstm_lm", "dcgan")
 
 
 def load_config(args: argparse.Namespace, overrides: list[str]):
@@ -237,18 +320,26 @@ def load_config(args: argparse.Namespace, overrides: list[str]):
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     if args.model:
-        base = SYNTHETIC_MODELS[args.model]()
+        base = MODEL_FAMILIES[args.model]()
     else:
         base = importlib.import_module(f"experiments.{args.experiment}").get_config()
     flag_values = flags.FlagValues()
+    argv = ["step_throughput", *overrides]  # not sys.argv: main(argv) may run in-process
     config_flags.DEFINE_config_dict("config", base, "experiment config",
-                                    flag_values=flag_values, lock_config=True)
-    flag_values(["step_throughput", *overrides])
+                                    flag_values=flag_values, lock_config=True, sys_argv=argv)
+    flag_values(argv)
     given = flag_values.config.to_dict()
     if args.backend:
         given["parallel"]["backend"] = args.backend
     if args.batch_size:
         given["data"]["batch_size"] = args.batch_size
+    if given["data"]["name"] == SYNTHETIC_SOURCE:
+        # as many rows as the distinct batches timed; the eval step is compiled, not run
+        batch = given["data"]["batch_size"]
+        given["data"]["eval_batch_size"] = batch
+        given["data"]["options"].update(examples=batch * args.batches, validation_examples=1)
+        if args.compare:  # the torch reference does not mirror on-device augmentation
+            given["data"]["augmentation"] = "none"
     return config_lib.validate(given)
 
 
@@ -363,17 +454,34 @@ class TorchSteps:
         return float(self.last)
 
 
-def _initial_torch_loss(step, batch) -> float:
-    """The torch model's loss on `batch` in training mode (batch statistics), from its
-    current weights, computed on a copy so the running statistics stay as they are."""
-    import copy
+def gan_probe_loss(task, params, model_state, host_batch, latents) -> float:
+    """Mean D loss + G loss of a real batch and G(`latents`) from the given weights, every
+    net in training mode, computed with the GAN task's own functions (`task` built without
+    the pmap axis, so it runs outside the step). The torch side computes the same
+    (`GanStep.initial_loss`): a GAN's first-step loss draws latents from jaxdl's PRNG, so
+    the check that both sides hold the same model uses given latents instead."""
+    import jax
+    import jax.numpy as jnp
 
+    def probe(params, model_state, images, latents):
+        real = task.to_model_range(images)
+        fake, state = task.run_net("generator", params, model_state, latents, train=True)
+        real_logits, _ = task.run_net("discriminator", params, state, real, train=True)
+        fake_logits, _ = task.run_net("discriminator", params, state, fake, train=True)
+        losses = task.discriminator_losses(real_logits, fake_logits) + \
+            task.generator_losses(fake_logits)
+        return jnp.mean(losses)
+
+    return float(jax.jit(probe)(params, dict(model_state), host_batch["inputs"], latents))
+
+
+def torch_device(trainer) -> str:
+    """Torch runs where jaxdl runs: on a GPU when jaxdl's devices are GPUs (and torch sees
+    one), else on the CPU."""
     import torch
 
-    model = copy.deepcopy(step.model).train()
-    with torch.no_grad():
-        return float(torch.nn.functional.cross_entropy(model(batch[0]), batch[1],
-                                                       label_smoothing=step.label_smoothing))
+    on_gpu = trainer.backend.devices[0].platform == "gpu"
+    return "cuda" if on_gpu and torch.cuda.is_available() else "cpu"
 
 
 def compare_torch(trainer, config, args: argparse.Namespace, max_in_flight: int) -> dict:
@@ -400,19 +508,40 @@ def compare_torch(trainer, config, args: argparse.Namespace, max_in_flight: int)
     variants = [("torch eager", False)] + ([] if args.no_torch_compile else
                                            [("torch.compile", True)])
     torch_sides, notes = [], []
+    device = torch_device(trainer)
     for name, compiled in variants:
-        step = ref.build_step(config, plan.total_updates, host[0]["inputs"].shape[1:],
-                              memory_format=args.torch_memory_format, compile=compiled,
-                              to_updates=plan.to_updates(config))
+        try:
+            step = ref.build_step(config, plan.total_updates, host[0]["inputs"].shape[1:],
+                                  memory_format=args.torch_memory_format, compile=compiled,
+                                  to_updates=plan.to_updates(config), device=device)
+        except ref.UnsupportedConfig as e:
+            _fail(e)
+        torch_params = sum(p.numel() for p in step.model.parameters())
+        jaxdl_params = sum(x.size for x in jax.tree.leaves(initial.params))
+        if torch_params != jaxdl_params:
+            _fail(RuntimeError(f"the torch {config.model.name} has {torch_params} parameters, "
+                               f"jaxdl's {jaxdl_params}: not the same model"))
         ref.load_flax_params(step.model, initial.params, batch_stats)  # the same start
         torch_sides.append(TorchSteps(name, step, host))
 
+    # Both sides' loss from the same weights and batch: the first step's (before its
+    # update) or, for a GAN, the probe from fixed latents (`gan_probe_loss`).
+    latents = None
+    if config.task.name == "gan":
+        latents = np.random.default_rng(config.seed).standard_normal(
+            (config.data.batch_size, config.model.latent_dim)).astype(np.float32)
+        from jaxdl import tasks
+
+        probe_task = tasks.build_task(config, trainer.dataset, axis_name=None)
+        first_loss = {"jaxdl": gan_probe_loss(probe_task, initial.params, initial.model_state,
+                                              host[0], latents)}
     # Warm up each side; the first torch.compile call compiles (timed, reported).
     jaxdl_side.run(args.warmup)
-    first_loss = {"jaxdl": jaxdl_side.loss(jaxdl_side.first_metrics)}
+    if latents is None:
+        first_loss = {"jaxdl": jaxdl_side.loss(jaxdl_side.first_metrics)}
     first_step_seconds = {"jaxdl": None}
     for side in list(torch_sides):
-        first_loss[side.name] = _initial_torch_loss(side.step, side.batches[0])
+        first_loss[side.name] = side.step.initial_loss(side.batches[0], latents)
         start = time.perf_counter()
         try:
             side.run(1)
@@ -423,8 +552,10 @@ def compare_torch(trainer, config, args: argparse.Namespace, max_in_flight: int)
             continue
         first_step_seconds[side.name] = time.perf_counter() - start
         side.run(max(0, args.warmup - 1))
+    # bf16: both sides round differently (autocast's op list is not XLA's)
+    tolerance = 2e-2 if config.precision == "bf16" else 1e-3
     for name, loss in first_loss.items():
-        if not math.isclose(loss, first_loss["jaxdl"], rel_tol=1e-3, abs_tol=1e-4):
+        if not math.isclose(loss, first_loss["jaxdl"], rel_tol=tolerance, abs_tol=1e-4):
             raise RuntimeError(f"the first loss of {name} ({loss:.6f}) differs from jaxdl's "
                                f"({first_loss['jaxdl']:.6f}) from the same weights and batch: "
                                "the torch reference is not the same model")
@@ -471,8 +602,9 @@ def compare_torch(trainer, config, args: argparse.Namespace, max_in_flight: int)
         **_run_fields(args, trainer, sizes, max_in_flight),
         "compare": args.compare,
         "window_steps": sizes,
-        "torch": {"version": torch.__version__, "threads": threads,
+        "torch": {"version": torch.__version__, "threads": threads, "device": device,
                   "memory_format": torch_step.memory_format if torch_step else None},
+        "precision": config.precision,
         "loadavg_start": load_start,
         "loadavg_end": os.getloadavg(),
         "sides": results,
@@ -514,7 +646,7 @@ def compare_markdown(record: dict) -> str:
             setting = f"{record['backend']}, {devices}"
             compile_s, first, ratio = f"{record['compile_seconds']:.1f}", "-", "1"
         else:
-            setting = (f"{record['torch']['threads']} threads, "
+            setting = (f"{record['torch']['device']}, {record['torch']['threads']} threads, "
                        f"{record['torch']['memory_format']}")
             compile_s, first = "-", f"{r['first_step_seconds']:.1f}"
             pw = r["jaxdl_ratio_per_window"]
@@ -584,7 +716,8 @@ def main(argv: list[str] | None = None) -> dict:
         record = compare_torch(trainer, config, args, max_in_flight)
         record["config_overrides"] = overrides
         print(f"# {record['mode']}; {record['repeats']} alternating windows of "
-              f"{args.steps} timed steps per side after {args.warmup} warmup; fp32; "
+              f"{args.steps} timed steps per side after {args.warmup} warmup; "
+              f"{record['precision']}; "
               f"{args.experiment}, global batch {record['batch_size']}; jax {jax.__version__}, "
               f"torch {record['torch']['version']}; load average "
               f"{record['loadavg_start'][0]:.2f} at start, {record['loadavg_end'][0]:.2f} "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import math
@@ -86,7 +87,8 @@ def test_compare_torch_tiny(tmp_path):
     record = json.loads(out.read_text().splitlines()[-1])
     assert record["benchmark"] == "step_throughput_compare"
     assert record["experiment"] == "resnet20" and record["batch_size"] == 16
-    assert record["num_devices"] == NUM_DEVICES and record["backend"] == "pmap"
+    # experiments/cifar10_resnet20.py's backend
+    assert record["num_devices"] == NUM_DEVICES and record["backend"] == "sharded"
     assert set(record["sides"]) == {"jaxdl", "torch eager"}, context
     jaxdl, torch_eager = record["sides"]["jaxdl"], record["sides"]["torch eager"]
     assert math.isclose(jaxdl["first_loss"], torch_eager["first_loss"], rel_tol=1e-3)
@@ -101,3 +103,196 @@ def test_compare_torch_tiny(tmp_path):
     rows = [line for line in result.stdout.splitlines() if line.startswith("| torch eager |")]
     assert len(rows) == 1, context
     assert rows[0].split("|")[-2].strip().startswith(f"{ratio:.2f}")
+
+
+# --- model families (--model NAME): configs, harness smoke runs, torch twins ----------------
+
+TORCH_MISSING = importlib.util.find_spec("torch") is None
+TORCH_REASON = ("torch is an optional 'bench' extra (pip install -e '.[bench]'); CI installs "
+                "only '.[test]', so this skips there")
+# Registered model and task each --model name times.
+FAMILIES = {"mlp": ("mlp", "classification"), "mnist_cnn": ("cnn", "classification"),
+            "cnn": ("cnn", "classification"), "resnet20": ("resnet20", "classification"),
+            "resnet56": ("resnet56", "classification"),
+            "resnet50": ("resnet50", "classification"), "vgg16": ("vgg16", "classification"),
+            "densenet121": ("densenet121", "classification"),
+            "lstm_lm": ("lstm_lm", "language_model"), "dcgan": ("dcgan", "gan"),
+            "vae": ("vae", "vae")}
+# Shrunken lstm_lm and dcgan: the same code paths, compiled in seconds.
+TINY_LSTM = ["--config.model.hidden_size=8", "--config.model.embed_dim=8",
+             "--config.data.options.shape=(6,)"]
+TINY_DCGAN = ["--config.model.generator_width=4", "--config.model.discriminator_width=4"]
+FEWER_BLOCKS = ["--config.model.generator_blocks=1", "--config.model.discriminator_blocks=1"]
+
+
+def _family_config(name: str, *extra: str, batches: int = 4):
+    from benchmarks import step_throughput
+
+    args, overrides = step_throughput.parse_args(
+        ["--model", name, "--batches", str(batches), *extra])
+    return step_throughput.load_config(args, overrides)
+
+
+def _family_dataset(config):
+    """The family's synthetic data with 2 training rows (the ImageNet shapes stay small)."""
+    from jaxdl import data as data_lib
+
+    options = {**config.data.options, "examples": 2}
+    return data_lib.load_source(config.data.name, **options)
+
+
+def test_every_model_family_resolves_to_a_valid_config():
+    """Each --model name gives a validated config of its family on synthetic data whose
+    shape the task accepts (build_task checks classes, vocabulary, image shapes)."""
+    from benchmarks import step_throughput
+    from jaxdl import tasks
+
+    assert set(step_throughput.MODEL_FAMILIES) == set(FAMILIES)
+    for name, (model, task) in FAMILIES.items():
+        config = _family_config(name, "--batch_size", "8")
+        assert (config.model.name, config.task.name) == (model, task), name
+        assert config.data.name == step_throughput.SYNTHETIC_SOURCE
+        assert config.data.batch_size == config.data.eval_batch_size == 8
+        assert config.data.options.examples == 8 * 4
+        dataset = _family_dataset(config)
+        assert dataset.features.shape[1:] == tuple(config.data.options.shape), name
+        tasks.build_task(config, dataset, axis_name=None)  # raises ConfigError on a mismatch
+    assert _family_config("lstm_lm").data.batch_size == 32
+    assert _family_config("lstm_lm").data.options.shape == (100,)
+    assert _family_config("lstm_lm").model.hidden_size == 256
+    assert _family_config("dcgan").data.batch_size == 64
+
+
+def test_lstm_lm_and_dcgan_through_the_harness(capsys):
+    """`--model lstm_lm` and `--model dcgan`, shrunken, for 2 steps in this process: the
+    experiments' own steps (language model; the GAN's D + G update) compile and run."""
+    from benchmarks import step_throughput
+
+    for name, tiny in (("lstm_lm", TINY_LSTM), ("dcgan", TINY_DCGAN + FEWER_BLOCKS)):
+        record = step_throughput.main(
+            ["--model", name, "--batch_size", "8", "--steps", "2", "--warmup", "1",
+             "--repeats", "1", "--batches", "1", "--no_header", *tiny])
+        out = capsys.readouterr().out
+        assert record["experiment"] == name and record["batch_size"] == 8
+        assert record["mode"].startswith("synthetic (random data)")
+        assert math.isfinite(record["last_train_loss"]), record
+        assert record["examples_per_second"] > 0 and record["flops_per_step"] > 0
+        assert record["params"] > 0
+        rows = [line for line in out.splitlines() if line.startswith(f"| {name} |")]
+        assert len(rows) == 1, out
+    assert record["config_overrides"] == TINY_DCGAN + FEWER_BLOCKS
+
+
+def _jaxdl_variables(config, dataset):
+    """The family's task and random variables of its shapes (traced, not compiled: cheaper
+    than the initialisers, and any weights show whether the copy into torch is right)."""
+    import jax
+    import numpy as np
+
+    from jaxdl import tasks
+
+    task = tasks.build_task(config, dataset, axis_name=None)
+    shapes = jax.eval_shape(task.init, jax.random.PRNGKey(0), dataset.features[:1])
+    rng = np.random.default_rng(0)
+
+    def fill(path, leaf):
+        name = path[-1].key
+        if name in ("mean", "var"):  # BatchNorm statistics
+            return np.full(leaf.shape, float(name == "var"), np.float32)
+        return rng.normal(0.0, 0.3, leaf.shape).astype(np.float32)
+
+    return task, jax.tree_util.tree_map_with_path(fill, shapes)
+
+
+def _torch_twin(config, dataset, variables):
+    """The torch step of `config`, after checking its parameter count against jaxdl's, with
+    jaxdl's `variables` copied in."""
+    import jax
+
+    from benchmarks import torch_reference
+
+    step = torch_reference.build_step(config, 10, dataset.features.shape[1:])
+    jaxdl_params = sum(x.size for x in jax.tree.leaves(variables["params"]))
+    assert sum(p.numel() for p in step.model.parameters()) == jaxdl_params, config.model.name
+    torch_reference.load_flax_params(step.model, variables["params"],
+                                     variables.get("batch_stats"))
+    return step
+
+
+@pytest.mark.skipif(TORCH_MISSING, reason=TORCH_REASON)
+def test_torch_char_lstm_is_jaxdls_model():
+    """The torch char LSTM has jaxdl's parameter count (its b_ih are buffers) and, from
+    jaxdl's weights, jaxdl's loss on a batch."""
+    import jax
+    import numpy as np
+
+    config = _family_config("lstm_lm", *TINY_LSTM, "--config.model.num_layers=2")
+    dataset = _family_dataset(config)
+    task, variables = _jaxdl_variables(config, dataset)
+    step = _torch_twin(config, dataset, variables)
+    batch = {"inputs": dataset.features, "targets": dataset.targets}
+    apply = jax.jit(functools.partial(task.apply, train=True))
+    values, _ = apply(variables, batch, rng=jax.random.PRNGKey(0))
+    torch_loss = step.initial_loss(step.batch(batch))
+    assert torch_loss == pytest.approx(float(np.mean(values["loss"])), rel=1e-5)
+    assert math.isfinite(float(step(*step.batch(batch))))
+
+
+@pytest.mark.skipif(TORCH_MISSING, reason=TORCH_REASON)
+def test_torch_dcgan_is_jaxdls_model():
+    """The torch DCGAN (both nets) has jaxdl's parameter count and, from jaxdl's weights
+    and the same latents, jaxdl's D + G loss; one torch GAN step runs."""
+    import numpy as np
+
+    from benchmarks import step_throughput
+
+    config = _family_config("dcgan", *TINY_DCGAN)
+    dataset = _family_dataset(config)
+    task, variables = _jaxdl_variables(config, dataset)
+    step = _torch_twin(config, dataset, variables)
+    batch = {"inputs": dataset.features, "targets": dataset.targets}
+    latents = np.random.default_rng(0).standard_normal((2, config.model.latent_dim),
+                                                       np.float32)
+    expected = step_throughput.gan_probe_loss(task, variables["params"],
+                                              {"batch_stats": variables["batch_stats"]},
+                                              batch, latents)
+    assert step.initial_loss(step.batch(batch), latents) == pytest.approx(expected, rel=1e-5)
+    assert math.isfinite(float(step(*step.batch(batch))))
+
+
+@pytest.mark.skipif(TORCH_MISSING, reason=TORCH_REASON)
+def test_torch_resnet50_parameter_count():
+    """The torch ResNet-50 (written here, no torchvision) has jaxdl's resnet50 parameter
+    count, which tests/test_models_resnet_vgg.py pins (torchvision's)."""
+    from benchmarks import torch_reference
+
+    config = _family_config("resnet50")
+    model, family = torch_reference.build_model(config.model, (224, 224, 3))
+    assert family == "imagenet_resnet"
+    assert sum(p.numel() for p in model.parameters()) == 25_557_032
+
+
+def test_suite_table_per_model_with_efficiency_columns():
+    """benchmarks.suite's summary: one row per (model, cell), ratios to each model's own
+    baseline cell, and the efficiency columns as medians over rounds."""
+    from benchmarks import suite
+
+    def record(model, backend, n, round_index, eps, flops):
+        return {"experiment": model, "backend": backend, "num_devices": n,
+                "round": round_index, "batch_size": 8, "examples_per_second": eps,
+                "ms_per_step_median": 8e3 / eps, "compile_seconds": 1.0,
+                "flops_per_step": flops, "achieved_tflops": flops * eps / 8e12, "mfu": None,
+                "memory_bytes_per_device": 2 ** 20, "precision": "fp32"}
+
+    records = [record(m, b, 1, r, eps, 1e9) for r in range(2)
+               for m, b, eps in (("mlp", "sharded", 100.0 + r), ("mlp", "pmap", 50.0),
+                                 ("dcgan", "sharded", 10.0), ("dcgan", "pmap", 40.0))]
+    rows = suite.summarize(records)
+    assert [(r["model"], r["backend"]) for r in rows] == [
+        ("mlp", "sharded"), ("mlp", "pmap"), ("dcgan", "sharded"), ("dcgan", "pmap")]
+    assert rows[1]["ratio"] == pytest.approx(50.0 / 100.5)
+    assert rows[3]["ratio"] == pytest.approx(4.0)  # against dcgan's own baseline
+    table = suite.markdown(rows).splitlines()
+    assert "GFLOP/step | TFLOP/s | MFU | memory MiB/device |" in table[0]
+    cells = [c.strip() for c in table[3].strip("|").split("|")]
+    assert cells[:2] == ["mlp", "pmap"] and cells[-4:] == ["1", "0.00625", "n/a", "1"]
