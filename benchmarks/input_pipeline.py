@@ -59,8 +59,8 @@ def parse_args(argv):
     if bad := [a for a in rest if not a.startswith("--config.")]:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     args.paths = paths
-    args.model = None  # step_throughput.load_config reads it
-    args.backend, args.batch_size = None, 0
+    # What step_throughput.load_config reads of its own flags: none apply here.
+    args.model, args.compare, args.backend, args.batch_size, args.batches = None, None, None, 0, 4
     return args, rest
 
 
