@@ -16,7 +16,8 @@ returning the loss. What jaxdl adds is the overhead measured: the padding mask, 
 (sum, count), gradient/parameter/update norms, the finite check, the monitor slot, and its
 Python call path (`_CompiledStep`, the out-of-memory guard). Before timing, the first two
 losses of both sides (from the initial state, then after one update) must agree, so the
-two are the same computation.
+two are the same computation. On-device augmentation is set to `none` (the plain step
+mirrors none) unless `--config.data.augmentation` is given, which is then refused.
 
 Timing: after `--warmup` steps per side, `--steps` steps per side in `--repeats` windows,
 alternating which side goes first, each window ending with `jax.block_until_ready`; both
@@ -47,7 +48,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         description="jaxdl's train step vs a hand-written jax step of the same model.")
     parser.add_argument("--experiment", default="mnist_cnn",
                         help="module in experiments/ whose get_config() is timed")
-    parser.add_argument("--model", choices=tuple(step_throughput.SYNTHETIC_MODELS), default=None,
+    parser.add_argument("--model", choices=tuple(_model_families()), default=None,
                         help="time this model with the benchmark's config on random data")
     parser.add_argument("--backend", choices=("pmap", "sharded"), default=None,
                         help="parallel backend of both sides (default: the experiment's)")
@@ -72,7 +73,15 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         parser.error(f"unrecognized arguments: {' '.join(bad)}")
     if args.model:
         args.experiment = args.model
+    args.compare = None  # what step_throughput.load_config asks of its own flags
+    if not any(a.startswith("--config.data.augmentation=") for a in rest):
+        rest.append("--config.data.augmentation=none")  # the plain step mirrors none
     return args, rest
+
+
+def _model_families() -> dict:
+    """step_throughput's `--model` configs (named MODEL_FAMILIES in newer versions)."""
+    return getattr(step_throughput, "MODEL_FAMILIES", None) or step_throughput.SYNTHETIC_MODELS
 
 
 def check_comparable(config) -> None:
