@@ -283,7 +283,7 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         # ml_collections applies --config.* overrides from sys.argv when the flag is
         # defined, so a call with its own argv (a test) must show them there.
-        sys.argv = [saved_argv[0], *argv]
+        sys.argv = [saved_argv[0], *overrides]
         config = step_throughput.load_config(args, overrides)
         check_comparable(config)
     except (KeyError, AttributeError):
