@@ -62,10 +62,11 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
         learned = task.learn(tx, state.params, state.model_state, state.opt_state, batch,
                              mask, rng, monitor=state.monitor, reduce=reduce)
         values, updates = learned.values, learned.updates
-        loss = reduce(jnp.sum(values["loss"].astype(jnp.float32) * mask) / jnp.sum(mask))
         sums = _masked_sums(values, mask)
         if axis_name is not None:
             sums = lax.psum(sums, axis_name)
+        # The global mean from the summed metrics: no all-reduce of its own.
+        loss = sums["loss"] / sums["count"]
         grad_norm = global_norm(learned.grads)
         finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
         learned = (learned.params, learned.model_state, learned.opt_state)
