@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdl.models.layers import activation
+from jaxdl.models.layers import ConvTransposeFastGrad, activation
 from jaxdl.models.registry import register
 
 # The rng stream the VAE draws its latent noise from (`rngs={LATENT_RNG: key}`).
@@ -111,10 +111,12 @@ class _ConvDecoder(nn.Module):
         x = act(nn.Dense(math.prod(start), dtype=self.dtype, param_dtype=self.param_dtype)(
             z.astype(self.dtype)))
         x = x.reshape((z.shape[0], *start))
-        for feature_count in reversed(self.features):
-            x = act(nn.ConvTranspose(feature_count, (self.kernel_size, self.kernel_size),
-                                     strides=(2, 2), padding="SAME", dtype=self.dtype,
-                                     param_dtype=self.param_dtype)(x))
+        # nn.ConvTranspose's parameters and names, with a kernel gradient fast on CPU.
+        for i, feature_count in enumerate(reversed(self.features)):
+            x = act(ConvTransposeFastGrad(
+                feature_count, (self.kernel_size, self.kernel_size), strides=(2, 2),
+                padding="SAME", dtype=self.dtype, param_dtype=self.param_dtype,
+                name=f"ConvTranspose_{i}")(x))
         x = nn.Conv(channels, (self.kernel_size, self.kernel_size), padding="SAME",
                     dtype=self.dtype, param_dtype=self.param_dtype)(x)
         return x[:, :height, :width, :]

@@ -9,7 +9,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxdl.models.layers import activation, batch_norm
+from jaxdl.models.layers import ConvTransposeFastGrad, activation, batch_norm
 from jaxdl.models.registry import register
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "tanh")  # images in [0, 1] or in [-1, 1]
@@ -55,10 +55,14 @@ class Generator(nn.Module):
         x = nn.Dense(height * width * channels, use_bias=False, dtype=self.dtype,
                      param_dtype=self.param_dtype)(z.astype(self.dtype))
         x = self._norm_relu(x, train).reshape((z.shape[0], height, width, channels))
-        for _ in range(self.blocks - 1):
+        # nn.ConvTranspose's parameters and names, with a kernel gradient fast on CPU.
+        for i in range(self.blocks - 1):
             channels //= 2
-            x = self._norm_relu(nn.ConvTranspose(channels, use_bias=False, **conv)(x), train)
-        x = nn.ConvTranspose(self.output_channels, **conv)(x)
+            x = ConvTransposeFastGrad(channels, use_bias=False, name=f"ConvTranspose_{i}",
+                                      **conv)(x)
+            x = self._norm_relu(x, train)
+        x = ConvTransposeFastGrad(self.output_channels, name=f"ConvTranspose_{self.blocks - 1}",
+                                  **conv)(x)
         return activation(self.output_activation)(x.astype(jnp.float32))
 
 

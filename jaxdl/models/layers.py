@@ -1,13 +1,17 @@
-"""Small shared pieces of the model files: activations and normalisation by name."""
+"""Small shared pieces of the model files: activations and normalisation by name, and a
+transposed convolution whose kernel gradient avoids a slow XLA CPU path."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 ACTIVATIONS: dict[str, Callable] = {
     "relu": nn.relu,
@@ -67,3 +71,71 @@ def adaptive_avg_pool(x: jnp.ndarray, output_size: tuple[int, int]) -> jnp.ndarr
     mh = jnp.asarray(_adaptive_pool_matrix(h, oh), x.dtype)
     mw = jnp.asarray(_adaptive_pool_matrix(w, ow), x.dtype)
     return jnp.einsum("nhwc,ih,jw->nijc", x, mh, mw)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def conv_transpose(x, kernel, strides: tuple[int, ...], padding):
+    """`lax.conv_transpose(x, kernel, strides, padding)` (channels last, kernel (..., in,
+    out), not flipped), the same forward and input gradient, but a kernel gradient that
+    XLA's CPU backend runs fast.
+
+    Autodiff takes the kernel gradient of a transposed convolution as a convolution of the
+    input-dilated x with the output gradient, which XLA on CPU runs on a generic path: at
+    stride 2 with DCGAN's 7x7x64 -> 14x14x32 layer (batch 64) 63 ms against 4.8 ms here.
+    Here it is the kernel gradient of the layer's adjoint instead: <g, T_k x> = <T_k* g, x>
+    with T_k* g a strided convolution of g, whose kernel gradient XLA lowers to a
+    window-dilated convolution, on its fast path."""
+    return lax.conv_transpose(x, kernel, strides, padding)
+
+
+def _conv_transpose_fwd(x, kernel, strides, padding):
+    return lax.conv_transpose(x, kernel, strides, padding), (x, kernel)
+
+
+def _conv_transpose_bwd(strides, padding, residuals, g):
+    x, kernel = residuals
+
+    def adjoint(g, kernel):  # T_k* g: the transposed convolution's input gradient
+        _, input_vjp = jax.vjp(lambda x: lax.conv_transpose(x, kernel, strides, padding), x)
+        return input_vjp(g)[0]
+
+    _, kernel_vjp = jax.vjp(lambda kernel: adjoint(g, kernel), kernel)
+    return adjoint(g, kernel), kernel_vjp(x)[0]
+
+
+conv_transpose.defvjp(_conv_transpose_fwd, _conv_transpose_bwd)
+
+
+class ConvTransposeFastGrad(nn.Module):
+    """`nn.ConvTranspose` (same parameters `kernel` (*kernel_size, in, features) and `bias`,
+    same initialisers and output) through `conv_transpose`, whose kernel gradient is fast on
+    CPU. Covers what the models use: one batch axis, any strides, padding 'SAME', 'VALID' or
+    (low, high) pairs; no kernel dilation, mask, circular padding or transposed kernel.
+    Give it the name nn.ConvTranspose would get ('ConvTranspose_i') to keep checkpoints."""
+
+    features: int
+    kernel_size: Sequence[int]
+    strides: Sequence[int]
+    padding: str | Sequence[tuple[int, int]] = "SAME"
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    kernel_init: Callable = nn.initializers.lecun_normal()
+    bias_init: Callable = nn.initializers.zeros_init()
+
+    @nn.compact
+    def __call__(self, inputs):
+        kernel_size, strides = tuple(self.kernel_size), tuple(self.strides)
+        if inputs.ndim != len(kernel_size) + 2 or len(strides) != len(kernel_size):
+            raise ValueError(f"ConvTransposeFastGrad: input {inputs.shape} needs one batch axis, "
+                             f"{len(kernel_size)} spatial axes (kernel_size {kernel_size}, "
+                             f"strides {strides}) and channels")
+        padding = self.padding if isinstance(self.padding, str) else \
+            tuple((int(low), int(high)) for low, high in self.padding)
+        kernel = self.param("kernel", self.kernel_init,
+                            (*kernel_size, inputs.shape[-1], self.features), self.param_dtype)
+        bias = self.param("bias", self.bias_init, (self.features,), self.param_dtype) \
+            if self.use_bias else None
+        inputs, kernel, bias = nn.dtypes.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
+        y = conv_transpose(inputs, kernel, strides, padding)
+        return y if bias is None else y + bias
