@@ -157,24 +157,20 @@ class GANTask(Task):
 
     def learn(self, tx, params, model_state, opt_state, batch, mask, rng, *, monitor, reduce):
         """`n_critic` discriminator updates (each with fresh latents, on the step's real
-        batch; a fori_loop, so the step compiles one D update whatever n_critic is), then one
-        generator update. A monitored value (reduce-on-plateau) reaches the first D update
-        and the G update, so each net's plateau counts evaluations, not updates."""
+        batch), then one generator update. A monitored value (reduce-on-plateau) reaches the
+        first D update and the G update, so each net's plateau counts evaluations, not
+        updates. The D updates are unrolled, not a `fori_loop`: inside a while loop XLA's CPU
+        backend ran the whole step 5.6x slower (mnist_dcgan, batch 64, pmap over 2 host
+        devices: 151 vs 27 ms), at the price of compiling n_critic D updates."""
         critic_rng = jax.random.fold_in(rng, _CRITIC_LATENTS)
-
-        def critic(i, carry):
-            params, model_state, opt_state = carry[:3]
+        for i in range(self.n_critic):
             d = self.discriminator_update(
-                tx, params, model_state, opt_state, batch, mask, jax.random.fold_in(critic_rng, i),
-                monitor=jnp.where(i == 0, monitor, jnp.nan), reduce=reduce)
-            return d.params, d.model_state, d.opt_state, d.values, d.grads, d.updates
-
-        # The last D update's values, gradients and updates leave the loop in its carry.
-        outputs = jax.eval_shape(critic, 0, (params, model_state, opt_state, None, None, None))
-        carry = (params, model_state, opt_state,
-                 *jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), outputs[3:]))
-        params, model_state, opt_state, d_values, d_grads, d_updates = jax.lax.fori_loop(
-            0, self.n_critic, critic, carry)
+                tx, params, model_state, opt_state, batch, mask,
+                jax.random.fold_in(critic_rng, i), monitor=monitor if i == 0 else
+                jnp.full_like(monitor, jnp.nan), reduce=reduce)
+            params, model_state, opt_state = d.params, d.model_state, d.opt_state
+        # The last D update's values, gradients and updates are reported.
+        d_values, d_grads, d_updates = d.values, d.grads, d.updates
         g = self.generator_update(tx, params, model_state, opt_state, mask,
                                   jax.random.fold_in(rng, _GENERATOR_LATENTS), monitor=monitor,
                                   reduce=reduce)
