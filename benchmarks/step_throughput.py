@@ -17,7 +17,9 @@ windows; each window ends with `jax.block_until_ready` on the returned state and
 so it measures device work plus per-step dispatch. The step time is reported as the
 median and p10/p90 over windows, examples/s as the global batch over the median.
 Compilation is excluded from the timing and reported separately
-(`Trainer.compile_seconds`: train + eval step, no persistent compilation cache).
+(`Trainer.compile_seconds`: train + eval step, no persistent compilation cache). With
+`--warm_compile` the trainer is built twice with JAX's persistent cache in a fresh temporary
+directory: the first build is the cold compile (it fills the cache), the second the warm one.
 
 At most `--max_in_flight` (default: the config's `parallel.max_in_flight`) steps are
 dispatched ahead of the device. Without
@@ -175,6 +177,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="steps dispatched ahead of the device at most (0 = no bound; "
                              "default: the config's parallel.max_in_flight, as in training); "
                              "see the module doc: unbounded queues deadlock forced host devices")
+    parser.add_argument("--warm_compile", action="store_true",
+                        help="also time a warm compile: build the trainer twice with the "
+                             "persistent compilation cache in a fresh temporary directory "
+                             "(the first build fills it, the second reads it)")
     parser.add_argument("--json", default=None, help="append one JSON record (a line) here")
     parser.add_argument("--no_header", action="store_true",
                         help="print only the Markdown row, not the table header")
@@ -710,11 +716,29 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{config.data.name} files, which are not on this machine (see README.md, "
                   "Data: lookup order; `python -m jaxdl.data list`)", file=sys.stderr)
             return {}
+    compile_fields = {}
+    if args.warm_compile:
+        import tempfile
+
+        from jaxdl import app
+        cache = app.enable_compilation_cache(jax, tempfile.mkdtemp(prefix="jaxdl-bench-cache-"))
     trainer = loop.build(config)
+    if args.warm_compile:
+        misses = cache.misses
+        warm = loop.build(config)  # same programs: read back from the cache
+        compile_fields = {"compile_seconds_cold": trainer.compile_seconds,
+                          "compile_seconds_warm": warm.compile_seconds,
+                          "warm_cache_hits": cache.hits, "warm_cache_misses": cache.misses - misses}
+        del warm
+        print(f"# compile (train + eval step): cold {trainer.compile_seconds:.2f} s, warm "
+              f"{compile_fields['compile_seconds_warm']:.2f} s from the persistent cache "
+              f"({cache.hits} hits, {compile_fields['warm_cache_misses']} misses on the warm "
+              "build)")
     max_in_flight = (config.parallel.max_in_flight if args.max_in_flight is None
                      else args.max_in_flight)
     if args.compare:
         record = compare_torch(trainer, config, args, max_in_flight)
+        record.update(compile_fields)
         record["config_overrides"] = overrides
         print(f"# {record['mode']}; {record['repeats']} alternating windows of "
               f"{args.steps} timed steps per side after {args.warmup} warmup; "
@@ -745,6 +769,7 @@ def main(argv: list[str] | None = None) -> dict:
         "precision": config.precision,
         "config_overrides": overrides,
         "env": environment.describe(backend.devices, backend.kind),
+        **compile_fields,
     }
     if not args.no_header:
         print(f"# {record['mode']}; compile excluded (reported); {record['repeats']} windows over "

@@ -118,7 +118,7 @@ class _CacheCounter(logging.Filter):
         return record.levelno >= self.shown_level
 
 
-def _enable_compilation_cache(jax, directory: str) -> _CacheCounter:
+def enable_compilation_cache(jax, directory: str) -> _CacheCounter:
     """Points JAX's persistent cache at `directory`, for every compiled step; returns the
     counter of its hits and misses."""
     jax.config.update("jax_compilation_cache_dir", directory)
@@ -282,7 +282,7 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
         import jax
         cache = None
         if flag_values.compilation_cache_dir:
-            cache = _enable_compilation_cache(jax, flag_values.compilation_cache_dir)
+            cache = enable_compilation_cache(jax, flag_values.compilation_cache_dir)
         if flag_values.distributed or flag_values.coordinator_address:
             # CPU devices of different processes talk through gloo; GPUs use NCCL anyway.
             jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -32,7 +32,8 @@ def test_step_throughput_tiny(backend, tmp_path):
     out = tmp_path / "bench.jsonl"
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.step_throughput", "--experiment", "digits_cnn",
-         "--backend", backend, "--steps", "4", "--warmup", "1", "--json", str(out)],
+         "--backend", backend, "--steps", "4", "--warmup", "1", "--json", str(out),
+         *(["--warm_compile"] if backend == "sharded" else [])],
         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
     context = f"\nstdout:\n{result.stdout}\nstderr:\n{result.stderr[-3000:]}"
     assert result.returncode == 0, context
@@ -51,6 +52,10 @@ def test_step_throughput_tiny(backend, tmp_path):
     assert record["ms_per_step_p10"] <= record["ms_per_step_median"] <= record["ms_per_step_p90"]
     assert math.isfinite(record["last_train_loss"])
     assert "host input excluded" in record["mode"]
+    if backend == "sharded":  # --warm_compile: the second build compiled nothing anew
+        assert record["compile_seconds_cold"] == record["compile_seconds"] > 0
+        assert record["compile_seconds_warm"] > 0
+        assert record["warm_cache_hits"] >= 2 and record["warm_cache_misses"] == 0, record
 
     rows = [line for line in result.stdout.splitlines() if line.startswith("| digits_cnn |")]
     assert len(rows) == 1, context
