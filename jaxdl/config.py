@@ -159,8 +159,9 @@ def schema() -> dict[str, Any]:
             "prefetch": Field(int, default=2, check=positive,
                               help="host pipeline: batches placed on the devices ahead"),
             "preview": Field(bool, default=False,
-                             help="write augmentation_preview.png (a training batch before "
-                                  "and after config.data.augmentation) at the start"),
+                             help="write augmentation_preview.png (the train split's first "
+                                  "examples before and after config.data.augmentation) at "
+                                  "the start"),
             # Keys of `options` are the source loader's own keyword arguments (a window
             # length, a vocabulary size); the loader checks them.
             "options": {},

@@ -47,10 +47,6 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     return steps
 
 
-def _take(split: ArraySplit, indices: np.ndarray) -> Batch:
-    return split.take(indices)
-
-
 SAMPLINGS = ("shuffle", "balanced")
 
 
@@ -112,7 +108,21 @@ def train_batch(split: ArraySplit, batch_size: int, seed: int, step: int,
     steps = steps_per_epoch(epoch_length(split, sampling), batch_size)
     epoch, position = divmod(step, steps)
     order = epoch_order(split, seed, epoch, sampling)
-    return _take(split, order[position * batch_size : (position + 1) * batch_size])
+    return split.take(order[position * batch_size : (position + 1) * batch_size])
+
+
+def epoch_orders(split: ArraySplit, batch_size: int, seed: int, start_step: int = 0,
+                 sampling: str = "shuffle") -> Iterator[tuple[np.ndarray, range]]:
+    """From step `start_step` on, forever: each epoch's order and the batch positions to
+    take from it (batch p is rows order[p * batch_size:(p + 1) * batch_size]). The one
+    walk over epochs that every feed follows, on the host or on the devices."""
+    if start_step < 0:
+        raise ValueError(f"start_step must be >= 0, got {start_step}.")
+    steps = steps_per_epoch(epoch_length(split, sampling), batch_size)
+    epoch, position = divmod(start_step, steps)
+    while True:
+        yield epoch_order(split, seed, epoch, sampling), range(position, steps)
+        epoch, position = epoch + 1, 0
 
 
 def train_batches(split: ArraySplit, batch_size: int, seed: int, start_step: int = 0,
@@ -122,15 +132,9 @@ def train_batches(split: ArraySplit, batch_size: int, seed: int, start_step: int
     Yields exactly what `train_batch` returns for each step, but draws each
     epoch's order once.
     """
-    if start_step < 0:
-        raise ValueError(f"start_step must be >= 0, got {start_step}.")
-    steps = steps_per_epoch(epoch_length(split, sampling), batch_size)
-    epoch, position = divmod(start_step, steps)
-    while True:
-        order = epoch_order(split, seed, epoch, sampling)
-        for pos in range(position, steps):
-            yield _take(split, order[pos * batch_size : (pos + 1) * batch_size])
-        epoch, position = epoch + 1, 0
+    for order, positions in epoch_orders(split, batch_size, seed, start_step, sampling):
+        for pos in positions:
+            yield split.take(order[pos * batch_size : (pos + 1) * batch_size])
 
 
 def num_eval_batches(num_examples: int, batch_size: int) -> int:
@@ -150,7 +154,7 @@ def eval_batches(split: ArraySplit, batch_size: int) -> Iterator[Batch]:
     n = len(split)
     for b in range(num_eval_batches(n, batch_size)):
         indices, mask = eval_indices(n, batch_size, b)
-        yield {**_take(split, indices), "mask": mask}
+        yield {**split.take(indices), "mask": mask}
 
 
 def eval_indices(n: int, batch_size: int, b: int) -> tuple[np.ndarray, np.ndarray]:

@@ -60,17 +60,13 @@ class HostFeed:
         """Training batches of the split for pipeline steps start_step, start_step + 1, ...
         (the batches `pipeline.train_batches` gives, on the devices)."""
         split = self.splits[split_name]
-        steps = pipeline.steps_per_epoch(pipeline.epoch_length(split, self.sampling),
-                                         self.batch_size)
 
         def produce():
-            epoch, position = divmod(start_step, steps)
-            while True:
-                order = pipeline.epoch_order(split, self.seed, epoch, self.sampling)
-                for pos in range(position, steps):
+            for order, positions in pipeline.epoch_orders(split, self.batch_size, self.seed,
+                                                          start_step, self.sampling):
+                for pos in positions:
                     yield self.backend.put_local_batch(
                         self._local_train_batch(split, order, pos))
-                epoch, position = epoch + 1, 0
 
         return self._prefetched(produce())
 
@@ -175,18 +171,14 @@ class DeviceFeed:
 
     def train(self, split_name: str, start_step: int) -> Iterator[DeviceBatch]:
         split, data = self.splits[split_name], self.data[split_name]
-        steps = pipeline.steps_per_epoch(pipeline.epoch_length(split, self.sampling),
-                                         self.batch_size)
-        epoch, position = divmod(start_step, steps)
-        while True:
-            order = self.backend.put_replicated(
-                pipeline.epoch_order(split, self.seed, epoch, self.sampling).astype(np.int32))
-            for pos in range(position, steps):
+        for order, positions in pipeline.epoch_orders(split, self.batch_size, self.seed,
+                                                      start_step, self.sampling):
+            order = self.backend.put_replicated(order.astype(np.int32))
+            for pos in positions:
                 start = time.perf_counter()
                 batch = self._gather_train(data, order, pos)
                 self.wait_seconds += time.perf_counter() - start
                 yield batch
-            epoch, position = epoch + 1, 0
 
     def eval(self, split_name: str) -> Iterator[DeviceBatch]:
         n = self.lengths[split_name]
@@ -216,8 +208,8 @@ def _compile_gather(backend: parallel.Backend, batch_size: int, rows_of):
     """`gather(data, order, position)`: batch `position`'s rows of `data`, laid out on the
     devices as `Backend.put_batch` lays out a host batch (so the same compiled step takes
     it). Each device computes only its own share of the rows."""
-    per_device = backend.process_rows(batch_size).stop - backend.process_rows(batch_size).start
-    per_device //= len(backend.local_devices)
+    rows = backend.process_rows(batch_size)
+    per_device = (rows.stop - rows.start) // len(backend.local_devices)
     stacked = backend.kind == "pmap"  # pmap's batch has a leading device axis
 
     def gather_one_device(data, order, position):

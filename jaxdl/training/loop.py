@@ -530,8 +530,7 @@ def run(config, workdir: Path, *, stream=sys.stderr,
         except CheckpointError as e:
             raise ConfigError(f"config.init_from: {e}") from None
 
-    preview_images = trainer.train_batch(0)["inputs"][:2 * PREVIEW_COLUMNS] \
-        if config.data.preview else None
+    preview_images = _preview_images(config, splits[TRAIN]) if config.data.preview else None
     workdir.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(workdir / "checkpoints", keep_last=config.checkpoint.keep_last,
                               keep_best=config.checkpoint.keep_best, best_mode=mode)
