@@ -170,6 +170,10 @@ def schema() -> dict[str, Any]:
             "duration": Field(str, check=_duration, help="e.g. '30 epochs', '5000 steps'"),
             "log_every": Field(str, check=_duration),
             "eval_every": Field(str, check=_duration),
+            "test_every_eval": Field(bool, default=False,
+                                     help="also evaluate the test split at every evaluation, "
+                                          "for curves only; it never chooses anything "
+                                          "(default: once, at the end)"),
         },
         "checkpoint": {
             "every": Field(str, check=_duration, help="'0 steps' = only at the end and on a signal"),

@@ -45,13 +45,21 @@ def test_experiment_runs_end_to_end(module, tmp_path, repo):
     assert all({"step", "split"} <= r.keys() for r in records)
     train = [r for r in records if r["split"] == "train"]
     assert all(math.isfinite(r["loss"]) and r["learning_rate"] >= 0 for r in train)
-    evals = [r["step"] for r in records if r["split"] == "test"]
+    evals = [r["step"] for r in records if r["split"] == "validation"]
     assert evals == [steps_per_epoch * k for k in (1, 2, 3)]
+    # The test split chooses nothing: evaluated once, at the end.
+    assert [r["step"] for r in records if r["split"] == "test"] == [3 * steps_per_epoch]
 
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["steps"] == 3 * steps_per_epoch
     assert summary["final"]["test"]["examples"] == config["num_examples"]["test"]
-    assert summary["best"]["test"]["accuracy"] >= summary["final"]["test"]["accuracy"]
+    # "best" is chosen on validation; the test figure there is the best checkpoint's.
+    best_step = summary["best"]["validation"]["step"]
+    assert summary["best"]["test"]["step"] == best_step
+    validation = {r["step"]: r["accuracy"] for r in records if r["split"] == "validation"}
+    assert summary["best"]["validation"]["accuracy"] == max(validation.values())
+    if best_step == 3 * steps_per_epoch:
+        assert summary["best"]["test"]["accuracy"] == summary["final"]["test"]["accuracy"]
     assert summary["train_examples_per_second"] > 0
 
 

@@ -24,7 +24,7 @@ def _splits():
 
 
 def _feeds(kind):
-    backend = parallel.Backend(kind, jax.devices())
+    backend = parallel.Backend(kind, jax.devices(), max_in_flight=8)
     splits = _splits()
     return splits, backend, [
         feeding.make_feed(pipeline_kind, backend, splits, batch_size=8, eval_batch_size=4,
@@ -106,7 +106,7 @@ def test_device_feed_refuses_a_lazily_read_split():
         def take(self, indices):
             raise AssertionError("not read")
 
-    backend = parallel.Backend("sharded", jax.devices())
+    backend = parallel.Backend("sharded", jax.devices(), max_in_flight=8)
     with pytest.raises(ValueError, match="pipeline='host'"):
         feeding.make_feed("device", backend, {"train": Lazy()}, batch_size=4,
                           eval_batch_size=4, seed=0, prefetch=2)

@@ -124,7 +124,7 @@ def train_losses(family: Family) -> dict[str, np.ndarray]:
     host_state, results = None, {}
     for kind in family.backends:
         config = _config(family, kind)
-        backend = parallel.Backend(kind, parallel.select_devices(0))
+        backend = parallel.Backend(kind, parallel.select_devices(0), max_in_flight=8)
         assert backend.num_devices == 4
         task = tasks.build_task(config, dataset, axis_name=backend.axis_name)
         plan = loop.Plan.from_config(config, BATCH)

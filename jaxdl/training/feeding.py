@@ -222,7 +222,7 @@ def _compile_gather(backend: parallel.Backend, batch_size: int, rows_of):
     mapped = jax.shard_map(gather_one_device, mesh=backend.mesh,
                            in_specs=(P(), P(), P()), out_specs=P(parallel.AXIS),
                            check_vma=False)
-    return jax.jit(mapped, out_shardings=backend.batch_sharding)
+    return backend.throttled(jax.jit(mapped, out_shardings=backend.batch_sharding))
 
 
 def make_feed(kind: str, backend: parallel.Backend, splits: Mapping[str, Any], *,

@@ -34,7 +34,8 @@ from jaxdl.training.checkpoints import (CheckpointError, Checkpoints, merge_by_p
 from jaxdl.training.state import create_state
 
 TRAIN = "train"
-EVAL_SPLITS = ("validation", "test")
+TEST = "test"  # reported, never used to choose anything
+EVAL_SPLITS = ("validation", TEST)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,7 +288,8 @@ class Trainer:
     abstract_state: Any  # shapes and dtypes of one copy: the checkpoint restore target
     eval_splits: list[str]  # the non-empty ones among EVAL_SPLITS
     train_step: Any  # compiled
-    eval_step: Any  # compiled
+    eval_step: Any  # compiled: (state, batch, totals) -> totals
+    eval_totals: Any  # zero running totals of the eval step, on the host
     compile_seconds: float
     train_step_cost: dict[str, float]  # XLA's per-device estimate (`_CompiledStep.cost`)
     feed: Any  # `feeding.DeviceFeed` or `feeding.HostFeed`, as config.data.pipeline says
@@ -300,23 +302,24 @@ class Trainer:
 
     def evaluate(self, state, split_name: str) -> dict[str, float]:
         """Metrics over every example of the split: the last batch is padded and masked."""
-        total = None
+        totals = self.backend.put_state(self.eval_totals)
         for batch in self.feed.eval(split_name):
-            sums = self.eval_step(state, batch)
-            total = sums if total is None else jax.tree.map(lambda a, b: a + b, total, sums)
-        sums = {k: float(v) for k, v in self.backend.get_metrics(total).items()}
+            totals = self.eval_step(state, batch, totals)
+        sums = {k: float(v) for k, v in self.backend.get_metrics(totals).items()}
         return {**_mean_metrics(sums), "examples": sums["count"]}
 
 
     def evaluate_all(self, state, *, step: int, final: bool, workdir: Path,
-                     write_files: bool) -> dict[str, dict[str, float]]:
-        """Every eval split's metrics, plus what the task adds on the host after them
-        (`Task.on_eval`: samples, plots, metrics over a whole split)."""
-        results = {name: self.evaluate(state, name) for name in self.eval_splits}
+                     write_files: bool, splits=None) -> dict[str, dict[str, float]]:
+        """The metrics of `splits` (default: every eval split), plus what the task adds on
+        the host after them (`Task.on_eval`: samples, plots, metrics over a whole split)."""
+        splits = self.eval_splits if splits is None else list(splits)
+        results = {name: self.evaluate(state, name) for name in splits}
+        self.backend.wait_all()  # nothing of ours queued beside what on_eval dispatches
         rng = jax.random.PRNGKey(self.config.seed)
         context = tasks.EvalContext(
             step=step, final=final, workdir=workdir, write_files=write_files,
-            splits=self.splits, eval_splits=tuple(self.eval_splits), rng=rng,
+            splits=self.splits, eval_splits=tuple(splits), rng=rng,
             variables_fn=lambda: _host_variables(self.backend.get_state(state)),
             eval_inputs=functools.partial(augment.apply, augment.eval_ops(
                 augment.parse(self.config.data.augmentation)), rng))
@@ -348,6 +351,11 @@ def build(config) -> Trainer:
             _preview_images(config, splits[TRAIN])  # refuses non-images before compiling
         eval_splits = [name for name in EVAL_SPLITS if name in splits]
         monitor_split, _, monitor_name = config.checkpoint.monitor.partition("/")
+        if monitor_split == TEST:
+            raise ConfigError(f"config.checkpoint.monitor={config.checkpoint.monitor!r}: the "
+                              "test split never chooses anything (checkpoint, early stop, "
+                              "schedule); monitor a validation split (set "
+                              "config.data.validation_fraction or data.folds)")
         if monitor_split not in eval_splits or not monitor_name:
             raise ConfigError(f"config.checkpoint.monitor={config.checkpoint.monitor!r}: write "
                               "'<split>/<metric>' with split one of the non-empty eval splits: "
@@ -355,7 +363,8 @@ def build(config) -> Trainer:
         plan = Plan.from_config(config, data_lib.epoch_length(splits[TRAIN],
                                                               config.data.sampling))
         backend = parallel.Backend(config.parallel.backend,
-                                   parallel.select_devices(config.parallel.num_devices))
+                                   parallel.select_devices(config.parallel.num_devices),
+                                   max_in_flight=config.parallel.max_in_flight)
         task = tasks.build_task(config, dataset, axis_name=backend.axis_name,
                                 train_split=splits[TRAIN])
         tx, _ = optim.make_optimizer(config.optimizer, config.schedule,
@@ -383,21 +392,24 @@ def _place_and_compile(config, dataset, splits, plan, backend, task, tx, example
                                  augmentation=augmentation), state,
         backend.put_batch(example), donate_state=True)
     eval_example = next(data_lib.eval_batches(splits[TRAIN], config.data.eval_batch_size))
+    eval_totals = step_lib.eval_totals_zeros(task, abstract_state, eval_example,
+                                             augmentation=augmentation)
     eval_step, eval_seconds = backend.compile(
         step_lib.make_eval_step(task, axis_name=backend.axis_name, augmentation=augmentation),
-        state, backend.put_batch(eval_example), donate_state=False)
+        state, backend.put_batch(eval_example), backend.put_state(eval_totals),
+        donate_state=False)
     feed = _make_feed(config, backend, splits)
 
     def guarded(step_fn):
-        def call(state, batch):
+        def call(state, batch, *carry):
             with explain_out_of_memory(config, abstract_state, backend.num_devices):
-                return step_fn(state, batch)
+                return step_fn(state, batch, *carry)
         return call
 
     return Trainer(config=config, dataset=dataset, splits=splits, plan=plan, backend=backend,
                    task=task, tx=tx, state=state, abstract_state=abstract_state,
                    eval_splits=eval_splits, train_step=guarded(train_step),
-                   eval_step=guarded(eval_step),
+                   eval_step=guarded(eval_step), eval_totals=eval_totals,
                    compile_seconds=train_seconds + eval_seconds,
                    train_step_cost=train_step.cost(), feed=feed)
 
@@ -519,6 +531,10 @@ def run(config, workdir: Path, *, stream=sys.stderr,
     patience, min_delta = config.early_stopping.patience, config.early_stopping.min_delta
     mode = config.checkpoint.mode
     eval_splits = trainer.eval_splits
+    # The test split is evaluated at the end (and at the best checkpoint), or at every
+    # evaluation when asked, for curves: it never chooses anything.
+    periodic_splits = [name for name in eval_splits
+                       if name != TEST or config.train.test_every_eval]
     monitor_split, _, monitor_name = config.checkpoint.monitor.partition("/")
 
     resuming = (workdir / "checkpoints").is_dir() and any(
@@ -618,27 +634,26 @@ def run(config, workdir: Path, *, stream=sys.stderr,
         # Killed after the last checkpoint but before the summary: finish the bookkeeping.
         if patience and stopping["bad_evals"] >= patience:
             yield {"step": start, "summary": _stop_early(
-                trainer, checkpoints, start, stopping, final, eval_splits, progress.message,
-                summarize)}
+                trainer, checkpoints, start, stopping, final, best, eval_splits,
+                progress.message, summarize)}
             return
         if start == plan.total_steps:
             yield {"step": start, "summary": summarize(start, {})}
             return
         segment_start = time.perf_counter()
         batches = trainer.feed.train(TRAIN, start)
-        in_flight = collections.deque(maxlen=config.parallel.max_in_flight)
+        # The backend keeps at most max_in_flight programs queued (Backend.dispatched);
+        # the finiteness flag of a step that old is ready, so a diverged run stops early.
+        recent = collections.deque(maxlen=config.parallel.max_in_flight)
         for step in range(start + 1, plan.total_steps + 1):
             state, metrics = train_step(state, next(batches))
             window.add(step, metrics)
             examples_seen += batch_size
-            if len(in_flight) == in_flight.maxlen:
-                # A deep queue of steps with cross-device all-reduces can deadlock XLA's CPU
-                # collectives (benchmarks/README.md); waiting on an older step bounds it,
-                # and its finiteness flag, fetched anyway, stops a diverged run early.
-                oldest = in_flight.popleft()
+            if len(recent) == recent.maxlen:
+                oldest = recent.popleft()
                 if not skip_nonfinite and not backend.get_metrics(oldest["scalars"]["finite"]):
                     window.absorb(backend, skip_nonfinite=False)  # raises, naming the step
-            in_flight.append(metrics)
+            recent.append(metrics)
             log_now = Plan.due(step, plan.log_every, plan.total_steps)
             eval_now = Plan.due(step, plan.eval_every, plan.total_steps)
             save_now = Plan.due(step, plan.checkpoint_every, plan.total_steps)
@@ -655,17 +670,20 @@ def run(config, workdir: Path, *, stream=sys.stderr,
                 progress.update(step, {k: train_metrics[k] for k in ("loss", task.monitor)
                                        if k in train_metrics})
             if eval_now:
-                results = trainer.evaluate_all(state, step=step, final=step == plan.total_steps,
-                                               workdir=workdir, write_files=primary)
+                last = step == plan.total_steps
+                results = trainer.evaluate_all(state, step=step, final=last, workdir=workdir,
+                                               write_files=primary,
+                                               splits=eval_splits if last else periodic_splits)
                 for name, result in results.items():
                     writer.write(step, name, result)
                     report[name] = final[name] = result
-                    if _better(result[task.monitor], best.get(name, {}).get(task.monitor),
-                               task.monitor_mode):
+                    if name != TEST and _better(result[task.monitor],
+                                                best.get(name, {}).get(task.monitor),
+                                                task.monitor_mode):
                         best[name] = {**result, "step": step}
                 progress.message(f"step {step}: " + "  ".join(
-                    f"{name} {task.monitor} {report[name][task.monitor]:.4f}"
-                    for name in eval_splits))
+                    f"{name}{' (not for selection)' if name == TEST and not last else ''} "
+                    f"{task.monitor} {report[name][task.monitor]:.4f}" for name in results))
                 monitored = report[monitor_split][monitor_name]
                 if config.schedule.name == "plateau":  # observed by the next step's optimizer
                     sign = -1.0 if mode == "max" else 1.0
@@ -681,12 +699,14 @@ def run(config, workdir: Path, *, stream=sys.stderr,
                 save(step, report.get(monitor_split, {}).get(monitor_name))
             if stop_early:
                 report["summary"] = _stop_early(trainer, checkpoints, step, stopping, final,
-                                                eval_splits, progress.message, summarize)
+                                                best, eval_splits, progress.message, summarize)
                 yield report
                 return
             if stop_now and step < plan.total_steps:
                 raise RunInterrupted(step)
             if step == plan.total_steps:
+                best.update(_test_at_best(trainer, checkpoints, stopping["best_step"], step,
+                                          final, progress.message))
                 report["summary"] = summarize(step, {})
             if eval_now:
                 yield report
@@ -705,7 +725,26 @@ def run(config, workdir: Path, *, stream=sys.stderr,
                                 title=f"{config.model.name} on {config.data.name}")
 
 
-def _stop_early(trainer, checkpoints, step, stopping, final, eval_splits, message, summarize):
+def _test_at_best(trainer, checkpoints, best_step, step, final, message) -> dict[str, Any]:
+    """The test split's metrics at the checkpoint chosen on validation (`best_step`), as
+    `{"test": {..., "step": best_step}}`; empty without a test split or when that
+    checkpoint was not kept (`checkpoint.keep_best=0`): then only the end is reported."""
+    if TEST not in trainer.eval_splits or best_step is None:
+        return {}
+    if best_step == step:
+        return {TEST: {**final[TEST], "step": step}}
+    if best_step not in checkpoints.steps():
+        return {}
+    host_state, _, _ = checkpoints.restore(trainer.abstract_state, step=best_step)
+    result = trainer.evaluate(trainer.backend.put_state(host_state), TEST)
+    message(f"test at the best {trainer.config.checkpoint.monitor} checkpoint (step "
+            f"{best_step}): " + "  ".join(f"{k} {v:.4f}" for k, v in result.items()
+                                          if k != "examples"))
+    return {TEST: {**result, "step": best_step}}
+
+
+def _stop_early(trainer, checkpoints, step, stopping, final, best, eval_splits, message,
+                summarize):
     """Restores the best checkpoint, evaluates it on every eval split, says which won."""
     config, plan = trainer.config, trainer.plan
     best_step = stopping["best_step"]
@@ -714,6 +753,8 @@ def _stop_early(trainer, checkpoints, step, stopping, final, eval_splits, messag
     final.update(trainer.evaluate_all(state, step=best_step, final=True,
                                       workdir=Path(checkpoints.directory).parent,
                                       write_files=jax.process_index() == 0))
+    if TEST in final:
+        best[TEST] = {**final[TEST], "step": best_step}
     message(f"early stopping at step {step} (epoch {step / plan.steps_per_epoch:g}): "
             f"{config.checkpoint.monitor} did not improve by more than "
             f"{config.early_stopping.min_delta} for {stopping['bad_evals']} evaluations; "

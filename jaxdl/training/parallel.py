@@ -10,6 +10,7 @@ replicate/shard helpers that JAX 0.10 removed, nor Flax's replicate utility.
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -38,11 +39,23 @@ def select_devices(num_devices: int) -> list[jax.Device]:
 
 
 class Backend:
-    """Places state and batches on devices and compiles steps for one parallel backend."""
+    """Places state and batches on devices and compiles steps for one parallel backend.
 
-    def __init__(self, kind: str, devices: Sequence[jax.Device]):
+    Every multi-device program it runs (steps, the feed's gathers, metric sums) goes
+    through `dispatched`, which keeps at most `max_in_flight` of them queued ahead of the
+    devices. XLA's CPU client aborts when about 30 programs with cross-device collectives
+    are queued on host devices ("Termination timeout for all reduce RendezvousKey ... 40
+    seconds"): an evaluation queued its batches, sums and gathers unbounded and killed
+    mnist_cnn at step 1716 (benchmarks/README.md: a plain jitted all-reduce hangs the same).
+    """
+
+    def __init__(self, kind: str, devices: Sequence[jax.Device], *, max_in_flight: int):
         if kind not in BACKENDS:
             raise ValueError(f"unknown parallel backend {kind!r}; valid: {', '.join(BACKENDS)}")
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        self.max_in_flight = max_in_flight
+        self._in_flight: collections.deque = collections.deque()
         self.kind = kind
         self.devices = list(devices)
         self.mesh = Mesh(np.array(self.devices), (AXIS,))
@@ -61,6 +74,27 @@ class Backend:
     @property
     def local_devices(self) -> list[jax.Device]:
         return [d for d in self.devices if d.process_index == jax.process_index()]
+
+    # --- dispatch ----------------------------------------------------------------------
+
+    @property
+    def in_flight(self) -> int:
+        """Programs dispatched and not yet waited for."""
+        return len(self._in_flight)
+
+    def dispatched(self, outputs):
+        """Records a program just dispatched (by its outputs); waits for the oldest one
+        while more than `max_in_flight` are queued. Returns `outputs`."""
+        self._in_flight.append(outputs)
+        while len(self._in_flight) > self.max_in_flight:
+            _wait(self._in_flight.popleft())
+        return outputs
+
+    def wait_all(self) -> None:
+        """Waits until every dispatched program has finished (before the host runs code
+        that dispatches programs of its own, such as a task's evaluation extras)."""
+        while self._in_flight:
+            _wait(self._in_flight.popleft())
 
     # --- placement ---------------------------------------------------------------------
     # Every process calls these with the same host values (the global batch, the state);
@@ -140,8 +174,11 @@ class Backend:
 
     # --- compilation -------------------------------------------------------------------
 
-    def compile(self, fn: Callable, state, batch, *, donate_state: bool) -> tuple[Callable, float]:
-        """`fn(state, batch)` compiled ahead of time for these shapes; and the seconds it took.
+    def compile(self, fn: Callable, state, batch, *carry,
+                donate_state: bool) -> tuple[Callable, float]:
+        """`fn(state, batch, *carry)` compiled ahead of time for these shapes; and the
+        seconds it took. `carry` (placed like the state, by `put_state`) is a value the
+        program updates and returns, such as running totals.
 
         Compiling ahead of time means a batch of another shape fails loudly instead of
         recompiling silently.
@@ -150,11 +187,25 @@ class Backend:
         if self.kind == "pmap":
             mapped = jax.pmap(fn, axis_name=AXIS, devices=self.devices, donate_argnums=donate)
         else:
-            mapped = jax.jit(fn, in_shardings=(self._replicated, self._data),
+            mapped = jax.jit(fn, in_shardings=(self._replicated, self._data)
+                             + (self._replicated,) * len(carry),
                              out_shardings=self._replicated, donate_argnums=donate)
         start = time.perf_counter()
-        compiled = mapped.lower(state, batch).compile()
-        return _CompiledStep(compiled, batch), time.perf_counter() - start
+        compiled = mapped.lower(state, batch, *carry).compile()
+        return _CompiledStep(compiled, batch, self.dispatched), time.perf_counter() - start
+
+    def throttled(self, fn: Callable) -> Callable:
+        """`fn` (a compiled multi-device function) counted against `max_in_flight`."""
+        return lambda *args: self.dispatched(fn(*args))
+
+
+def _wait(outputs) -> None:
+    """Blocks until the program that produced `outputs` finished. Its outputs become ready
+    together, so one leaf that is still alive (not donated to a later step) is enough."""
+    for leaf in jax.tree.leaves(outputs):
+        if isinstance(leaf, jax.Array) and not leaf.is_deleted():
+            leaf.block_until_ready()
+            return
 
 
 def _shapes(batch) -> dict[str, str]:
@@ -165,9 +216,10 @@ class _CompiledStep:
     """A step compiled once; a batch of another shape or dtype is an error that names both,
     never a silent recompilation."""
 
-    def __init__(self, compiled, batch):
+    def __init__(self, compiled, batch, dispatched: Callable):
         self._compiled = compiled
         self._expected = _shapes(batch)
+        self._dispatched = dispatched
 
     def cost(self) -> dict[str, float]:
         """XLA's estimate for ONE device's share of a step: `flops`, `bytes_accessed`, and
@@ -187,9 +239,9 @@ class _CompiledStep:
                                         - memory.alias_size_in_bytes)
         return out
 
-    def __call__(self, state, batch):
+    def __call__(self, state, batch, *carry):
         try:
-            return self._compiled(state, batch)
+            return self._dispatched(self._compiled(state, batch, *carry))
         except (TypeError, ValueError) as e:
             got = _shapes(batch)
             if got == self._expected:

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -89,12 +90,12 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
     return train_step
 
 
-def make_eval_step(task, *, axis_name: str | None, augmentation: tuple = ()) -> Callable:
-    """`eval_step(state, batch) -> sums`: masked per-example sums, padding excluded. The
+def make_eval_sums(task, *, axis_name: str | None, augmentation: tuple = ()) -> Callable:
+    """`eval_sums(state, batch) -> sums`: masked per-example sums, padding excluded. The
     deterministic part of the augmentation (normalisation) applies here too."""
     deterministic = augment.eval_ops(augmentation)
 
-    def eval_step(state: TrainState, batch):
+    def eval_sums(state: TrainState, batch):
         if deterministic:
             batch = {**batch, "inputs": augment.apply(deterministic, state.rng, batch["inputs"])}
         variables = {"params": state.params, **state.model_state}
@@ -104,4 +105,24 @@ def make_eval_step(task, *, axis_name: str | None, augmentation: tuple = ()) -> 
             sums = lax.psum(sums, axis_name)
         return sums
 
+    return eval_sums
+
+
+def make_eval_step(task, *, axis_name: str | None, augmentation: tuple = ()) -> Callable:
+    """`eval_step(state, batch, totals) -> totals + sums` of the batch.
+
+    Summing inside the step makes a batch one program, not a step and a sum, and chains a
+    split's batches in order as train steps chain through the state."""
+    eval_sums = make_eval_sums(task, axis_name=axis_name, augmentation=augmentation)
+
+    def eval_step(state: TrainState, batch, totals):
+        return jax.tree.map(jnp.add, totals, eval_sums(state, batch))
+
     return eval_step
+
+
+def eval_totals_zeros(task, abstract_state, batch, *, augmentation: tuple = ()):
+    """Zero running totals for `make_eval_step`: the structure of one batch's sums."""
+    shapes = jax.eval_shape(make_eval_sums(task, axis_name=None, augmentation=augmentation),
+                            abstract_state, batch)
+    return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), shapes)
