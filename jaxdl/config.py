@@ -16,12 +16,11 @@ from typing import Any
 
 import ml_collections
 
+# The vocabulary (Field, checks, ConfigError) lives in the leaf `schema`, which models import;
+# it is re-exported here for the tasks and tests that import it from this module.
 from jaxdl.schema import (REQUIRED, ConfigError, Field, fraction, non_negative,  # noqa: F401
                           optional, positive)
 
-
-# The vocabulary lives in the leaf `schema`; it is re-exported here for the tasks and tests
-# that import it from this module.
 _REQUIRED = REQUIRED
 
 # The splits a run may evaluate (each exists when its fraction, a k-fold or the source
