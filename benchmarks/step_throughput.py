@@ -270,11 +270,14 @@ def _experiment(name: str):
     return importlib.import_module(f"experiments.{name}")
 
 
-def _image_family(experiment: str, shape, num_classes: int, model: dict | None = None):
+def _image_family(experiment: str, shape, num_classes: int, model: dict | None = None,
+                  monitor: str | None = None):
     def config():
         c = _experiment(experiment).get_config()
         if model is not None:
             c.model = model
+        if monitor is not None:  # validation requires a metric this config reports
+            c.checkpoint.monitor = monitor
         return _synthetic_data(c, kind="images", shape=shape, num_classes=num_classes)
     return config
 
@@ -308,7 +311,8 @@ MODEL_FAMILIES = {
     "densenet121": _image_family(*IMAGENET, model=dict(name="densenet121", num_classes=1000,
                                                        bn_momentum=0.9, dropout_rate=0.0)),
     "lstm_lm": char_lstm_config,
-    "dcgan": _image_family("mnist_dcgan", (28, 28, 1), 10),
+    # mnist_dcgan monitors the Fréchet distance, which needs a classifier run (none here).
+    "dcgan": _image_family("mnist_dcgan", (28, 28, 1), 10, monitor="validation/g_loss"),
     "vae": _image_family("mnist_vae", (28, 28, 1), 10),
 }
 # --model names with a PyTorch twin in benchmarks/torch_reference.py, and experiments

@@ -16,35 +16,16 @@ from typing import Any
 
 import ml_collections
 
+# The vocabulary (Field, checks, ConfigError) lives in the leaf `schema`, which models import;
+# it is re-exported here for the tasks and tests that import it from this module.
+from jaxdl.schema import (REQUIRED, ConfigError, Field, fraction, non_negative,  # noqa: F401
+                          optional, positive)
 
-class ConfigError(ValueError):
-    """A config that cannot run: the message is one line that names the problem."""
+_REQUIRED = REQUIRED
 
-
-_REQUIRED = object()
-
-
-@dataclasses.dataclass(frozen=True)
-class Field:
-    """One config key: its type, an optional default, and the check its value must pass."""
-
-    kind: type | tuple[type, ...]
-    default: Any = _REQUIRED
-    choices: Callable[[], Sequence[str]] | None = None
-    check: Callable[[Any], str | None] | None = None
-    help: str = ""
-
-
-def positive(value) -> str | None:
-    return None if value > 0 else "must be > 0"
-
-
-def non_negative(value) -> str | None:
-    return None if value >= 0 else "must be >= 0"
-
-
-def fraction(value) -> str | None:
-    return None if 0 <= value < 1 else "must be in [0, 1)"
+# The splits a run may evaluate (each exists when its fraction, a k-fold or the source
+# gives it rows); `checkpoint.monitor` names one of them.
+EVAL_SPLITS = ("validation", "test")
 
 
 def _duration(value) -> str | None:
@@ -249,20 +230,74 @@ def _kind_name(kind) -> str:
     return kind.__name__
 
 
-def _check_value(path: str, field: Field, value: Any) -> Any:
-    kind = field.kind
+def _typed(kind, value) -> tuple[bool, Any]:
+    """(does `value` have type `kind`, the value): an int is taken for a float, a bool is
+    never taken for a number."""
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
-    if kind is not bool and isinstance(value, bool) or not isinstance(value, kind):
-        raise ConfigError(f"config.{path}: expected {_kind_name(kind)}, got "
+    return not (kind is not bool and isinstance(value, bool)) and isinstance(value, kind), value
+
+
+def _check_value(path: str, field: Field, value: Any) -> Any:
+    if field.items is not None:
+        return _check_items(path, field, value)
+    ok, value = _typed(field.kind, value)
+    if not ok:
+        raise ConfigError(f"config.{path}: expected {_kind_name(field.kind)}, got "
                           f"{type(value).__name__} {value!r}")
-    if field.choices is not None:
-        names = list(field.choices())
-        if value not in names:
-            raise ConfigError(f"config.{path}: unknown {value!r}; valid: {', '.join(names)}")
-    if field.check is not None and (problem := field.check(value)) is not None:
-        raise ConfigError(f"config.{path}={value!r}: {problem}")
+    _check_one(path, field, value, value)
     return value
+
+
+def _check_one(path: str, field: Field, value: Any, whole: Any) -> None:
+    """`value` (all of `whole`, or one element of it) against the field's choices and check."""
+    names = field.valid_choices()
+    if names is not None and value not in names:
+        raise ConfigError(f"config.{path}: unknown {value!r}; valid: "
+                          f"{', '.join(map(str, names))}")
+    if field.check is not None and (problem := field.check(value)) is not None:
+        if value is whole:
+            raise ConfigError(f"config.{path}={whole!r}: {problem}")
+        raise ConfigError(f"config.{path}={whole!r}: each element {problem}, got {value!r}")
+
+
+def _check_items(path: str, field: Field, value: Any) -> tuple:
+    """A sequence key: a tuple (or list) whose every element has type `field.items`."""
+    kind, noun = field.items, f"a list of {field.items.__name__}s"
+    if isinstance(value, list):
+        value = tuple(value)
+    if not isinstance(value, tuple):
+        raise ConfigError(f"config.{path}: expected {noun}, got {type(value).__name__} "
+                          f"{value!r}")
+    if kind is not str and len(value) == 1 and isinstance(value[0], str):
+        # A --config override that does not parse as a literal arrives as its text.
+        _refuse_text(path, value[0], kind, noun)
+    out = []
+    for element in value:
+        ok, element = _typed(kind, element)
+        if not ok:
+            raise ConfigError(f"config.{path}={value!r}: element {element!r} is not "
+                              f"{_article(kind)}; expected {noun}")
+        _check_one(path, field, element, value)
+        out.append(element)
+    return tuple(out)
+
+
+def _refuse_text(path: str, text: str, kind: type, noun: str) -> None:
+    """The one-line error for `text` given where a list of `kind` goes, naming the first
+    part that is not one."""
+    parts = [p.strip() for p in text.strip().strip("[]()").split(",")]
+    for part in parts:
+        try:
+            kind(part)
+        except ValueError:
+            raise ConfigError(f"config.{path}={text!r}: {part!r} is not {_article(kind)}; "
+                              f"expected {noun}, e.g. [1,2]") from None
+    raise ConfigError(f"config.{path}={text!r}: expected {noun}, e.g. [1,2]")
+
+
+def _article(kind: type) -> str:
+    return f"an {kind.__name__}" if kind.__name__[0] in "aeiou" else f"a {kind.__name__}"
 
 
 # Sections whose other keys belong to what they name (the model's or the task's fields,
@@ -319,14 +354,43 @@ def _validate_section(spec: Mapping[str, Any], given: Mapping[str, Any], prefix:
     return out
 
 
-_SIMPLE_TYPES = {int: int, float: float, str: str, bool: bool}
+_SIMPLE_TYPES = (int, float, str, bool)
 
 
-def _check_model_fields(model: Mapping[str, Any]) -> None:
-    """Every key is a constructor field, every field without a default is set, and values
-    of plain-typed fields (int, float, str, bool, tuple) have that type."""
+def _field_from_hint(hint) -> Field | None:
+    """What a constructor annotation alone says of a value, for a field its model does not
+    declare: plain types and tuples (of one plain type); None for anything else."""
+    import typing
+    if hint in _SIMPLE_TYPES:
+        return Field(hint)
+    if hint is tuple or typing.get_origin(hint) is tuple:
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis and args[0] in _SIMPLE_TYPES:
+            return Field(tuple, items=args[0])
+        return Field(tuple)
+    return None
+
+
+def model_field_specs(name: str) -> dict[str, Field]:
+    """The Field of every constructor field a config may set for model `name`: the model's
+    own declaration (its `FIELDS` class attribute), else what its annotation says."""
     import typing
 
+    from jaxdl import models
+    cls = models.get_model_class(name)
+    declared = dict(getattr(cls, "FIELDS", None) or {})
+    hints = typing.get_type_hints(cls)
+    specs = {}
+    for key in sorted(models.model_fields(name)):
+        spec = declared.get(key) or _field_from_hint(hints.get(key))
+        if spec is not None:
+            specs[key] = spec
+    return specs
+
+
+def _check_model_fields(model: dict[str, Any]) -> None:
+    """Every key is a constructor field, every field without a default is set, and every
+    value passes the field's declared type, choices and range (see `model_field_specs`)."""
     from jaxdl import models
     cls = models.get_model_class(model["name"])
     fields = models.model_fields(model["name"])
@@ -334,7 +398,7 @@ def _check_model_fields(model: Mapping[str, Any]) -> None:
         if key != "name" and key not in fields:
             raise ConfigError(f"config.model.{key}: unknown field of model {model['name']!r}; "
                               f"valid: {', '.join(sorted(fields))}")
-    hints = typing.get_type_hints(cls)
+    specs = model_field_specs(model["name"])
     for field in dataclasses.fields(cls):
         if field.name not in fields:
             continue
@@ -345,11 +409,29 @@ def _check_model_fields(model: Mapping[str, Any]) -> None:
                 raise ConfigError(f"config.model.{field.name}: missing; model "
                                   f"{model['name']!r} requires it")
             continue
-        hint = hints.get(field.name)
-        origin = typing.get_origin(hint) or hint
-        if hint in _SIMPLE_TYPES or origin is tuple:
-            _check_value(f"model.{field.name}", Field(_SIMPLE_TYPES.get(hint, tuple)),
-                         model[field.name])
+        if field.name in specs:
+            model[field.name] = _check_value(f"model.{field.name}", specs[field.name],
+                                             model[field.name])
+
+
+def _check_monitor(config: Mapping[str, Any]) -> None:
+    """`checkpoint.monitor` names an eval split and a metric the task reports there. (Whether
+    the split has rows is known once the data is loaded: the run checks that before it
+    writes anything.)"""
+    from jaxdl import tasks
+    monitor = config["checkpoint"]["monitor"]
+    task = config["task"]
+    names = tasks.metric_names(task["name"], task)
+    valid = ", ".join(f"{split}/{name}" for split in EVAL_SPLITS for name in names)
+    split, _, metric = monitor.partition("/")
+    if split not in EVAL_SPLITS or not metric:
+        raise ConfigError(f"config.checkpoint.monitor={monitor!r}: write '<eval split>/"
+                          f"<metric>'; valid: {valid}")
+    if metric not in names:
+        needs = tasks.unavailable_metrics(task["name"], task).get(metric)
+        why = f" without {needs}" if needs else ""
+        raise ConfigError(f"config.checkpoint.monitor={monitor!r}: task {task['name']!r} "
+                          f"reports no metric {metric!r}{why}; valid: {valid}")
 
 
 def validate(config: ml_collections.ConfigDict | Mapping[str, Any]) -> ml_collections.ConfigDict:
@@ -358,6 +440,7 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any]) -> ml_collec
     resolved = _validate_section(schema(), given, "")
     _check_model_fields(resolved["model"])
     _check_task_fields(resolved["task"])
+    _check_monitor(resolved)
     data = resolved["data"]
     if data["validation_fraction"] + data["test_fraction"] >= 1:
         raise ConfigError("config.data: validation_fraction + test_fraction must be < 1, got "

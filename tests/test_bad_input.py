@@ -357,6 +357,11 @@ def _tasks():
     return _names(tasks.task_names())
 
 
+def _activations():
+    from jaxdl.models import layers
+    return _names(layers.ACTIVATIONS)
+
+
 CASES = [
     # 1
     Case("missing_workdir", [], ["--workdir"], workdir_flag=False),
@@ -449,6 +454,29 @@ CASES = [
          lambda ctx: ["init_from", str(ctx.tmp / "no_such_run")]),
     Case("workdir_with_unreadable_config_json", [], lambda ctx: [str(ctx.workdir), "config.json"],
          setup=_setup_garbage_config),
+    # a metric the task does not report: refused before the workdir exists (it used to end
+    # in a traceback at the first evaluation, and the corrected rerun was then refused)
+    Case("monitor_names_an_unknown_metric", ["--config.checkpoint.monitor=validation/acc"],
+         ["config.checkpoint.monitor", "'acc'", "validation/accuracy", "test/loss"]),
+    Case("monitor_names_a_metric_that_needs_a_classifier", [],
+         ["config.checkpoint.monitor", "frechet_distance", "config.task.fd_classifier",
+          "validation/g_loss"], module="experiments.mnist_dcgan"),
+    # model fields: choices, ranges and sequences
+    Case("model_activation_unknown", ["--config.model.activation=swish"],
+         lambda ctx: ["config.model.activation", "'swish'", *_activations()]),
+    Case("model_pooling_unknown", ["--config.model.pooling=foo"],
+         ["config.model.pooling", "'foo'", "avg", "max"]),
+    Case("model_features_element_not_an_int", ["--config.model.features=[32,64,x]"],
+         ["config.model.features", "'x'", "not an int"]),
+    Case("model_dropout_rate_above_one", ["--config.model.dropout_rate=1.5"],
+         ["config.model.dropout_rate", "1.5", "[0, 1)"]),
+    Case("model_dropout_rate_negative", ["--config.model.dropout_rate=-0.5"],
+         ["config.model.dropout_rate", "-0.5", "[0, 1)"]),
+    Case("model_width_zero", ["--config.model.dense_width=0"],
+         ["config.model.dense_width", "> 0"]),
+    Case("one_cycle_with_a_warmup",
+         ["--config.schedule.name=one_cycle", "--config.schedule.warmup=3 steps"],
+         ["config.schedule.warmup", "'3 steps'", "'0 steps'"]),
     Case("deterministic_conflicts_with_xla_flags", ["--deterministic"],
          ["--deterministic", "xla_gpu_deterministic_ops"],
          env={"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")

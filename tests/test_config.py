@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import copy
+import re
 import sys
 import textwrap
+import types
 
 import ml_collections
 import pytest
 
 from experiments import digits_cnn
 from jaxdl import losses, models, tasks
+from jaxdl.models import layers
 from jaxdl.config import Clock, ConfigError, check_devices, validate
 from jaxdl.data import source_names
 from jaxdl.training import optim
@@ -280,6 +283,216 @@ def test_missing_model_field():
     del given["model"]["kernel_size"]
     message = error_of(given)
     assert "config.model.kernel_size" in message
+
+
+# --- model field values (each model declares its fields' types, choices and ranges) ----------
+
+
+# Fields jaxdl fills itself (the pmap axis, the compute dtype) or that take a dtype: not
+# declared by the models, so their annotations alone are checked.
+_UNDECLARED = {"axis_name", "dtype", "param_dtype"}
+
+
+def _model_refusal(key, value, *needles):
+    """validate() of digits_cnn with config.model.KEY=VALUE refuses it in one line that
+    names the field and every needle (the valid choices or the range)."""
+    given = base()
+    given["model"][key] = value
+    with pytest.raises(ConfigError, match=re.escape(f"config.model.{key}")) as info:
+        validate(given)
+    message = str(info.value)
+    assert "\n" not in message.strip(), f"multi-line error: {message!r}"
+    for needle in needles:
+        assert needle in message, f"{needle!r} not in {message!r}"
+    return message
+
+
+@pytest.mark.parametrize("key, value, needles", [
+    ("activation", "swish", ["'swish'", *layers.ACTIVATIONS]),
+    ("pooling", "foo", ["'foo'", *layers.POOLS]),
+    ("dropout_rate", 1.5, ["1.5", "[0, 1)"]),
+    ("dropout_rate", -0.5, ["-0.5", "[0, 1)"]),
+    ("dropout_rate", 1.0, ["1.0", "[0, 1)"]),
+    ("bn_momentum", 1.5, ["1.5", "[0, 1)"]),
+    ("dense_width", 0, ["0", "> 0"]),
+    ("kernel_size", -3, ["-3", "> 0"]),
+    ("num_classes", 2.5, ["2.5", "expected int"]),
+    ("batch_norm", "yes", ["'yes'", "expected bool"]),
+    # what --config.model.features=[32,64,x] delivers: the text, unparsed, in a 1-tuple
+    ("features", ("[32,64,x]",), ["'x'", "is not an int", "list of ints"]),
+    ("features", ("x",), ["'x'", "is not an int", "list of ints"]),
+    ("features", (32, 64.5), ["64.5", "is not an int"]),
+    ("features", (32, True), ["True", "is not an int"]),
+    ("features", (32, 0), ["each element must be > 0", "got 0"]),
+    ("features", 32, ["expected a list of ints", "32"]),
+])
+def test_bad_model_field_value(key, value, needles):
+    _model_refusal(key, value, *needles)
+
+
+def test_model_field_values_are_normalised():
+    """A list for a sequence field becomes a tuple; an int for a float field a float."""
+    given = base()
+    given["model"]["features"] = [16, 32]
+    given["model"]["dropout_rate"] = 0
+    config = validate(given)
+    assert config.model.features == (16, 32)
+    assert config.model.dropout_rate == 0.0 and isinstance(config.model.dropout_rate, float)
+
+
+@pytest.mark.parametrize("name", models.model_names())
+def test_registered_model_declares_every_field_and_its_defaults_validate(name):
+    """Every field a config may set is declared in FIELDS (nothing else is), with the type
+    its annotation says, and every constructor default passes its declaration."""
+    import dataclasses
+    import typing
+
+    from jaxdl import config as config_lib
+    cls = models.get_model_class(name)
+    settable = models.model_fields(name) - _UNDECLARED
+    assert set(cls.FIELDS) == settable
+    hints = typing.get_type_hints(cls)
+    for key, spec in cls.FIELDS.items():
+        hint = hints[key]
+        origin = typing.get_origin(hint)
+        if origin is tuple:
+            assert spec.kind is tuple and spec.items is typing.get_args(hint)[0], key
+        elif origin in (typing.Union, types.UnionType):
+            assert set(spec.kind) == set(typing.get_args(hint)), key
+        else:
+            assert spec.kind is hint, key
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)
+                if f.name in settable and f.default is not dataclasses.MISSING}
+    for key, default in defaults.items():
+        config_lib._check_value(f"model.{key}", cls.FIELDS[key], default)
+
+
+def test_user_model_fields_are_checked_from_annotations(tmp_path, monkeypatch):
+    """A model without FIELDS: its annotations still type-check, elements of sequences too."""
+    (tmp_path / "jaxdl_test_annotated_model.py").write_text(textwrap.dedent("""
+        import flax.linen as nn
+
+
+        class Net(nn.Module):
+            widths: tuple[int, ...]
+            rate: float
+
+            def __call__(self, x, *, train: bool):
+                return x
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    given = base()
+    given["model"] = {"name": "jaxdl_test_annotated_model:Net", "widths": (8, 16), "rate": 0}
+    assert validate(given).model.rate == 0.0
+    given["model"]["widths"] = ("[8,y]",)
+    with pytest.raises(ConfigError, match=r"config\.model\.widths='\[8,y\]': 'y' is not an int"):
+        validate(given)
+
+
+# --- checkpoint.monitor: an eval split and a metric the task reports ------------------------
+
+
+def _monitor_refusal(given, monitor):
+    given["checkpoint"]["monitor"] = monitor
+    with pytest.raises(ConfigError, match=re.escape(f"config.checkpoint.monitor={monitor!r}")) \
+            as info:
+        validate(given)
+    message = str(info.value)
+    assert "\n" not in message.strip(), f"multi-line error: {message!r}"
+    return message
+
+
+@pytest.mark.parametrize("monitor", ["validation/acc", "test/bits_per_char", "train/loss",
+                                     "accuracy", "validation/", "valid/accuracy"])
+def test_monitor_must_name_an_eval_split_and_a_metric_the_task_reports(monitor):
+    message = _monitor_refusal(base(), monitor)
+    assert message.endswith("valid: validation/loss, validation/accuracy, test/loss, "
+                            "test/accuracy"), message
+
+
+@pytest.mark.parametrize("monitor", ["validation/accuracy", "test/loss", "validation/loss"])
+def test_monitor_of_a_reported_metric_validates(monitor):
+    given = base()
+    given["checkpoint"]["monitor"] = monitor
+    assert validate(given).checkpoint.monitor == monitor
+
+
+def test_monitor_names_what_an_unavailable_metric_needs():
+    """The GAN reports a Fréchet distance only with a classifier to score samples."""
+    from experiments import mnist_dcgan
+    given = mnist_dcgan.get_config().to_dict()
+    given["task"]["fd_classifier"] = ""
+    message = _monitor_refusal(given, "validation/frechet_distance")
+    assert "config.task.fd_classifier" in message and "validation/g_loss" in message
+    given["task"]["fd_classifier"] = "runs/classifier"
+    assert validate(given).checkpoint.monitor == "validation/frechet_distance"
+
+
+def _experiment_configs():
+    import importlib
+    import pkgutil
+
+    import experiments
+    for info in pkgutil.iter_modules(experiments.__path__):
+        yield importlib.import_module(f"experiments.{info.name}")
+
+
+# The experiment's FD needs a classifier run, named on the command line (its docstring).
+_EXPERIMENT_OVERRIDES = {"mnist_dcgan": {"task": {"fd_classifier": "runs/mnist_cnn_1ep"}}}
+
+
+@pytest.mark.parametrize("module", list(_experiment_configs()), ids=lambda m: m.__name__)
+def test_every_experiment_validates(module):
+    """The declared ranges and metric names accept what every experiment pins."""
+    given = module.get_config().to_dict()
+    for section, values in _EXPERIMENT_OVERRIDES.get(module.__name__.split(".")[-1],
+                                                     {}).items():
+        given[section].update(values)
+    validate(given)
+
+
+# Per task: an experiment that uses it (with overrides that put it on small data) and the
+# metrics its on_eval adds to what apply reports.
+_TASK_CASES = {
+    "classification": ("digits_cnn", {}, set()),
+    "autoencoder": ("mnist_autoencoder", {"data.name": "digits", "model.image_shape": (8, 8, 1)},
+                    set()),
+    "vae": ("mnist_vae", {"data.name": "digits", "model.image_shape": (8, 8, 1)}, set()),
+    "gan": ("mnist_dcgan", {"data.name": "digits", "model.output_height": 8,
+                            "model.output_width": 8, "checkpoint.monitor": "validation/g_loss"},
+            set()),
+    "sequence_regression": ("fulda_rainfall_runoff_lstm", {}, {"nse", "baseline_nse"}),
+    "language_model": ("shakespeare_char_lstm", {}, set()),
+}
+
+
+def test_every_task_is_checked_below():
+    assert set(_TASK_CASES) == set(tasks.task_names())
+
+
+@pytest.mark.parametrize("task_name", sorted(_TASK_CASES))
+def test_declared_metric_names_are_what_the_task_reports(task_name):
+    """metric_names == the keys of the values `apply` returns at evaluation (traced, not
+    run) plus what on_eval adds: a monitor that validates is found at every evaluation."""
+    import jax
+    import numpy as np
+
+    from conftest import make_config
+    from jaxdl import data as data_lib
+    from jaxdl.training import loop
+    experiment, overrides, on_eval = _TASK_CASES[task_name]
+    config = make_config(experiment, **overrides)
+    assert config.task.name == task_name
+    dataset, splits = loop.load_splits(config)
+    task = tasks.build_task(config, dataset, axis_name=None, train_split=splits["train"])
+    batch = data_lib.train_batch(splits["train"], 4, config.seed, 0)
+    batch = {**batch, "mask": np.ones(len(batch["targets"]), np.float32)}
+    rng = jax.random.PRNGKey(0)
+    variables = jax.eval_shape(task.init, rng, batch["inputs"])
+    values = jax.eval_shape(lambda v: task.apply(v, batch, train=False, rng=rng)[0], variables)
+    declared = tasks.metric_names(task_name, config.task)
+    assert len(set(declared)) == len(declared)
+    assert set(declared) == set(values) | on_eval
 
 
 # --- durations -------------------------------------------------------------------------------

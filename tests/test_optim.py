@@ -230,8 +230,16 @@ def test_one_cycle_schedule():
 
 
 def test_one_cycle_with_extra_warmup_raises():
-    with pytest.raises(ValueError, match='warmup'):
+    """The message names the real key and suggests a value that is itself accepted."""
+    with pytest.raises(ValueError, match=r"^config\.schedule\.warmup='3 steps': .*one_cycle.*"
+                                         r"set config\.schedule\.warmup='0 steps'$"):
         build(sched=make_sched(name='one_cycle', warmup='3 steps'))
+    build(sched=make_sched(name='one_cycle', warmup='0 steps'))
+    from jaxdl.config import validate
+    from experiments import digits_cnn
+    config = digits_cnn.get_config()
+    config.schedule.update(name='one_cycle', warmup='0 steps')
+    validate(config)
 
 
 def test_plateau_schedule_fn_is_constant_with_warmup():

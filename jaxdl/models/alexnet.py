@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl.models.fields import COUNT, RATE
 from jaxdl.models.layers import adaptive_avg_pool
 from jaxdl.models.registry import register
 
@@ -36,6 +37,8 @@ class AlexNet(nn.Module):
     axis_name: str | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+
+    FIELDS = {"num_classes": COUNT, "dropout_rate": RATE}
 
     # Architecture constants (class attributes, not constructor fields).
     # (features, kernel, stride, padding, max-pool after it)

@@ -17,12 +17,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdl.models.fields import ACTIVATION, COUNT, COUNTS, POSITIVE
 from jaxdl.models.layers import ConvTransposeFastGrad, activation
 from jaxdl.models.registry import register
+from jaxdl.schema import Field
 
 # The rng stream the VAE draws its latent noise from (`rngs={LATENT_RNG: key}`).
 LATENT_RNG = "latent"
 DECODER_DISTRIBUTIONS = ("bernoulli", "gaussian")
+# Fields the autoencoders share.
+_MLP_FIELDS = {"encoder_widths": COUNTS, "latent_dim": COUNT, "decoder_widths": COUNTS,
+               "activation": ACTIVATION, "image_shape": COUNTS}
 
 
 class _MLPStack(nn.Module):
@@ -55,6 +60,8 @@ class MLPAutoencoder(nn.Module):
     image_shape: tuple[int, ...]
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+
+    FIELDS = _MLP_FIELDS
 
     def setup(self):
         self.encoder = _MLPStack(self.encoder_widths, self.latent_dim, self.activation,
@@ -136,6 +143,9 @@ class ConvAutoencoder(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
+    FIELDS = {"features": COUNTS, "kernel_size": COUNT, "latent_dim": COUNT,
+              "activation": ACTIVATION, "image_shape": COUNTS}
+
     def setup(self):
         if len(self.image_shape) != 3 or not self.features:
             raise ValueError(f"conv_autoencoder: image_shape must be (height, width, channels) "
@@ -178,6 +188,9 @@ class VAE(nn.Module):
     decoder_std: float  # of the 'gaussian' decoder; unused by 'bernoulli'
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+
+    FIELDS = {**_MLP_FIELDS, "decoder_distribution": Field(str, choices=DECODER_DISTRIBUTIONS),
+              "decoder_std": POSITIVE}
 
     def setup(self):
         if self.decoder_distribution not in DECODER_DISTRIBUTIONS:

@@ -7,6 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxdl.models.fields import ACTIVATION, BN_MOMENTUM, COUNT, COUNTS, FLAG, POOLING, RATE
 from jaxdl.models.layers import activation, batch_norm, pool
 from jaxdl.models.registry import register
 
@@ -28,6 +29,10 @@ class CNN(nn.Module):
     axis_name: str | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+
+    FIELDS = {"features": COUNTS, "kernel_size": COUNT, "pooling": POOLING,
+              "dense_width": COUNT, "activation": ACTIVATION, "dropout_rate": RATE,
+              "batch_norm": FLAG, "bn_momentum": BN_MOMENTUM, "num_classes": COUNT}
 
     @nn.compact
     def __call__(self, x, *, train: bool):

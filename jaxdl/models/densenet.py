@@ -24,6 +24,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxdl.models.fields import BN_MOMENTUM, COUNT, RATE
 from jaxdl.models.layers import batch_norm
 from jaxdl.models.registry import register
 
@@ -111,6 +112,8 @@ class DenseNet(nn.Module):
     axis_name: str | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+
+    FIELDS = {"num_classes": COUNT, "bn_momentum": BN_MOMENTUM, "dropout_rate": RATE}
 
     # Architecture constants (class attributes, not constructor fields), set per variant.
     growth_rate = 32

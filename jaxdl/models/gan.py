@@ -9,10 +9,13 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxdl.models.fields import BN_MOMENTUM, COUNT, FLAG, NON_NEGATIVE
 from jaxdl.models.layers import ConvTransposeFastGrad, activation, batch_norm
+from jaxdl.schema import Field
 from jaxdl.models.registry import register
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "tanh")  # images in [0, 1] or in [-1, 1]
+OUTPUT_ACTIVATION = Field(str, choices=OUTPUT_ACTIVATIONS)
 
 
 @register("dcgan_generator")
@@ -33,6 +36,10 @@ class Generator(nn.Module):
     axis_name: str | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+
+    FIELDS = {"width": COUNT, "blocks": COUNT, "kernel_size": COUNT, "output_height": COUNT,
+              "output_width": COUNT, "output_channels": COUNT,
+              "output_activation": OUTPUT_ACTIVATION, "bn_momentum": BN_MOMENTUM}
 
     def _norm_relu(self, x, train: bool):
         x = batch_norm(train=train, momentum=self.bn_momentum, axis_name=self.axis_name,
@@ -81,6 +88,9 @@ class Discriminator(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
+    FIELDS = {"width": COUNT, "blocks": COUNT, "kernel_size": COUNT,
+              "leaky_relu_slope": NON_NEGATIVE, "batch_norm": FLAG, "bn_momentum": BN_MOMENTUM}
+
     @nn.compact
     def __call__(self, x, *, train: bool):
         x = x.astype(self.dtype)
@@ -120,6 +130,12 @@ class DCGAN(nn.Module):
     axis_name: str | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+
+    FIELDS = {"latent_dim": COUNT, "generator_width": COUNT, "generator_blocks": COUNT,
+              "discriminator_width": COUNT, "discriminator_blocks": COUNT, "kernel_size": COUNT,
+              "output_height": COUNT, "output_width": COUNT, "output_channels": COUNT,
+              "output_activation": OUTPUT_ACTIVATION, "leaky_relu_slope": NON_NEGATIVE,
+              "discriminator_batch_norm": FLAG, "bn_momentum": BN_MOMENTUM}
 
     def setup(self):
         shared = {"kernel_size": self.kernel_size, "bn_momentum": self.bn_momentum,

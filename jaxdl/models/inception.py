@@ -39,6 +39,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxdl.models.fields import BN_MOMENTUM, COUNT, FLAG, RATE
 from jaxdl.models.layers import batch_norm
 from jaxdl.models.registry import register
 
@@ -213,6 +214,9 @@ class InceptionV3(nn.Module):
     axis_name: str | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+
+    FIELDS = {"num_classes": COUNT, "bn_momentum": BN_MOMENTUM, "dropout_rate": RATE,
+              "aux_logits": FLAG}
 
     # Architecture constants (class attributes, not constructor fields).
     pool_features_5 = (32, 64, 64)          # Mixed_5b, 5c, 5d

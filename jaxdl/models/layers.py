@@ -42,11 +42,13 @@ def batch_norm(*, train: bool, momentum: float, axis_name: str | None, dtype, pa
                         param_dtype=param_dtype, name=name)
 
 
+POOLS: dict[str, Callable] = {"max": nn.max_pool, "avg": nn.avg_pool}
+
+
 def pool(kind: str) -> Callable:
-    pools = {"max": nn.max_pool, "avg": nn.avg_pool}
-    if kind not in pools:
-        raise ValueError(f"unknown pooling {kind!r}; valid: {', '.join(sorted(pools))}")
-    return functools.partial(pools[kind], window_shape=(2, 2), strides=(2, 2))
+    if kind not in POOLS:
+        raise ValueError(f"unknown pooling {kind!r}; valid: {', '.join(sorted(POOLS))}")
+    return functools.partial(POOLS[kind], window_shape=(2, 2), strides=(2, 2))
 
 
 def _adaptive_pool_matrix(size_in: int, size_out: int) -> np.ndarray:

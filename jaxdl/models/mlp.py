@@ -7,6 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxdl.models.fields import ACTIVATION, COUNT, COUNTS, RATE
 from jaxdl.models.layers import activation
 from jaxdl.models.registry import register
 
@@ -21,6 +22,9 @@ class MLP(nn.Module):
     num_classes: int
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+
+    FIELDS = {"widths": COUNTS, "activation": ACTIVATION, "dropout_rate": RATE,
+              "num_classes": COUNT}
 
     @nn.compact
     def __call__(self, x, *, train: bool):

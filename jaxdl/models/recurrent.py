@@ -22,9 +22,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxdl.models.fields import COUNT, FLAG, OPTIONAL_COUNT, RATE
 from jaxdl.models.registry import register
+from jaxdl.schema import Field
 
 CELLS = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
+CELL = Field(str, choices=tuple(CELLS))
 # The id that pads token sequences (rnn_classifier, seq2seq sources): lengths are counted
 # as the tokens that differ from it.
 PAD_ID = 0
@@ -129,6 +132,9 @@ class RecurrentLM(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
+    FIELDS = {"vocab_size": COUNT, "embed_dim": COUNT, "hidden_size": COUNT, "num_layers": COUNT,
+              "cell": CELL, "dropout_rate": RATE}
+
     def setup(self):
         self.embed = nn.Embed(self.vocab_size, self.embed_dim, dtype=self.dtype,
                               param_dtype=self.param_dtype)
@@ -189,6 +195,9 @@ class RNNClassifier(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
+    FIELDS = {"vocab_size": COUNT, "embed_dim": COUNT, "hidden_size": COUNT, "num_layers": COUNT,
+              "cell": CELL, "bidirectional": FLAG, "dropout_rate": RATE, "num_classes": COUNT}
+
     @nn.compact
     def __call__(self, tokens, *, train: bool):
         lengths = lengths_from_padding(tokens)
@@ -218,6 +227,9 @@ class RNNRegressor(nn.Module):
     num_outputs: int | None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+
+    FIELDS = {"hidden_size": COUNT, "num_layers": COUNT, "cell": CELL, "dropout_rate": RATE,
+              "num_outputs": OPTIONAL_COUNT}
 
     @nn.compact
     def __call__(self, x, *, train: bool):
@@ -252,6 +264,9 @@ class Seq2Seq(nn.Module):
     dropout_rate: float
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+
+    FIELDS = {"src_vocab_size": COUNT, "tgt_vocab_size": COUNT, "embed_dim": COUNT,
+              "hidden_size": COUNT, "num_layers": COUNT, "cell": CELL, "dropout_rate": RATE}
 
     def setup(self):
         dense_kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}

@@ -27,6 +27,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxdl.models.fields import BN_MOMENTUM, COUNT, FLAG, NON_NEGATIVE, POSITIVE
 from jaxdl.models.layers import batch_norm
 from jaxdl.models.registry import register
 
@@ -147,6 +148,9 @@ class _ResNetBase(nn.Module):
     axis_name: str | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+
+    FIELDS = {"num_classes": COUNT, "bn_momentum": BN_MOMENTUM, "bn_epsilon": POSITIVE,
+              "se_ratio": NON_NEGATIVE, "zero_init_last_bn": FLAG}
 
     def block(self, kind: str, features: int, strides: int, shortcut: str,
               name: str) -> _Block:

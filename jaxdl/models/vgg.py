@@ -20,6 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
+from jaxdl.models.fields import BN_MOMENTUM, COUNT, POSITIVE, RATE
 from jaxdl.models.layers import adaptive_avg_pool, batch_norm
 from jaxdl.models.registry import register
 
@@ -86,6 +87,8 @@ class VGG(_VGGBase):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
+    FIELDS = {"num_classes": COUNT, "dropout_rate": RATE}
+
 
 class VGGBN(_VGGBase):
     """VGG with BatchNorm after every conv (torchvision's vgg*_bn)."""
@@ -99,6 +102,8 @@ class VGGBN(_VGGBase):
     axis_name: str | None = None
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+
+    FIELDS = {**VGG.FIELDS, "bn_momentum": BN_MOMENTUM, "bn_epsilon": POSITIVE}
 
 
 @register("vgg11")

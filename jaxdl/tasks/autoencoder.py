@@ -189,6 +189,11 @@ class _ReconstructionTask(Task):
 class AutoencoderTask(_ReconstructionTask):
     loss: str = "binary_cross_entropy"
 
+    @classmethod
+    def metric_names(cls, task_config):
+        # Under a binary cross-entropy the squared error is reported beside it.
+        return ("loss",) if task_config["loss"] == "mse" else ("loss", "mse")
+
     def apply(self, variables, batch, *, train, rng):
         output, new_state = self.run_model(variables, batch["inputs"], train=train, rng=rng)
         inputs = batch["inputs"]
@@ -216,6 +221,10 @@ class VAETask(_ReconstructionTask):
     decoder_distribution: str = "bernoulli"
     decoder_std: float = 1.0
     latent_dim: int = 0
+
+    @classmethod
+    def metric_names(cls, task_config):
+        return ("loss", "elbo", "kl", "reconstruction")
 
     def init(self, rng, inputs):
         params_rng, latent_rng = jax.random.split(rng)
@@ -284,7 +293,7 @@ def _check_data(config, dataset, *, unit_interval: bool, why: str) -> None:
                           f"[{dataset.features.min():g}, {dataset.features.max():g}]")
 
 
-@register_task("autoencoder", fields={
+@register_task("autoencoder", task=AutoencoderTask, fields={
     "loss": Field(str, choices=lambda: RECONSTRUCTION_LOSSES),
     **_SHARED_FIELDS,
 })
@@ -296,7 +305,7 @@ def build_autoencoder(config, dataset, *, axis_name):
                            plot_examples=config.task.plot_examples, loss=config.task.loss)
 
 
-@register_task("vae", fields=dict(_SHARED_FIELDS))
+@register_task("vae", task=VAETask, fields=dict(_SHARED_FIELDS))
 def build_vae(config, dataset, *, axis_name):
     model = build_model_from_config(config, axis_name=axis_name)
     missing = [f for f in ("latent_dim", "decoder_distribution", "decoder_std")

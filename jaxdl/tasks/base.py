@@ -19,16 +19,19 @@ from jaxdl import models
 # Filled at import by the task files' decorators.
 _TASKS: dict[str, Callable[..., "Task"]] = {}
 _TASK_FIELDS: dict[str, dict[str, Any]] = {}
+_TASK_CLASSES: dict[str, type["Task"]] = {}
 _NEEDS_TRAIN_SPLIT: set[str] = set()
 
 PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
 
 
-def register_task(name: str, fields: Mapping[str, Any] | None = None, *,
+def register_task(name: str, fields: Mapping[str, Any] | None = None, *, task: type[Task],
                   needs_train_split: bool = False):
     """Registers `builder(config, dataset, *, axis_name) -> Task` under `name`. `fields`:
     the keys it reads from config.task (name -> `jaxdl.config.Field`), which validation
-    checks before anything runs. With `needs_train_split` the builder also takes
+    checks before anything runs. `task`: the class the builder returns, whose
+    `metric_names` validation reads (`checkpoint.monitor` must name one of them). With
+    `needs_train_split` the builder also takes
     `train_split=`: the run's train split (an ArraySplit, or None when built outside a
     run), for what a task derives from the training data alone, such as class counts."""
     def wrap(builder):
@@ -36,6 +39,7 @@ def register_task(name: str, fields: Mapping[str, Any] | None = None, *,
             raise ValueError(f"task {name!r} is already registered")
         _TASKS[name] = builder
         _TASK_FIELDS[name] = dict(fields or {})
+        _TASK_CLASSES[name] = task
         if needs_train_split:
             _NEEDS_TRAIN_SPLIT.add(name)
         return builder
@@ -51,6 +55,21 @@ def task_names() -> list[str]:
     return sorted(_TASKS)
 
 
+def metric_names(name: str, task_config: Mapping[str, Any]) -> tuple[str, ...]:
+    """The metrics task `name` reports for every eval split under the validated
+    `config.task` section `task_config` (see `Task.metric_names`)."""
+    if name not in _TASK_CLASSES:
+        raise ValueError(f"unknown task {name!r}; valid: {', '.join(task_names())}")
+    return tuple(_TASK_CLASSES[name].metric_names(task_config))
+
+
+def unavailable_metrics(name: str, task_config: Mapping[str, Any]) -> dict[str, str]:
+    """See `Task.unavailable_metrics`."""
+    if name not in _TASK_CLASSES:
+        raise ValueError(f"unknown task {name!r}; valid: {', '.join(task_names())}")
+    return dict(_TASK_CLASSES[name].unavailable_metrics(task_config))
+
+
 class Task(abc.ABC):
     """A model plus how a batch becomes per-example losses and metrics."""
 
@@ -58,6 +77,20 @@ class Task(abc.ABC):
     # The eval metric that says which model is best, and whether higher is better.
     monitor: str
     monitor_mode: str
+
+    @classmethod
+    @abc.abstractmethod
+    def metric_names(cls, task_config: Mapping[str, Any]) -> tuple[str, ...]:
+        """The metrics each evaluation reports for every eval split (the keys of the values
+        `apply` returns, then those `on_eval` adds) under the validated `config.task`
+        section: what `checkpoint.monitor` may name, checked before anything is written."""
+
+    @classmethod
+    def unavailable_metrics(cls, task_config: Mapping[str, Any]) -> dict[str, str]:
+        """Metrics the task reports under another `config.task` only: name -> what they
+        need, so a refused `checkpoint.monitor` can say how to get one. Default: none."""
+        del task_config
+        return {}
 
     def init(self, rng: jax.Array, inputs: jax.Array) -> dict[str, Any]:
         """The model's variables: `params` plus any state collection (`batch_stats`)."""

@@ -60,6 +60,10 @@ class ClassificationTask(Task):
     monitor: str = "accuracy"
     monitor_mode: str = "max"
 
+    @classmethod
+    def metric_names(cls, task_config):
+        return ("loss", "accuracy")
+
     def apply(self, variables, batch, *, train, rng):
         """Per-example loss (class-weighted when `class_weights`) and accuracy. In training
         with `mixup_alpha` > 0 the inputs are mixed and the loss is lam * loss(own label) +
@@ -148,7 +152,7 @@ def _loss_names():
     return sorted(losses.LOSSES)
 
 
-@register_task("classification", fields={
+@register_task("classification", task=ClassificationTask, fields={
     "loss": Field(str, choices=_loss_names),
     "label_smoothing": Field(float, check=fraction),
     # A reporting knob, not a hyperparameter: it changes no number the run computes.

@@ -52,6 +52,18 @@ class GANTask(Task):
     # Host-side memo of the real images' feature statistics per split (they never change).
     _real_statistics: dict = dataclasses.field(default_factory=dict, repr=False)
 
+    @classmethod
+    def metric_names(cls, task_config):
+        # on_eval adds the Fréchet distance when a classifier scores the samples.
+        return ("loss", "d_loss", "g_loss", "d_real", "d_fake") + (
+            ("frechet_distance",) if task_config["fd_classifier"] else ())
+
+    @classmethod
+    def unavailable_metrics(cls, task_config):
+        if task_config["fd_classifier"]:
+            return {}
+        return {"frechet_distance": "config.task.fd_classifier (a classifier run's workdir)"}
+
     # ---------------------------------------------------------------- the two nets
     @property
     def latent_dim(self) -> int:
@@ -243,7 +255,7 @@ def write_grid(images: np.ndarray, workdir: Path, step: int) -> Path:
     return path
 
 
-@register_task("gan", fields={
+@register_task("gan", task=GANTask, fields={
     "gan_loss": Field(str, choices=lambda: GAN_LOSSES,
                       help="non_saturating (-log D(G(z))) or hinge"),
     "n_critic": Field(int, check=positive, help="discriminator updates per generator update"),

@@ -69,6 +69,10 @@ class SequenceRegressionTask(Task):
     # fixed for a run, so it is the same at every evaluation and after a resume).
     _baseline: dict[str, float] = dataclasses.field(default_factory=dict)
 
+    @classmethod
+    def metric_names(cls, task_config):
+        return ("loss", "mse", "nse", "baseline_nse")  # the last two from on_eval
+
     def apply(self, variables, batch, *, train, rng):
         predicted, new_state = self.run_model(variables, batch["inputs"], train=train, rng=rng)
         error = predicted - batch["targets"]
@@ -147,7 +151,7 @@ def plot_hydrograph(path: Path, observed: np.ndarray, simulated: np.ndarray, *,
     return path
 
 
-@register_task("sequence_regression")
+@register_task("sequence_regression", task=SequenceRegressionTask)
 def build_sequence_regression(config, dataset, *, axis_name) -> Task:
     if dataset.num_classes is not None:
         raise ValueError(f"config.task.name='sequence_regression' needs real-valued targets, "

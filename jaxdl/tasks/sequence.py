@@ -46,6 +46,10 @@ class LanguageModelTask(Task):
     monitor: str = "bits_per_char"
     monitor_mode: str = "min"
 
+    @classmethod
+    def metric_names(cls, task_config):
+        return ("loss", "bits_per_char", "accuracy")
+
     def apply(self, variables, batch, *, train, rng):
         logits, new_state = self.run_model(variables, batch["inputs"], train=train, rng=rng)
         targets = batch["targets"]
@@ -91,7 +95,7 @@ def append_sample(path: Path, step: int, text: str) -> None:
     path.write_text(f"{kept}=== step {step} ===\n{text}\n\n")
 
 
-@register_task("language_model", fields={
+@register_task("language_model", task=LanguageModelTask, fields={
     "sample_length": Field(int, check=non_negative, help="characters sampled after each "
                                                          "evaluation (0 = none)"),
     "sample_temperature": Field(float, check=non_negative, help="0 = the most likely token"),

@@ -67,8 +67,8 @@ def make_schedule(
         if warmup > 0:
             # one_cycle has its own ramp (pct_start); a second warmup is a config error.
             raise ValueError(
-                f'schedule one_cycle has its own warmup (pct_start); '
-                f'set sched.warmup to 0, got {sched.warmup!r}'
+                f'config.schedule.warmup={sched.warmup!r}: schedule one_cycle has its own '
+                f"warmup (config.schedule.pct_start); set config.schedule.warmup='0 steps'"
             )
         return optax.cosine_onecycle_schedule(
             transition_steps=total_updates,
