@@ -171,8 +171,12 @@ def schema() -> dict[str, Any]:
                                help="a smaller change of the monitor is no improvement"),
         },
         "guard": {
-            "skip_nonfinite": Field(bool, help="skip a step with a non-finite loss or gradient "
-                                               "instead of stopping the run"),
+            "skip_nonfinite": Field(bool, help="skip a step with a non-finite loss, gradient "
+                                               "or updated parameters instead of stopping the run"),
+            "max_skipped_fraction": Field(float, default=0.5, check=fraction,
+                                          help="with skip_nonfinite: stop the run when more "
+                                               "than this share of a log window's steps "
+                                               "was skipped"),
         },
         "init_from": Field(str, default="", help="a run's workdir whose latest weights start "
                                                  "this run ('' = initialise from the seed)"),

@@ -64,11 +64,70 @@ def test_a_non_finite_step_stops_the_run_naming_it_and_keeps_good_checkpoints(tm
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state.params))
 
 
-def test_skip_nonfinite_skips_the_update_and_finishes(tmp_path):
-    summary, _ = _train(tmp_path, **DIVERGE, **{"guard.skip_nonfinite": True})
-    train = [r for r in read_metrics(tmp_path / "metrics.jsonl") if r["split"] == "train"]
-    assert sum(r["skipped_steps"] for r in train) > 0
-    assert summary["steps"] == 2 * 19
+def test_skip_nonfinite_stops_a_run_that_only_survives_by_skipping(tmp_path):
+    """A learning rate that destroys the model used to finish "successfully" at chance
+    accuracy with every step skipped; more than max_skipped_fraction of a window stops it."""
+    with pytest.raises(loop.NonFiniteError,
+                       match=r"[45] of the 5 steps up to step 5 were non-finite and skipped"):
+        _train(tmp_path, **DIVERGE, **{"guard.skip_nonfinite": True,
+                                       "train.log_every": "5 steps"})
+    assert not (tmp_path / "summary.json").exists()
+
+
+class _HostBackend:
+    """Hands `_Window` the host metrics it is given, as a backend hands fetched ones."""
+
+    def get_metrics(self, metrics):
+        return metrics
+
+
+def _step_metrics(finite: bool):
+    return {"sums": {"loss": 2.0, "count": 4.0},
+            "scalars": {"grad_norm": 1.0, "param_norm": 3.0, "finite": float(finite)}}
+
+
+@pytest.mark.parametrize("skipped, raises", [(0, False), (2, False), (3, True)])
+def test_the_skipped_share_of_a_window_is_bounded(skipped, raises):
+    window = loop._Window()
+    for step in range(1, 5):
+        window.add(step, _step_metrics(finite=step > skipped))
+    take = lambda: window.take(_HostBackend(), skip_nonfinite=True, step=4,
+                               max_skipped_fraction=0.5)
+    if raises:
+        with pytest.raises(loop.NonFiniteError, match="3 of the 4 steps up to step 4"):
+            take()
+    else:
+        out = take()
+        assert out["skipped_steps"] == skipped and out["loss"] == pytest.approx(0.5)
+
+
+def test_overflowing_parameters_make_a_step_non_finite():
+    """A finite loss and gradient with a learning rate that overflows the weights: the step
+    is skipped (it used to be applied, and every later step then skipped)."""
+    trainer = loop.build(make_config(**{
+        "guard.skip_nonfinite": True, "parallel.num_devices": 1, "optimizer.name": "sgd",
+        "optimizer.learning_rate": float("inf"), "schedule.name": "constant",
+        "schedule.warmup": "0 steps"}))
+    before = trainer.backend.get_state(trainer.state)
+    state, metrics = trainer.train_step(
+        trainer.state, trainer.backend.put_batch(trainer.train_batch(0)))
+    fetched = trainer.backend.get_metrics(metrics)
+    assert np.isfinite(fetched["sums"]["loss"]) and np.isfinite(fetched["scalars"]["grad_norm"])
+    assert fetched["scalars"]["finite"] == 0
+    after = trainer.backend.get_state(state)
+    for a, b in zip(jax.tree.leaves(before.params), jax.tree.leaves(after.params)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_summary_json_is_strict_json_when_a_metric_is_not_finite(tmp_path):
+    def refuse(constant):
+        raise ValueError(f"bare {constant} in summary.json")
+
+    summary = {"final": {"validation": {"loss": float("nan"), "accuracy": 0.1}}}
+    assert loop._finite_or_null(summary) == {"final": {"validation": {"loss": None,
+                                                                      "accuracy": 0.1}}}
+    _train(tmp_path, **{"train.duration": "1 epoch", "train.eval_every": "1 epoch"})
+    json.loads((tmp_path / "summary.json").read_text(), parse_constant=refuse)
 
 
 def test_a_skipped_step_leaves_the_state_unchanged():

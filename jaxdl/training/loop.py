@@ -154,11 +154,12 @@ class _Window:
     (the partial sums travel in the checkpoint). Every step's finiteness is checked here."""
 
     def __init__(self, sums: dict[str, float] | None = None,
-                 scalars: dict[str, float] | None = None, skipped: int = 0):
+                 scalars: dict[str, float] | None = None, skipped: int = 0, steps: int = 0):
         self.pending: list[tuple[int, Any]] = []
         self.sums = dict(sums or {})
         self.scalars = dict(scalars or {})
         self.skipped = skipped
+        self.steps = steps  # fetched in this window, skipped ones included
         self.last_finite: tuple[int, dict[str, float]] | None = None
 
     def add(self, step: int, metrics) -> None:
@@ -175,7 +176,9 @@ class _Window:
         for (step, _), metrics in zip(pending, fetched):
             sums = {name: float(value) for name, value in metrics["sums"].items()}
             scalars = {name: float(value) for name, value in metrics["scalars"].items()}
-            health = {"loss": sums["loss"] / sums["count"], "grad_norm": scalars["grad_norm"]}
+            health = {"loss": sums["loss"] / sums["count"], "grad_norm": scalars["grad_norm"],
+                      "param_norm": scalars["param_norm"]}
+            self.steps += 1
             if not scalars.pop("finite"):
                 if skip_nonfinite:
                     self.skipped += 1
@@ -191,18 +194,30 @@ class _Window:
                 self.sums[name] = self.sums.get(name, 0.0) + value
             self.scalars = scalars
 
-    def take(self, backend: parallel.Backend, *, skip_nonfinite: bool) -> dict[str, float]:
-        """The window's mean metrics, last scalars and skipped steps; starts a new window."""
+    def take(self, backend: parallel.Backend, *, skip_nonfinite: bool, step: int,
+             max_skipped_fraction: float) -> dict[str, float]:
+        """The window's mean metrics, last scalars and skipped steps; starts a new window.
+        Raises NonFiniteError when more than `max_skipped_fraction` of the window's steps
+        were skipped: a model that only survives by skipping is not training."""
         self.absorb(backend, skip_nonfinite=skip_nonfinite)
+        if skip_nonfinite and self.skipped > max_skipped_fraction * self.steps:
+            raise NonFiniteError(
+                f"{self.skipped} of the {self.steps} steps up to step {step} were non-finite "
+                f"and skipped (more than config.guard.max_skipped_fraction="
+                f"{max_skipped_fraction}); the last finite step was " + (
+                    f"{self.last_finite[0]}: " + ", ".join(
+                        f"{k} {v:.6g}" for k, v in self.last_finite[1].items())
+                    if self.last_finite else "not in this window"))
         out = {**_mean_metrics(self.sums), **self.scalars}
         if skip_nonfinite:
             out["skipped_steps"] = float(self.skipped)
-        self.sums, self.scalars, self.skipped = {}, {}, 0
+        self.sums, self.scalars, self.skipped, self.steps = {}, {}, 0, 0
         return out
 
     def snapshot(self, backend: parallel.Backend, *, skip_nonfinite: bool) -> dict[str, Any]:
         self.absorb(backend, skip_nonfinite=skip_nonfinite)
-        return {"sums": dict(self.sums), "scalars": dict(self.scalars), "skipped": self.skipped}
+        return {"sums": dict(self.sums), "scalars": dict(self.scalars), "skipped": self.skipped,
+                "steps": self.steps}
 
 
 class _Silent:
@@ -626,7 +641,8 @@ def run(config, workdir: Path, *, stream=sys.stderr,
             "input_wait_seconds": trainer.feed.wait_seconds,
             **extra}
         if primary:
-            (workdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            (workdir / "summary.json").write_text(
+                json.dumps(_finite_or_null(summary), indent=2, allow_nan=False) + "\n")
         return summary
 
     batches = None
@@ -664,7 +680,9 @@ def run(config, workdir: Path, *, stream=sys.stderr,
             train_seconds += time.perf_counter() - segment_start
             report, stop_early = {"step": step}, False
             if log_now or eval_now:
-                train_metrics = window.take(backend, skip_nonfinite=skip_nonfinite)
+                train_metrics = window.take(
+                    backend, skip_nonfinite=skip_nonfinite, step=step,
+                    max_skipped_fraction=config.guard.max_skipped_fraction)
                 train_metrics["epoch"] = step / plan.steps_per_epoch
                 writer.write(step, TRAIN, train_metrics)
                 progress.update(step, {k: train_metrics[k] for k in ("loss", task.monitor)
@@ -723,6 +741,18 @@ def run(config, workdir: Path, *, stream=sys.stderr,
                        for r in writers.read_metrics(workdir / writers.METRICS_FILENAME)]
             writers.plot_curves(records, workdir / "curves.png",
                                 title=f"{config.model.name} on {config.data.name}")
+
+
+def _finite_or_null(tree):
+    """`tree` with NaN and infinities as None: JSON has no NaN (Python writes a bare `NaN`
+    that strict readers reject)."""
+    if isinstance(tree, dict):
+        return {k: _finite_or_null(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [_finite_or_null(v) for v in tree]
+    if isinstance(tree, float) and not math.isfinite(tree):
+        return None
+    return tree
 
 
 def _test_at_best(trainer, checkpoints, best_step, step, final, message) -> dict[str, Any]:

@@ -33,6 +33,11 @@ def global_norm(tree) -> jax.Array:
                         for x in jax.tree.leaves(tree)))
 
 
+def all_finite(tree) -> jax.Array:
+    """True when every element of every leaf is finite (a norm would overflow first)."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
 def _masked_sums(values: dict[str, jax.Array], mask: jax.Array) -> dict[str, jax.Array]:
     sums = {name: jnp.sum(v.astype(jnp.float32) * mask) for name, v in values.items()}
     sums["count"] = jnp.sum(mask)
@@ -45,7 +50,8 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
 
     metrics: `sums` (per-example values summed, with `count`) to be merged over steps then
     divided, and `scalars` of this step: gradient, parameter and update norms, learning
-    rate, and `finite` (1 when the loss and the gradient norm are finite). With
+    rate, and `finite` (1 when the loss, the gradient norm and the updated parameters are
+    finite). With
     `skip_nonfinite` a non-finite step leaves parameters, optimizer and model state as they
     were (the step counter still advances, so the next batch is drawn).
     """
@@ -69,7 +75,11 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
         # The global mean from the summed metrics: no all-reduce of its own.
         loss = sums["loss"] / sums["count"]
         grad_norm = global_norm(learned.grads)
-        finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+        new_param_norm = global_norm(learned.params)
+        # Updated parameters too: a finite gradient times a huge learning rate can still
+        # overflow the weights, and every later step would then be skipped.
+        finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+                  & all_finite(learned.params))
         learned = (learned.params, learned.model_state, learned.opt_state)
         if skip_nonfinite:
             kept = (state.params, state.model_state, state.opt_state)
@@ -80,7 +90,7 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
                                   monitor=jnp.full_like(state.monitor, jnp.nan))
         scalars = {
             "grad_norm": grad_norm,
-            "param_norm": global_norm(params),
+            "param_norm": (global_norm(params) if skip_nonfinite else new_param_norm),
             "update_norm": global_norm(updates),
             "learning_rate": optim.current_learning_rate(opt_state),
             "finite": finite.astype(jnp.float32),
