@@ -216,6 +216,7 @@ def _check_extension(workdir: str, path: Path, saved: dict, config) -> bool | No
         _fail(f"{where} cannot be extended: its run stopped early at step "
               f"{summary['early_stopping']['stopped_at_step']}, and would stop there again; "
               "choose a new --workdir")
+    print(f"extending the run in {path} from {old_total} to {new_total} steps")
     return True
 
 
