@@ -532,7 +532,8 @@ def run(config, workdir: Path, *, stream=sys.stderr,
 
     preview_images = _preview_images(config, splits[TRAIN]) if config.data.preview else None
     workdir.mkdir(parents=True, exist_ok=True)
-    checkpoints = Checkpoints(workdir / runs.CHECKPOINTS_DIRNAME, keep_last=config.checkpoint.keep_last,
+    checkpoints = Checkpoints(workdir / runs.CHECKPOINTS_DIRNAME,
+                              keep_last=config.checkpoint.keep_last,
                               keep_best=config.checkpoint.keep_best, best_mode=mode)
     start, carried = 0, _fresh_progress()
     if checkpoints.steps():
@@ -547,7 +548,7 @@ def run(config, workdir: Path, *, stream=sys.stderr,
     if primary:
         run_dir = runs.RunDir(workdir)
         if start < plan.total_steps:
-            run_dir.mark_incomplete()  # an extended run: it trains on
+            run_dir.mark_incomplete()  # a stale marker: an extended run trains on
         # Steps after the checkpoint are replayed: drop what they logged the first time.
         _truncate_metrics(workdir / writers.METRICS_FILENAME, start)
         writers.truncate_tensorboard(workdir / writers.TENSORBOARD_DIRNAME, start)
