@@ -13,7 +13,6 @@ import inspect
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
 from collections.abc import Callable
@@ -24,7 +23,6 @@ from absl import app as absl_app
 from absl import flags
 
 EXIT_BAD_INPUT = 2
-_RUN_FILES = ("metrics.jsonl", "summary.json")
 
 
 def _fail(message: str) -> None:
@@ -135,13 +133,102 @@ def enable_compilation_cache(jax, directory: str) -> _CacheCounter:
     return counter
 
 
+def _protected(path: Path) -> str | None:
+    """Why --overwrite may never empty `path`, or None: the filesystem root, the current
+    directory, the home directory (or a folder holding either), a git work tree."""
+    path = path.resolve()
+    for name, guarded in (("the current directory", Path.cwd()),
+                          ("the home directory", Path.home())):
+        guarded = guarded.resolve()
+        if path == guarded or path in guarded.parents:
+            return name if path == guarded else f"a folder holding {name} ({guarded})"
+    if path.parent == path:
+        return "the filesystem root"
+    if (path / ".git").exists():
+        return "a git work tree"
+    return None
+
+
+def _overwrite_hint(run_dir) -> str:
+    """Suggests --overwrite only where it would work: a run's files and nothing else."""
+    return "" if _protected(run_dir.path) or run_dir.foreign_entries() else " or pass --overwrite"
+
+
+def _overwrite(workdir: str, run_dir) -> None:
+    """Empties a workdir of a run's files; refuses, touching nothing, any folder that holds
+    anything else or does not look like a run."""
+    if not run_dir.looks_like_run():
+        _fail(f"--workdir={workdir} holds no jaxdl run (no config.json or metrics.jsonl), so "
+              "--overwrite leaves it alone; choose a new --workdir")
+    foreign = run_dir.foreign_entries()
+    if foreign:
+        _fail(f"--workdir={workdir} holds files no jaxdl run writes ("
+              f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}), so --overwrite "
+              "leaves it alone; move them or choose a new --workdir")
+    run_dir.clear()
+
+
+def _latest_checkpoint(path: Path) -> int:
+    from jaxdl import runs
+    directory = path / runs.CHECKPOINTS_DIRNAME
+    steps = [int(p.name) for p in directory.iterdir() if p.name.isdigit()] \
+        if directory.is_dir() else []
+    return max(steps, default=0)
+
+
+def _check_extension(workdir: str, path: Path, saved: dict, config) -> bool | None:
+    """When the run in `path` differs from `config` only by its train.duration: True if
+    that makes it longer (it is then extended from its latest checkpoint, optimizer state
+    included), False if it is the same length written another way. None when more than the
+    duration changed. Refuses (one line) an extension that would change the run's past or
+    that cannot continue."""
+    from jaxdl import config as config_lib, runs
+    from jaxdl.training import optim
+    current = config.to_dict()
+    same_length = {**saved["config"], "train": {**saved["config"].get("train", {}),
+                                                "duration": current["train"]["duration"]}}
+    if config_lib.differences(same_length, current):
+        return None
+    derived = saved.get("derived", {})
+    if "steps_per_epoch" not in derived or "total_steps" not in derived:
+        return None
+    # The data config is unchanged, so the epoch length the run measured still holds.
+    clock = config_lib.Clock(steps_per_epoch=derived["steps_per_epoch"],
+                             batch_size=config.data.batch_size)
+    new_total, old_total = clock.steps(config.train.duration), derived["total_steps"]
+    where = f"--workdir={workdir}"
+    if new_total < max(old_total, _latest_checkpoint(path)):
+        _fail(f"{where} holds a run of {old_total} steps; config.train.duration="
+              f"{config.train.duration!r} ({new_total} steps) would shorten it, and a run can "
+              f"only be extended; choose a new --workdir{_overwrite_hint(runs.RunDir(path))}")
+    if new_total == old_total:
+        return False
+    name = config.schedule.name
+    if name in optim.SCHEDULES_SHAPED_BY_TOTAL:
+        others = [s for s in optim.SCHEDULES if s not in optim.SCHEDULES_SHAPED_BY_TOTAL]
+        _fail(f"{where} cannot be extended to {new_total} steps: config.schedule.name="
+              f"{name!r} is shaped by the run's length, so a longer run would change the "
+              f"learning rates of its first {old_total} steps; only a run whose schedule "
+              f"ignores its length ({', '.join(others)}) can be extended; choose a new "
+              "--workdir")
+    summary = runs.RunDir(path).read_summary() if runs.RunDir(path).is_complete() else {}
+    if "early_stopping" in summary:
+        _fail(f"{where} cannot be extended: its run stopped early at step "
+              f"{summary['early_stopping']['stopped_at_step']}, and would stop there again; "
+              "choose a new --workdir")
+    print(f"extending the run in {path} from {old_total} to {new_total} steps")
+    return True
+
+
 def _check_workdir(workdir: str, config, overwrite: bool) -> tuple[Path, dict | None]:
     """The run directory, and the summary if that run is already complete.
 
-    A directory holding a run of this same config is resumed; one holding anything else
-    is refused (or, with --overwrite, emptied) before anything is written.
+    A directory holding a run of this same config is resumed, or extended when only a longer
+    train.duration was asked for; one holding anything else is refused (or, with
+    --overwrite, emptied of a run's files when it holds nothing else) before anything is
+    written.
     """
-    from jaxdl import config as config_lib
+    from jaxdl import config as config_lib, runs
     path = Path(workdir).expanduser().absolute()
     if path.exists() and not path.is_dir():
         _fail(f"--workdir={workdir} is a file, not a directory")
@@ -150,26 +237,31 @@ def _check_workdir(workdir: str, config, overwrite: bool) -> tuple[Path, dict | 
         what = "a file" if not existing.is_dir() else "not writable"
         _fail(f"--workdir={workdir} cannot be created: {existing} is {what}; choose a "
               "writable directory")
+    if overwrite and _protected(path):
+        _fail(f"--workdir={workdir} is {_protected(path)}; --overwrite never empties it; "
+              "choose another --workdir")
     if not path.exists() or not any(path.iterdir()):
         return path, None
+    run_dir = runs.RunDir(path)
     if overwrite:
-        shutil.rmtree(path)
+        _overwrite(workdir, run_dir)
         return path, None
-    saved_path = path / "config.json"
-    if not saved_path.exists():
+    if not run_dir.config.exists():
         _fail(f"--workdir={workdir} is not empty and holds no jaxdl run; choose a new "
-              "--workdir (or pass --overwrite to empty it)")
+              "--workdir")
     try:
-        saved = json.loads(saved_path.read_text())["config"]
-    except (ValueError, KeyError) as e:
+        saved = json.loads(run_dir.config.read_text())
+        changed = config_lib.differences(saved["config"], config.to_dict())
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
         _fail(f"--workdir={workdir}: unreadable config.json ({e}); choose a new --workdir")
-    changed = config_lib.differences(saved, config.to_dict())
-    if changed:
+    longer = _check_extension(workdir, path, saved, config) if changed else None
+    if longer:
+        return path, None  # the loop trains on from the latest checkpoint
+    if changed and longer is None:
         _fail(f"--workdir={workdir} holds a run with another config ({'; '.join(changed[:3])}"
-              f"{'; ...' if len(changed) > 3 else ''}); choose a new --workdir or pass "
-              "--overwrite")
-    summary_path = path / "summary.json"
-    return path, json.loads(summary_path.read_text()) if summary_path.exists() else None
+              f"{'; ...' if len(changed) > 3 else ''}); choose a new --workdir"
+              f"{_overwrite_hint(run_dir)}")
+    return path, run_dir.read_summary() if run_dir.is_complete() else None
 
 
 def _drop_closed_event_loop_noise(unraisable) -> None:
@@ -207,8 +299,8 @@ def _print_summary(summary: dict) -> None:
         values = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "examples")
         print(f"final {split}: {values}  ({int(metrics['examples'])} examples)")
     print(f"steps {summary['steps']}  train {summary['train_examples_per_second']:.0f} "
-          f"examples/s  compile {summary['compile_seconds']:.1f}s  wall "
-          f"{summary['wall_seconds']:.1f}s")
+          f"examples/s  compile {summary['segment_compile_seconds']:.1f}s  wall "
+          f"{summary['segment_wall_seconds']:.1f}s")
 
 
 def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
@@ -217,7 +309,8 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
     # Defined here, not at import, so importing jaxdl never touches the global flags.
     flag_values = flags.FLAGS
     flags.DEFINE_string("workdir", None, "directory for this run's files", flag_values=flag_values)
-    flags.DEFINE_bool("overwrite", False, "empty a --workdir that holds another run",
+    flags.DEFINE_bool("overwrite", False, "remove the files of the jaxdl run in --workdir and "
+                      "start afresh; a folder holding anything else is refused untouched",
                       flag_values=flag_values)
     flags.DEFINE_bool("deterministic", False,
                       "ask XLA (GPU) and tf.data for run-to-run determinism; seed Python's and "

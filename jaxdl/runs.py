@@ -1,10 +1,14 @@
-"""Reading a finished (or checkpointed) run from its workdir: its config and its latest
-weights. Below training and tasks, so a task may use another run's model (a classifier
-that scores generated samples, a teacher) without importing the training package."""
+"""A run's workdir: every name a run writes there, whether it is complete, and reading a
+finished (or checkpointed) run's config and latest weights. Below training and tasks, so a
+task may use another run's model (a classifier that scores generated samples, a teacher)
+without importing the training package, and take its file names from here."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +16,91 @@ import orbax.checkpoint as ocp
 
 # The items of every checkpoint step: the TrainState and the loop's progress.
 STATE, PROGRESS = "state", "progress"
+
+# What the loop writes.
 CONFIG_FILENAME = "config.json"
+ENV_FILENAME = "env.json"
+METRICS_FILENAME = "metrics.jsonl"
+# The completion marker: written last (atomically, through its temporary name), after the
+# final checkpoint, plots and every task file, so a run killed before it is resumed.
+SUMMARY_FILENAME = "summary.json"
+SUMMARY_TMP_FILENAME = ".summary.json.tmp"
+CURVES_FILENAME = "curves.png"
+PREVIEW_FILENAME = "augmentation_preview.png"
+TENSORBOARD_DIRNAME = "tensorboard"
+CHECKPOINTS_DIRNAME = "checkpoints"
+# What tasks write after an evaluation (`Task.on_eval`).
+CONFUSION_JSON = "confusion_matrix.json"
+CONFUSION_PNG = "confusion_matrix.png"
+MISCLASSIFIED_PNG = "misclassified.png"
+HYDROGRAPH_PNG = "hydrograph.png"
+SAMPLES_TXT = "samples.txt"  # sequence models: generated text
+SAMPLES_PNG = "samples.png"  # GANs: the latest grid of samples
+SAMPLES_DIRNAME = "samples"  # GANs: every grid, by step
+IMAGES_DIRNAME = "images"  # autoencoders: reconstructions, samples, embeddings by step
+
+# Every top-level name a jaxdl run may create in its workdir: --overwrite removes these and
+# nothing else. A new file a run writes must be named here.
+RUN_ENTRIES = frozenset({
+    CONFIG_FILENAME, ENV_FILENAME, METRICS_FILENAME, SUMMARY_FILENAME, SUMMARY_TMP_FILENAME,
+    CURVES_FILENAME, PREVIEW_FILENAME, TENSORBOARD_DIRNAME, CHECKPOINTS_DIRNAME,
+    CONFUSION_JSON, CONFUSION_PNG, MISCLASSIFIED_PNG, HYDROGRAPH_PNG, SAMPLES_TXT, SAMPLES_PNG,
+    SAMPLES_DIRNAME, IMAGES_DIRNAME})
+
+
+@dataclasses.dataclass(frozen=True)
+class RunDir:
+    """The workdir of a run, by its file names."""
+
+    path: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", Path(self.path))
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG_FILENAME
+
+    @property
+    def summary(self) -> Path:
+        return self.path / SUMMARY_FILENAME
+
+    def looks_like_run(self) -> bool:
+        """A run writes its config.json and metrics.jsonl first of all."""
+        return self.config.is_file() or (self.path / METRICS_FILENAME).is_file()
+
+    def is_complete(self) -> bool:
+        """The run finished: its summary.json, written last of all its files, exists."""
+        return self.summary.is_file()
+
+    def read_summary(self) -> dict[str, Any]:
+        return json.loads(self.summary.read_text())
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Marks the run complete: call it after every other final file is written. The
+        rename is atomic, so summary.json is never seen half-written."""
+        tmp = self.path / SUMMARY_TMP_FILENAME
+        tmp.write_text(json.dumps(finite_or_null(summary), indent=2, allow_nan=False) + "\n")
+        tmp.replace(self.summary)
+
+    def mark_incomplete(self) -> None:
+        """Removes the completion marker of a run that is about to train further."""
+        self.summary.unlink(missing_ok=True)
+
+    def foreign_entries(self) -> list[str]:
+        """Names in the workdir that no jaxdl run writes, sorted."""
+        return sorted(p.name for p in self.path.iterdir() if p.name not in RUN_ENTRIES)
+
+    def clear(self) -> None:
+        """Removes every entry a run writes, and only those: the directory stays. A link
+        is removed, never followed."""
+        for entry in sorted(self.path.iterdir()):
+            if entry.name not in RUN_ENTRIES:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
 
 
 class CheckpointError(RuntimeError):
@@ -24,7 +112,7 @@ def read_weights(path: str | Path, *, role: str = "init_from") -> tuple[dict[str
     of another run: `path` is its workdir or its checkpoints directory. `role` names the
     setting that pointed here, for the error message."""
     path = Path(path).expanduser().absolute()
-    directory = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    directory = (path / CHECKPOINTS_DIRNAME if (path / CHECKPOINTS_DIRNAME).is_dir() else path)
     if not directory.is_dir() or not any(p.name.isdigit() for p in directory.iterdir()):
         raise CheckpointError(f"{role}={str(path)!r} holds no jaxdl checkpoint; give the "
                               "--workdir of a finished or checkpointed run")
@@ -46,3 +134,15 @@ def read_config(path: str | Path, *, role: str) -> dict[str, Any]:
         raise CheckpointError(f"{role}={str(file.parent)!r} holds no {CONFIG_FILENAME}; give "
                               "the --workdir of a jaxdl run")
     return json.loads(file.read_text())["config"]
+
+
+def finite_or_null(tree):
+    """`tree` with NaN and infinities as None: JSON has no NaN (Python writes a bare `NaN`
+    that strict readers reject)."""
+    if isinstance(tree, dict):
+        return {k: finite_or_null(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return [finite_or_null(v) for v in tree]
+    if isinstance(tree, float) and not math.isfinite(tree):
+        return None
+    return tree

@@ -412,8 +412,10 @@ CASES = [
     Case("workdir_holds_another_run", ["--config.optimizer.learning_rate=0.5"],
          ["optimizer.learning_rate", "--overwrite"], module=MLP,
          setup=_setup_finished_mlp_run),
+    # Not a run: --overwrite would not empty it, so the line must not suggest it.
     Case("workdir_holds_unrelated_files", [],
-         lambda ctx: [str(ctx.workdir), "--overwrite"], setup=_setup_unrelated_files),
+         lambda ctx: [str(ctx.workdir), "holds no jaxdl run", re.compile(r"^(?!.*--overwrite)")],
+         setup=_setup_unrelated_files),
     Case("workdir_is_a_file", [], lambda ctx: [str(ctx.workdir), "file"],
          setup=_setup_workdir_is_file),
     Case("workdir_unwritable_mode_500", [], lambda ctx: [str(ctx.workdir)],

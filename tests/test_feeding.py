@@ -127,7 +127,7 @@ def test_host_and_device_pipelines_train_the_same_run(tmp_path):
         config = make_config("digits_mlp", **shrink, **{"data.pipeline": kind,
                                                          "data.preview": kind == "device"})
         summary = loop.train_and_evaluate(config, tmp_path / kind)
-        assert summary["input_wait_seconds"] >= 0
+        assert summary["segment_input_wait_seconds"] >= 0
         records[kind] = read_metrics(tmp_path / kind / "metrics.jsonl")
     # The preview (asked of one run) is a PNG; it changes nothing about training.
     assert (tmp_path / "device" / loop.PREVIEW_FILENAME).read_bytes().startswith(b"\x89PNG")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import make_config
+from jaxdl import runs
 from jaxdl.training import checkpoints, loop
 from jaxdl.training.writers import read_metrics
 
@@ -124,7 +125,7 @@ def test_summary_json_is_strict_json_when_a_metric_is_not_finite(tmp_path):
         raise ValueError(f"bare {constant} in summary.json")
 
     summary = {"final": {"validation": {"loss": float("nan"), "accuracy": 0.1}}}
-    assert loop._finite_or_null(summary) == {"final": {"validation": {"loss": None,
+    assert runs.finite_or_null(summary) == {"final": {"validation": {"loss": None,
                                                                       "accuracy": 0.1}}}
     _train(tmp_path, **{"train.duration": "1 epoch", "train.eval_every": "1 epoch"})
     json.loads((tmp_path / "summary.json").read_text(), parse_constant=refuse)

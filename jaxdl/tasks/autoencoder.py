@@ -20,13 +20,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdl import losses, plots
+from jaxdl import losses, plots, runs
 from jaxdl.config import ConfigError, Field, non_negative, positive
 from jaxdl.models.autoencoder import LATENT_RNG
 from jaxdl.tasks.base import Task, build_model_from_config, register_task
 
 RECONSTRUCTION_LOSSES = ("binary_cross_entropy", "mse")
-IMAGES_DIR = "images"
+IMAGES_DIR = runs.IMAGES_DIRNAME
 # Folded into the evaluation key for the fixed latent vectors that samples are drawn from.
 SAMPLES_STREAM = 1
 

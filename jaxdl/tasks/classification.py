@@ -14,13 +14,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl import data as data_lib
-from jaxdl import losses, plots
+from jaxdl import losses, plots, runs
 from jaxdl.config import ConfigError, Field, fraction, non_negative
 from jaxdl.tasks.base import EvalContext, Task, build_model_from_config, register_task
 
-CONFUSION_JSON = "confusion_matrix.json"
-CONFUSION_PNG = "confusion_matrix.png"
-MISCLASSIFIED_PNG = "misclassified.png"
+CONFUSION_JSON, CONFUSION_PNG = runs.CONFUSION_JSON, runs.CONFUSION_PNG
+MISCLASSIFIED_PNG = runs.MISCLASSIFIED_PNG
 # Stream id folded into the step's key for mixup's draws, so dropout (the key itself) and
 # augmentation (stream 1, training/step.py) draw what they draw without mixup.
 MIXUP_STREAM = 2

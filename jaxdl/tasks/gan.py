@@ -249,9 +249,9 @@ def write_grid(images: np.ndarray, workdir: Path, step: int) -> Path:
     """Samples [N, H, W, C] in [0, 1] as DIR/samples/step_XXXXXX.png, and the latest as
     DIR/samples.png."""
     path = plots.image_grid_png(np.clip(images, 0.0, 1.0), [""] * len(images),
-                                Path(workdir) / "samples" / f"step_{step:06d}.png",
+                                Path(workdir) / runs.SAMPLES_DIRNAME / f"step_{step:06d}.png",
                                 title=f"step {step}: samples of fixed latents")
-    shutil.copyfile(path, Path(workdir) / "samples.png")
+    shutil.copyfile(path, Path(workdir) / runs.SAMPLES_PNG)
     return path
 
 

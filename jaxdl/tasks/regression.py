@@ -23,9 +23,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxdl import runs
 from jaxdl.tasks.base import Task, build_model_from_config, register_task
 
-HYDROGRAPH = "hydrograph.png"
+HYDROGRAPH = runs.HYDROGRAPH_PNG
 _FIGURE_INCHES = (11, 4)
 
 

@@ -28,11 +28,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxdl import runs
 from jaxdl.config import ConfigError, Field, non_negative
 from jaxdl.models.recurrent import sample_tokens
 from jaxdl.tasks.base import Task, build_model_from_config, register_task
 
-SAMPLES = "samples.txt"
+SAMPLES = runs.SAMPLES_TXT
 _HEADER = re.compile(r"^=== step (\d+) ===$", re.MULTILINE)
 
 

@@ -24,7 +24,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxdl import data as data_lib
+from jaxdl import data as data_lib, runs
 from jaxdl.data import augment
 from jaxdl import tasks
 from jaxdl.config import Clock, ConfigError
@@ -448,7 +448,7 @@ def _make_feed(config, backend, splits):
             "the host") from e
 
 
-PREVIEW_FILENAME = "augmentation_preview.png"
+PREVIEW_FILENAME = runs.PREVIEW_FILENAME
 PREVIEW_COLUMNS = 8  # a display layout: two rows of 8 examples, before and after
 
 
@@ -552,8 +552,8 @@ def run(config, workdir: Path, *, stream=sys.stderr,
                        if name != TEST or config.train.test_every_eval]
     monitor_split, _, monitor_name = config.checkpoint.monitor.partition("/")
 
-    resuming = (workdir / "checkpoints").is_dir() and any(
-        p.name.isdigit() for p in (workdir / "checkpoints").iterdir())
+    resuming = (workdir / runs.CHECKPOINTS_DIRNAME).is_dir() and any(
+        p.name.isdigit() for p in (workdir / runs.CHECKPOINTS_DIRNAME).iterdir())
     weights = None
     if config.init_from and not resuming:
         try:  # before anything is written: a wrong path is bad input
@@ -563,7 +563,8 @@ def run(config, workdir: Path, *, stream=sys.stderr,
 
     preview_images = _preview_images(config, splits[TRAIN]) if config.data.preview else None
     workdir.mkdir(parents=True, exist_ok=True)
-    checkpoints = Checkpoints(workdir / "checkpoints", keep_last=config.checkpoint.keep_last,
+    checkpoints = Checkpoints(workdir / runs.CHECKPOINTS_DIRNAME,
+                              keep_last=config.checkpoint.keep_last,
                               keep_best=config.checkpoint.keep_best, best_mode=mode)
     start, carried = 0, _fresh_progress()
     if checkpoints.steps():
@@ -576,18 +577,18 @@ def run(config, workdir: Path, *, stream=sys.stderr,
     primary = jax.process_index() == 0  # the only process that writes files and prints
     class_counts = _class_counts(trainer.dataset, splits)
     if primary:
+        run_dir = runs.RunDir(workdir)
+        if start < plan.total_steps:
+            run_dir.mark_incomplete()  # a stale marker: an extended run trains on
+        # Steps after the checkpoint are replayed: drop what they logged the first time.
+        _truncate_metrics(workdir / writers.METRICS_FILENAME, start)
+        writers.truncate_tensorboard(workdir / writers.TENSORBOARD_DIRNAME, start)
         writer = writers.MetricWriter(workdir, tensorboard=config.logging.tensorboard)
         progress = writers.Progress(plan.total_steps, initial_step=start,
                                     examples_per_step=batch_size, stream=stream,
                                     tty=None if config.logging.progress else False)
-        _truncate_metrics(workdir / writers.METRICS_FILENAME, start)
-        if not (workdir / "config.json").exists():
-            (workdir / "config.json").write_text(json.dumps(
-                {"config": config.to_dict(), "derived": dataclasses.asdict(plan),
-                 "num_examples": {k: len(v) for k, v in splits.items()},
-                 **({"class_counts": class_counts} if class_counts else {})},
-                indent=2, default=str) + "\n")
-        (workdir / "env.json").write_text(json.dumps(
+        _write_config(run_dir, config, plan, splits, class_counts)
+        (workdir / runs.ENV_FILENAME).write_text(json.dumps(
             environment.describe(backend.devices, config.parallel.backend), indent=2) + "\n")
     else:
         writer = progress = _Silent()
@@ -629,20 +630,29 @@ def run(config, workdir: Path, *, stream=sys.stderr,
                 f"({_os_reason(e)}); {kept}. Free disk space and rerun the same command to "
                 "resume") from e
 
+    finished = False
+
     def summarize(step: int, extra: dict[str, Any]) -> dict[str, Any]:
+        """Writes the summary, the run's completion marker, after every other file."""
+        nonlocal finished
         summary = {
             "final": final, "best": best, "monitor": task.monitor,
             "monitor_mode": task.monitor_mode, "steps": step,
             "epochs": step / plan.steps_per_epoch, "resumed_from_step": start,
             "train_examples_per_second": examples_seen / max(train_seconds, 1e-9),
-            "train_seconds": train_seconds, "compile_seconds": trainer.compile_seconds,
-            "wall_seconds": time.perf_counter() - wall_start,  # of this process
-            # Of this process: the step loop's time blocked on the next batch.
-            "input_wait_seconds": trainer.feed.wait_seconds,
+            # Of the whole run, every segment (process) since step 0.
+            "train_seconds": train_seconds,
+            # Of this segment only: this process, which started at resumed_from_step.
+            "segment_compile_seconds": trainer.compile_seconds,
+            "segment_wall_seconds": time.perf_counter() - wall_start,
+            # The step loop's time blocked on the next batch.
+            "segment_input_wait_seconds": trainer.feed.wait_seconds,
             **extra}
         if primary:
-            (workdir / "summary.json").write_text(
-                json.dumps(_finite_or_null(summary), indent=2, allow_nan=False) + "\n")
+            if config.logging.plot:
+                _plot_curves(config, workdir)
+            runs.RunDir(workdir).write_summary(summary)
+        finished = True
         return summary
 
     batches = None
@@ -735,24 +745,34 @@ def run(config, workdir: Path, *, stream=sys.stderr,
         progress.close()
         writer.close()
         checkpoints.close()
-        if config.logging.plot and primary:
-            bookkeeping = ("epoch", "examples", "skipped_steps")
-            records = [{k: v for k, v in r.items() if k not in bookkeeping}
-                       for r in writers.read_metrics(workdir / writers.METRICS_FILENAME)]
-            writers.plot_curves(records, workdir / "curves.png",
-                                title=f"{config.model.name} on {config.data.name}")
+        if config.logging.plot and primary and not finished:  # the curves so far
+            _plot_curves(config, workdir)
 
 
-def _finite_or_null(tree):
-    """`tree` with NaN and infinities as None: JSON has no NaN (Python writes a bare `NaN`
-    that strict readers reject)."""
-    if isinstance(tree, dict):
-        return {k: _finite_or_null(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return [_finite_or_null(v) for v in tree]
-    if isinstance(tree, float) and not math.isfinite(tree):
-        return None
-    return tree
+def _plot_curves(config, workdir: Path) -> None:
+    bookkeeping = ("epoch", "examples", "skipped_steps")
+    records = [{k: v for k, v in r.items() if k not in bookkeeping}
+               for r in writers.read_metrics(workdir / writers.METRICS_FILENAME)]
+    writers.plot_curves(records, workdir / runs.CURVES_FILENAME,
+                        title=f"{config.model.name} on {config.data.name}")
+
+
+def _write_config(run_dir: runs.RunDir, config, plan: Plan, splits, class_counts) -> None:
+    """config.json: written once, and again when the run is extended (a longer
+    train.duration), which it then records."""
+    extended = []
+    if run_dir.config.exists():
+        saved = json.loads(run_dir.config.read_text())
+        old_total = saved.get("derived", {}).get("total_steps")
+        if old_total in (None, plan.total_steps):
+            return
+        extended = [*saved.get("extended_from_steps", []), old_total]
+    run_dir.config.write_text(json.dumps(
+        {"config": config.to_dict(), "derived": dataclasses.asdict(plan),
+         "num_examples": {k: len(v) for k, v in splits.items()},
+         **({"class_counts": class_counts} if class_counts else {}),
+         **({"extended_from_steps": extended} if extended else {})},
+        indent=2, default=str) + "\n")
 
 
 def _test_at_best(trainer, checkpoints, best_step, step, final, message) -> dict[str, Any]:

@@ -27,6 +27,9 @@ SCHEDULES = (
     'one_cycle',
     'plateau',
 )
+# Schedules whose shape is set by the run's length (they decay to its last update): a
+# longer run would change the learning rate of every step already taken.
+SCHEDULES_SHAPED_BY_TOTAL = ('cosine', 'warmup_cosine', 'one_cycle')
 WEIGHT_DECAY_MASKS = ('no_bias_no_norm', 'all')
 
 

@@ -11,6 +11,7 @@ import datetime
 import json
 import math
 import os
+import struct
 import sys
 import time
 from collections.abc import Mapping
@@ -20,13 +21,16 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 import tqdm
 
+from jaxdl import runs
+
 if TYPE_CHECKING:
     import jax
 
-__all__ = ["MetricWriter", "Progress", "plot_curves", "read_metrics"]
+__all__ = ["MetricWriter", "Progress", "plot_curves", "read_metrics", "read_tensorboard",
+           "truncate_tensorboard"]
 
-METRICS_FILENAME = "metrics.jsonl"
-TENSORBOARD_DIRNAME = "tensorboard"
+METRICS_FILENAME = runs.METRICS_FILENAME
+TENSORBOARD_DIRNAME = runs.TENSORBOARD_DIRNAME
 
 # Keys every JSONL record carries besides the metrics; metric names may not reuse them.
 _RESERVED_KEYS = ("step", "split", "time")
@@ -144,6 +148,62 @@ def read_metrics(path: str | os.PathLike) -> list[dict]:
             {k: (v if k in _RESERVED_KEYS else _decode(v)) for k, v in raw.items()}
         )
     return records
+
+
+_EVENT_FILES = "events.out.tfevents.*"
+
+
+def _event_records(path: Path) -> list[tuple[int, bytes, bytes]]:
+    """(step, payload, raw record) of every complete event in a TensorBoard file, in order.
+    A TFRecord is a u64 length, its masked CRC, the payload, the payload's masked CRC; a
+    record cut short or failing its CRC (the run was killed mid-write) ends the file."""
+    from tensorboardX.proto import event_pb2
+    from tensorboardX.record_writer import masked_crc32c
+
+    data, pos, out = path.read_bytes(), 0, []
+    while pos + 12 <= len(data):
+        (length,) = struct.unpack("<Q", data[pos:pos + 8])
+        end = pos + 12 + length + 4
+        payload = data[pos + 12:pos + 12 + length]
+        if end > len(data) or struct.unpack("<I", data[end - 4:end])[0] != masked_crc32c(payload):
+            break
+        out.append((event_pb2.Event.FromString(payload).step, payload, data[pos:end]))
+        pos = end
+    return out
+
+
+def read_tensorboard(directory: str | os.PathLike) -> list[tuple[str, int, float]]:
+    """(tag, step, value) of every scalar in the TensorBoard files of `directory`, file by
+    file in the order they were written. No tensorflow or tensorboard needed."""
+    from tensorboardX.proto import event_pb2
+
+    out = []
+    for path in sorted(Path(directory).glob(_EVENT_FILES), key=_written_order):
+        for step, payload, _ in _event_records(path):
+            for value in event_pb2.Event.FromString(payload).summary.value:
+                out.append((value.tag, step, value.simple_value))
+    return out
+
+
+def _written_order(path: Path) -> tuple[int, str]:
+    # tensorboardX names a file events.out.tfevents.<unix time>.<host>...: by time.
+    parts = path.name.split(".")
+    return (int(parts[3]) if len(parts) > 3 and parts[3].isdigit() else 0, path.name)
+
+
+def truncate_tensorboard(directory: str | os.PathLike, last_step: int) -> None:
+    """Drops the events after `last_step` from the TensorBoard files of `directory`: a
+    resumed run logs those steps again, into a new file, and every reader (TensorBoard,
+    read_tensorboard, pandas exports) must see each step once. Kept records stay byte for
+    byte; a file is replaced atomically."""
+    for path in Path(directory).glob(_EVENT_FILES):
+        records = _event_records(path)
+        kept = b"".join(raw for step, _, raw in records if step <= last_step)
+        if kept == path.read_bytes():
+            continue
+        tmp = path.with_name(".truncating.tmp")  # TensorBoard reads any name with "tfevents"
+        tmp.write_bytes(kept)
+        tmp.replace(path)
 
 
 def _format_rate(rate: float) -> str:
