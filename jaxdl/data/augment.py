@@ -5,7 +5,8 @@ e.g. `"random_crop(pad=4,pad_mode=reflect)+horizontal_flip(p=0.5)"`, or `"none"`
 `parse` validates it on the host; `apply(ops, rng, images, rows=...)` runs the ops in order
 inside the compiled step, op i with `fold_in(rng, i)` and every example with its own key
 folded from that with its row in the global batch (so a draw does not depend on how the
-batch is split over devices). Mixup/cutmix are not here: they change the labels, and an op here sees images only.
+batch is split over devices). Mixup/cutmix are not here: they change the labels, and an
+op here sees images only.
 """
 
 from __future__ import annotations

@@ -172,10 +172,14 @@ def fold_rows(key: jax.Array, rows: jax.Array) -> jax.Array:
     return jax.vmap(lambda row: jax.random.fold_in(key, row))(rows)
 
 
+class BatchAxisError(ValueError):
+    """A per-example draw whose input does not have the batch as its first axis."""
+
+
 def _batch_rows(rows: jax.Array, size: int, module: nn.Module) -> jax.Array:
     if size != rows.shape[0]:
         path = "/".join(module.scope.path) if module.scope is not None else type(module).__name__
-        raise ValueError(f"{type(module).__name__} at {path!r} draws per example along the "
+        raise BatchAxisError(f"{type(module).__name__} at {path!r} draws per example along the "
                          f"first axis, but its input's first axis has {size} entries and the "
                          f"batch {rows.shape[0]}: keep the batch axis first")
     return rows

@@ -212,6 +212,18 @@ def build_model_from_config(config, *, axis_name: str | None) -> nn.Module:
     return models.build_model(config.model.name, **fields)
 
 
+def check_model_state(config, model_state: Mapping[str, Any], *, axis_name: str | None,
+                      num_devices: int) -> None:
+    """Refuses (ConfigError) BatchNorm statistics that pmap would keep per device: with
+    more than one device they sync only through the model's `axis_name` field."""
+    if (axis_name is not None and num_devices > 1 and "batch_stats" in model_state
+            and "axis_name" not in models.model_fields(config.model.name)):
+        raise ConfigError(f"model {config.model.name!r} keeps BatchNorm statistics but has no "
+                          f"`axis_name` field, so under pmap over {num_devices} devices each "
+                          "would keep its own; give it one that its BatchNorm layers use, or "
+                          "set config.parallel.backend='sharded'")
+
+
 def build_task(config, dataset, *, axis_name: str | None, train_split=None) -> Task:
     """The task named by `config.task.name` for `dataset`, with its model built;
     `train_split` reaches the builders registered with `needs_train_split`."""

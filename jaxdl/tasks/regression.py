@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdl.tasks.base import Task, build_model_from_config, register_task
+from jaxdl.tasks.base import Task, build_model_from_config, example_rows, register_task
 
 HYDROGRAPH = "hydrograph.png"
 _FIGURE_INCHES = (11, 4)
@@ -70,7 +70,8 @@ class SequenceRegressionTask(Task):
     _baseline: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def apply(self, variables, batch, *, train, rng):
-        predicted, new_state = self.run_model(variables, batch["inputs"], train=train, rng=rng)
+        predicted, new_state = self.run_model(variables, batch["inputs"], train=train, rng=rng,
+                                              rows=example_rows(batch))
         error = predicted - batch["targets"]
         values = {"loss": jnp.square(error), "mse": jnp.square(error * self.target_std)}
         return values, new_state

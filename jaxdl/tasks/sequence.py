@@ -30,7 +30,7 @@ import optax
 
 from jaxdl.config import ConfigError, Field, non_negative
 from jaxdl.models.recurrent import sample_tokens
-from jaxdl.tasks.base import Task, build_model_from_config, register_task
+from jaxdl.tasks.base import Task, build_model_from_config, example_rows, register_task
 
 SAMPLES = "samples.txt"
 _HEADER = re.compile(r"^=== step (\d+) ===$", re.MULTILINE)
@@ -47,7 +47,8 @@ class LanguageModelTask(Task):
     monitor_mode: str = "min"
 
     def apply(self, variables, batch, *, train, rng):
-        logits, new_state = self.run_model(variables, batch["inputs"], train=train, rng=rng)
+        logits, new_state = self.run_model(variables, batch["inputs"], train=train, rng=rng,
+                                           rows=example_rows(batch))
         targets = batch["targets"]
         nats = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
                                                                targets)
