@@ -154,6 +154,8 @@ def test_dropout_masks_differ_across_steps_and_examples_and_not_with_the_layout(
     # 8 rows on 4 devices, on 2, or on 1: the same masks.
     np.testing.assert_array_equal(first, _masks_under_pmap([0, 1, 2], devices=2, per_device=4))
     np.testing.assert_array_equal(first, _masks_under_pmap([0, 1, 2], devices=1, per_device=8))
+    # One example per device is still an example, not a batch sharing one mask.
+    np.testing.assert_array_equal(first[:, :4], _masks_under_pmap([0, 1, 2], per_device=1))
 
 
 def test_a_declared_stream_reaches_the_model_and_an_undeclared_one_does_not():

@@ -198,7 +198,8 @@ def _dropout_per_example(module: nn.Dropout, rows, inputs, deterministic=None, r
     shape = list(inputs.shape)
     for dim in module.broadcast_dims:
         shape[dim] = 1
-    if inputs.ndim == 0 or shape[0] == 1:  # one mask shared by the batch: nothing per example
+    if inputs.ndim == 0 or 0 in {d % inputs.ndim for d in module.broadcast_dims}:
+        # One mask shared by the whole batch: the same on every device already.
         mask = jax.random.bernoulli(rng, keep, shape)
     else:
         keys = fold_rows(rng, _batch_rows(rows, inputs.shape[0], module))
