@@ -179,9 +179,9 @@ class BatchAxisError(ValueError):
 def _batch_rows(rows: jax.Array, size: int, module: nn.Module) -> jax.Array:
     if size != rows.shape[0]:
         path = "/".join(module.scope.path) if module.scope is not None else type(module).__name__
-        raise BatchAxisError(f"{type(module).__name__} at {path!r} draws per example along the "
-                         f"first axis, but its input's first axis has {size} entries and the "
-                         f"batch {rows.shape[0]}: keep the batch axis first")
+        raise BatchAxisError(f"{type(module).__name__} at {path!r} draws per example along "
+                             f"the first axis, but its input's first axis has {size} entries "
+                             f"and the batch {rows.shape[0]}: keep the batch axis first")
     return rows
 
 
