@@ -105,15 +105,22 @@ def make_plain_step(model, tx, *, label_smoothing: float, axis_name: str | None)
     """`step(state, batch) -> (state, loss)`, written as a user would with plain JAX.
 
     `state` is a dict of params, model_state (BatchNorm statistics), opt_state, rng and
-    step. The dropout key is derived as jaxdl derives it (fold in the step, and the device
-    index under pmap), so both sides draw the same masks and their losses agree."""
+    step. Dropout draws as jaxdl draws it (the key folded with the step, each example's
+    mask from its row in the global batch), so both sides draw the same masks and their
+    losses agree."""
     import jax
     import jax.numpy as jnp
     import optax
     from jax import lax
 
-    def loss_fn(params, model_state, batch, rng):
+    from jaxdl.models import layers
+
+    def loss_fn(params, model_state, batch, rng, rows):
         variables = {"params": params, **model_state}
+        with layers.per_example_rngs(rows):
+            return _loss(variables, model_state, batch, rng)
+
+    def _loss(variables, model_state, batch, rng):
         if model_state:
             logits, model_state = model.apply(variables, batch["inputs"], train=True,
                                               rngs={"dropout": rng}, mutable=list(model_state))
@@ -126,10 +133,10 @@ def make_plain_step(model, tx, *, label_smoothing: float, axis_name: str | None)
 
     def step(state, batch):
         rng = jax.random.fold_in(state["rng"], state["step"])
-        if axis_name is not None:
-            rng = jax.random.fold_in(rng, lax.axis_index(axis_name))
+        n = batch["inputs"].shape[0]
+        rows = (lax.axis_index(axis_name) * n if axis_name is not None else 0) + jnp.arange(n)
         (loss, model_state), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"], state["model_state"], batch, rng)
+            state["params"], state["model_state"], batch, rng, rows)
         if axis_name is not None:
             grads, loss = lax.pmean((grads, loss), axis_name)
         updates, opt_state = tx.update(grads, state["opt_state"], state["params"])

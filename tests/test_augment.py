@@ -197,13 +197,18 @@ def test_parse_reads_the_documented_example_and_round_trips():
 
 
 def test_ops_compose_in_order_with_their_own_keys():
-    # Op i draws from fold_in(rng, i): a chain equals the ops applied one by one.
+    # Op i draws from fold_in(rng, i), example n from split(that)[n] (= fold_in(that, n)):
+    # a chain equals the ops applied one by one.
     crop, flip = augment.parse("random_crop(pad=2,pad_mode=zeros)+horizontal_flip(p=0.5)")
     x, key = images(), jax.random.key(8)
     chained = apply_jit((crop, flip), key, x)
+
+    def keys(k, i):
+        return jax.random.split(jax.random.fold_in(k, i), x.shape[0])
+
     step_by_step = jax.jit(lambda k, batch: augment._OPS["horizontal_flip"].fn(
-        jax.random.fold_in(k, 1), augment._OPS["random_crop"].fn(
-            jax.random.fold_in(k, 0), batch, **crop.kwargs), **flip.kwargs))(key, x)
+        keys(k, 1), augment._OPS["random_crop"].fn(
+            keys(k, 0), batch, **crop.kwargs), **flip.kwargs))(key, x)
     np.testing.assert_array_equal(chained, step_by_step)
 
 
@@ -213,21 +218,23 @@ PMAP_OPS = augment.parse(
 closed = jax.jit(lambda rng, batch: augment.apply(PMAP_OPS, rng, batch))
 
 
-def test_pmap_folds_the_device_index_and_matches_jit():
+def test_pmap_with_each_devices_rows_matches_one_device():
+    """Each device passes its examples' rows of the global batch and the same key: the
+    pmap result is the one-device result, and examples still differ from each other."""
     assert jax.device_count() == 4, "tests/conftest.py forces 4 CPU devices"
     # A raw uint32 key, as TrainState.rng holds.
     x, key = images(), jax.random.PRNGKey(9)
+    n = x.shape[0] // 4
 
     def per_device(rng, batch):
-        return augment.apply(PMAP_OPS, jax.random.fold_in(rng, jax.lax.axis_index("data")),
-                             batch)
+        rows = jax.lax.axis_index("data") * n + jnp.arange(n)
+        return augment.apply(PMAP_OPS, rng, batch, rows=rows)
 
     out = np.asarray(jax.pmap(per_device, axis_name="data")(jnp.stack([key] * 4),
-                                                            jnp.stack([x] * 4)))
-    for d in range(4):
-        np.testing.assert_allclose(out[d], closed(jax.random.fold_in(key, d), x), atol=1e-6)
-        for e in range(d):
-            assert not np.array_equal(out[d], out[e])
+                                                            x.reshape(4, n, *x.shape[1:])))
+    np.testing.assert_allclose(out.reshape(x.shape), closed(key, x), atol=1e-6)
+    shuffled = np.asarray(closed(key, x[::-1]))[::-1]  # each image drawn with another key
+    assert not np.allclose(shuffled, out.reshape(x.shape), atol=1e-3)
 
 
 def test_sharded_batch_matches_one_device():

@@ -12,7 +12,7 @@ from benchmarks import overhead
 
 
 def test_overhead_record_and_same_losses(tmp_path, capsys):
-    # pmap: the plain step's pmean, device-folded dropout key (digits_cnn has dropout) and
+    # pmap: the plain step's pmean, per-example dropout masks (digits_cnn has dropout) and
     # BatchNorm over the device axis (model state) must all match jaxdl's.
     record = overhead.main(["--experiment", "digits_cnn", "--backend", "pmap", "--steps", "4",
                             "--warmup", "2", "--repeats", "2", "--config.model.dense_width=16",

@@ -1,6 +1,5 @@
 """The step and the loop's pieces: learning, backend equivalence, rng streams, eval padding."""
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,8 +7,6 @@ import pytest
 
 from conftest import make_config
 from jaxdl.training import loop
-from jaxdl.training.step import step_rng
-from jaxdl.training.state import TrainState
 
 
 def train_losses(trainer, steps):
@@ -36,7 +33,7 @@ RTOL, ATOL = 1e-4, 1e-5
 
 def test_pmap_sharded_and_single_device_agree():
     """Same global batch -> same loss curve, parameters and BatchNorm statistics."""
-    # No dropout (its masks legitimately differ by backend); BatchNorm on, to test its sync.
+    # BatchNorm on, to test its sync; dropout off (tests/test_rng_streams.py has it on).
     common = {"model.dropout_rate": 0.0, "model.batch_norm": True,
               "optimizer.name": "momentum", "optimizer.learning_rate": 0.05,
               "optimizer.momentum": 0.9, "schedule.name": "constant", "schedule.warmup": "0 steps"}
@@ -57,27 +54,6 @@ def test_pmap_sharded_and_single_device_agree():
         assert len(bn) == 4  # mean and var of two BatchNorm layers
         for got, want in zip(bn, jax.tree.leaves(ref_state.model_state)):
             np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL, err_msg=str(key))
-
-
-def _masks_under_pmap(steps, devices=4):
-    """Dropout masks drawn from step_rng for each (step, device) under pmap."""
-    state = TrainState(step=jnp.zeros((), jnp.int32), params={}, model_state={}, opt_state=(),
-                       rng=jax.random.PRNGKey(7), monitor=jnp.float32(jnp.nan))
-
-    def masks(step):
-        s = state.replace(step=step)
-        return nn.Dropout(0.5, deterministic=False).apply(
-            {}, jnp.ones(32), rngs={"dropout": step_rng(s, "data")})
-
-    run = jax.pmap(lambda step: masks(step), axis_name="data", devices=jax.devices()[:devices])
-    return np.stack([np.asarray(run(jnp.full((devices,), step))) for step in steps])
-
-
-def test_dropout_masks_differ_across_steps_and_devices_and_repeat_on_rerun():
-    first = _masks_under_pmap([0, 1, 2])  # [step, device, units]
-    flat = first.reshape(-1, first.shape[-1]) != 0
-    assert len({row.tobytes() for row in flat}) == len(flat), "a mask repeated"
-    np.testing.assert_array_equal(first, _masks_under_pmap([0, 1, 2]))
 
 
 def test_dropout_in_the_train_step_changes_with_the_step():

@@ -2,9 +2,11 @@
 
 A spec is a string a config can hold: ops joined by `+`, each with every parameter named,
 e.g. `"random_crop(pad=4,pad_mode=reflect)+horizontal_flip(p=0.5)"`, or `"none"`.
-`parse` validates it on the host; `apply(ops, rng, images)` runs the ops in order inside
-the compiled step, op i with `fold_in(rng, i)` and every example with its own key split
-from that. Mixup/cutmix are not here: they change the labels, and an op here sees images only.
+`parse` validates it on the host; `apply(ops, rng, images, rows=...)` runs the ops in order
+inside the compiled step, op i with `fold_in(rng, i)` and every example with its own key
+folded from that with its row in the global batch (so a draw does not depend on how the
+batch is split over devices). Mixup/cutmix are not here: they change the labels, and an
+op here sees images only.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class _Param:
 @dataclasses.dataclass(frozen=True)
 class _OpSpec:
     params: tuple[_Param, ...]
-    fn: Callable[..., jax.Array]  # fn(key, images, **params) -> images
+    fn: Callable[..., jax.Array]  # fn(keys, images, **params) -> images; keys: one per image
     check: Callable[[dict[str, Any]], str | None] = lambda _: None
 
     def describe(self) -> str:
@@ -121,30 +123,31 @@ def _compute_dtype(dtype) -> jnp.dtype:
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def _per_example(key: jax.Array, images: jax.Array, draw: Callable[[jax.Array], Any]):
-    return jax.vmap(draw)(jax.random.split(key, images.shape[0]))
+def _per_example(keys: jax.Array, draw: Callable[[jax.Array], Any]):
+    """draw(key) for each image's key."""
+    return jax.vmap(draw)(keys)
 
 
-def _shifted(key, images, pad: int, mode: str) -> jax.Array:
+def _shifted(keys, images, pad: int, mode: str) -> jax.Array:
     """Pads H and W by `pad` and crops the original size back at a random offset per
     example: pad-and-crop and zero-filled translation are the same map."""
     _, h, w, c = images.shape
-    offsets = _per_example(key, images, lambda k: jax.random.randint(k, (2,), 0, 2 * pad + 1))
+    offsets = _per_example(keys, lambda k: jax.random.randint(k, (2,), 0, 2 * pad + 1))
     padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=mode)
     return jax.vmap(lambda image, o: lax.dynamic_slice(image, (o[0], o[1], 0), (h, w, c)))(
         padded, offsets)
 
 
-def _random_crop(key, images, *, pad, pad_mode):
-    return _shifted(key, images, pad, "constant" if pad_mode == "zeros" else "reflect")
+def _random_crop(keys, images, *, pad, pad_mode):
+    return _shifted(keys, images, pad, "constant" if pad_mode == "zeros" else "reflect")
 
 
-def _translate(key, images, *, max_shift):
-    return _shifted(key, images, max_shift, "constant")
+def _translate(keys, images, *, max_shift):
+    return _shifted(keys, images, max_shift, "constant")
 
 
-def _horizontal_flip(key, images, *, p):
-    flip = _per_example(key, images, lambda k: jax.random.bernoulli(k, p))
+def _horizontal_flip(keys, images, *, p):
+    flip = _per_example(keys, lambda k: jax.random.bernoulli(k, p))
     return jnp.where(flip[:, None, None, None], images[:, :, ::-1], images)
 
 
@@ -186,29 +189,29 @@ def _rotate_by(images: jax.Array, degrees: jax.Array) -> jax.Array:
     return _warp(images, jnp.stack([jnp.stack([cos, sin], -1), jnp.stack([-sin, cos], -1)], -2))
 
 
-def _rotate(key, images, *, max_degrees):
-    degrees = _per_example(key, images, lambda k: jax.random.uniform(
+def _rotate(keys, images, *, max_degrees):
+    degrees = _per_example(keys, lambda k: jax.random.uniform(
         k, (), minval=-max_degrees, maxval=max_degrees))
     return _rotate_by(images, degrees)
 
 
-def _scale(key, images, *, min_scale, max_scale):
-    zoom = _per_example(key, images, lambda k: jax.random.uniform(
+def _scale(keys, images, *, min_scale, max_scale):
+    zoom = _per_example(keys, lambda k: jax.random.uniform(
         k, (), minval=min_scale, maxval=max_scale))
     # Zoom z > 1 enlarges the content: output offset d samples the input at d / z.
     return _warp(images, jnp.eye(2) / zoom[:, None, None])
 
 
-def _gaussian_noise(key, images, *, std):
+def _gaussian_noise(keys, images, *, std):
     dtype = _compute_dtype(images.dtype)
-    noise = _per_example(key, images, lambda k: jax.random.normal(k, images.shape[1:], dtype))
+    noise = _per_example(keys, lambda k: jax.random.normal(k, images.shape[1:], dtype))
     return (images.astype(dtype) + std * noise).astype(images.dtype)
 
 
-def _cutout(key, images, *, size):
+def _cutout(keys, images, *, size):
     _, h, w, _ = images.shape
     # The centre may lie anywhere in the image, so the square is clipped near the border.
-    centres = _per_example(key, images, lambda k: jax.random.randint(
+    centres = _per_example(keys, lambda k: jax.random.randint(
         k, (2,), 0, jnp.array([h, w])))
     top, left = centres[:, 0] - size // 2, centres[:, 1] - size // 2
     rows, cols = jnp.arange(h), jnp.arange(w)
@@ -218,8 +221,8 @@ def _cutout(key, images, *, size):
     return jnp.where(square, jnp.zeros((), images.dtype), images)
 
 
-def _normalize(key, images, *, mean, std):
-    del key  # deterministic
+def _normalize(keys, images, *, mean, std):
+    del keys  # deterministic
     if len(mean) != images.shape[-1]:
         raise ValueError(f"augmentation normalize: {len(mean)} mean/std values for images "
                          f"with {images.shape[-1]} channels")
@@ -393,20 +396,25 @@ def format_spec(ops: Sequence[Op]) -> str:
 
 # --- running them ---------------------------------------------------------------------------
 
-def apply(ops: Sequence[Op], rng: jax.Array, images: jax.Array) -> jax.Array:
+def apply(ops: Sequence[Op], rng: jax.Array, images: jax.Array,
+          rows: jax.Array | None = None) -> jax.Array:
     """`images` [N, H, W, C] (float) after each op in order; same shape and dtype.
 
-    Op i draws from `fold_in(rng, i)`, each example from its own key split from that, so
-    under pmap fold the device index into `rng` first. Traceable: call it inside jit/pmap
-    with `ops` parsed outside.
+    Op i draws from `fold_in(rng, i)`, example n from `fold_in(that, rows[n])`: `rows` are
+    the examples' rows in the global batch (default 0..N-1; under pmap pass each device's
+    own, and the result is the one-device result). Traceable: call it inside jit/pmap with
+    `ops` parsed outside.
     """
     if not ops:
         return images
     if images.ndim != 4 or not jnp.issubdtype(images.dtype, jnp.floating):
         raise ValueError(f"augmentation needs float NHWC images, got {images.dtype} "
                          f"{tuple(images.shape)}")
+    rows = jnp.arange(images.shape[0]) if rows is None else rows
     for index, op in enumerate(ops):
-        images = _OPS[op.name].fn(jax.random.fold_in(rng, index), images, **op.kwargs)
+        keys = jax.vmap(lambda row: jax.random.fold_in(jax.random.fold_in(rng, index), row))(
+            rows)
+        images = _OPS[op.name].fn(keys, images, **op.kwargs)
     return images
 
 

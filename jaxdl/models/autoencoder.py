@@ -18,11 +18,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxdl.models.fields import ACTIVATION, COUNT, COUNTS, POSITIVE
-from jaxdl.models.layers import ConvTransposeFastGrad, activation
+from jaxdl.models.layers import ConvTransposeFastGrad, ExampleKeys, activation
 from jaxdl.models.registry import register
 from jaxdl.schema import Field
 
-# The rng stream the VAE draws its latent noise from (`rngs={LATENT_RNG: key}`).
+# The rng stream the VAE draws its latent noise from (declared in its `rng_streams`).
 LATENT_RNG = "latent"
 DECODER_DISTRIBUTIONS = ("bernoulli", "gaussian")
 # Fields the autoencoders share.
@@ -166,10 +166,10 @@ class ConvAutoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
-def reparameterize(rng: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
-    """z = mean + exp(logvar / 2) * eps, eps ~ N(0, I): a sample whose gradient flows to
-    mean and logvar."""
-    eps = jax.random.normal(rng, mean.shape, mean.dtype)
+def reparameterize(keys: jax.Array, mean: jax.Array, logvar: jax.Array) -> jax.Array:
+    """z = mean + exp(logvar / 2) * eps, eps ~ N(0, I) drawn for each example from its own
+    key (`keys`, one per row of `mean`): a sample whose gradient flows to mean and logvar."""
+    eps = jax.vmap(lambda key: jax.random.normal(key, mean.shape[1:], mean.dtype))(keys)
     return mean + jnp.exp(0.5 * logvar) * eps
 
 
@@ -191,6 +191,7 @@ class VAE(nn.Module):
 
     FIELDS = {**_MLP_FIELDS, "decoder_distribution": Field(str, choices=DECODER_DISTRIBUTIONS),
               "decoder_std": POSITIVE}
+    rng_streams = (LATENT_RNG,)
 
     def setup(self):
         if self.decoder_distribution not in DECODER_DISTRIBUTIONS:
@@ -201,6 +202,7 @@ class VAE(nn.Module):
                                  self.dtype, self.param_dtype)
         self.decoder = _MLPStack(self.decoder_widths, math.prod(self.image_shape),
                                  self.activation, self.dtype, self.param_dtype)
+        self.latent_keys = ExampleKeys(LATENT_RNG)
 
     def encode(self, x):
         """(mean, logvar) of q(z|x), each [batch, latent_dim]."""
@@ -217,9 +219,10 @@ class VAE(nn.Module):
         return nn.sigmoid(out) if self.decoder_distribution == "bernoulli" else out
 
     def __call__(self, x, *, train: bool):
-        """(reconstruction, mean, logvar) from one z ~ q(z|x), drawn from the 'latent' rng
-        stream at training and evaluation alike (the task passes a fixed key at eval)."""
+        """(reconstruction, mean, logvar) from one z ~ q(z|x) per example, drawn from the
+        'latent' rng stream at training and evaluation alike (the task passes a fixed key at
+        eval)."""
         del train
         mean, logvar = self.encode(x)
-        z = reparameterize(self.make_rng(LATENT_RNG), mean, logvar)
+        z = reparameterize(self.latent_keys(x.shape[0]), mean, logvar)
         return self.decode(z), mean, logvar

@@ -1,5 +1,7 @@
-"""Small shared pieces of the model files: activations and normalisation by name, and a
-transposed convolution whose kernel gradient avoids a slow XLA CPU path."""
+"""Small shared pieces of the model files: activations and normalisation by name, a
+transposed convolution whose kernel gradient avoids a slow XLA CPU path, and random draws
+made per example (`per_example_rngs`, `ExampleKeys`) so that they do not depend on how a
+batch is split over devices."""
 
 from __future__ import annotations
 
@@ -141,3 +143,86 @@ class ConvTransposeFastGrad(nn.Module):
         inputs, kernel, bias = nn.dtypes.promote_dtype(inputs, kernel, bias, dtype=self.dtype)
         y = conv_transpose(inputs, kernel, strides, padding)
         return y if bias is None else y + bias
+
+
+# --- random draws per example -----------------------------------------------------------------
+#
+# A stock `nn.Dropout` draws one mask for the batch it sees from one key: under pmap each
+# device sees its own rows, so the mask of an example would depend on the device count.
+# Inside `per_example_rngs(rows)` every dropout layer (and `ExampleKeys`) draws instead for
+# each example from fold_in(the layer's key, the example's row in the global batch), so a
+# row's mask is the same whether the batch sits on 1 device, on 4 under pmap or on a mesh.
+
+
+class ExampleKeys(nn.Module):
+    """`ExampleKeys(stream)(n)`: one key per example of a batch of `n`, from the model's
+    rng stream `stream` (declared in the model's `rng_streams`). Inside
+    `per_example_rngs(rows)` example i's key is fold_in(stream key, rows[i]) (its row in the
+    global batch), elsewhere fold_in(stream key, i). Draw per example from these keys, e.g.
+    `jax.vmap(lambda k: jax.random.normal(k, x.shape[1:]))(keys)`, and the draw does not
+    depend on the device count."""
+
+    stream: str
+
+    def __call__(self, n: int, rows: jax.Array | None = None) -> jax.Array:
+        rows = jnp.arange(n) if rows is None else rows
+        return fold_rows(self.make_rng(self.stream), rows)
+
+
+def fold_rows(key: jax.Array, rows: jax.Array) -> jax.Array:
+    """[len(rows)] keys: fold_in(key, row) for each row (equal to split(key, n)[row])."""
+    return jax.vmap(lambda row: jax.random.fold_in(key, row))(rows)
+
+
+class BatchAxisError(ValueError):
+    """A per-example draw whose input does not have the batch as its first axis."""
+
+
+def _batch_rows(rows: jax.Array, size: int, module: nn.Module) -> jax.Array:
+    if size != rows.shape[0]:
+        path = "/".join(module.scope.path) if module.scope is not None else type(module).__name__
+        raise BatchAxisError(f"{type(module).__name__} at {path!r} draws per example along "
+                             f"the first axis, but its input's first axis has {size} entries "
+                             f"and the batch {rows.shape[0]}: keep the batch axis first")
+    return rows
+
+
+def _dropout_per_example(module: nn.Dropout, rows, inputs, deterministic=None, rng=None):
+    """`nn.Dropout.__call__` with the mask drawn per example (see above)."""
+    deterministic = nn.merge_param("deterministic", module.deterministic, deterministic)
+    if module.rate == 0.0 or deterministic:
+        return inputs
+    if module.rate == 1.0:  # as flax: no division by zero in the gradient
+        return jnp.zeros_like(inputs)
+    keep = 1.0 - module.rate
+    if rng is None:
+        rng = module.make_rng(module.rng_collection)
+    shape = list(inputs.shape)
+    for dim in module.broadcast_dims:
+        shape[dim] = 1
+    if inputs.ndim == 0 or 0 in {d % inputs.ndim for d in module.broadcast_dims}:
+        # One mask shared by the whole batch: the same on every device already.
+        mask = jax.random.bernoulli(rng, keep, shape)
+    else:
+        keys = fold_rows(rng, _batch_rows(rows, inputs.shape[0], module))
+        mask = jax.vmap(lambda key: jax.random.bernoulli(key, keep, shape[1:]))(keys)
+    mask = jnp.broadcast_to(mask, inputs.shape)
+    return lax.select(mask, inputs / keep, jnp.zeros_like(inputs))
+
+
+def per_example_rngs(rows: jax.Array):
+    """Context manager: while it is open, every `nn.Dropout` (not a subclass with its own
+    `__call__`) and every `ExampleKeys` draws per example, example i from its row `rows[i]`
+    of the global batch. Apply the model inside it; tracing is what it affects."""
+
+    def interceptor(next_fun, args, kwargs, context):
+        module = context.module
+        if context.method_name == "__call__":
+            if type(module).__call__ is nn.Dropout.__call__:
+                return _dropout_per_example(module, rows, *args, **kwargs)
+            if isinstance(module, ExampleKeys):
+                n = args[0] if args else kwargs["n"]
+                return next_fun(n, rows=_batch_rows(rows, n, module))
+        return next_fun(*args, **kwargs)
+
+    return nn.intercept_methods(interceptor)

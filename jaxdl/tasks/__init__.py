@@ -5,13 +5,14 @@ weights them by the batch mask and sums them, so every task gets exact (sum, cou
 metrics, padded evaluation and data parallelism for free.
 """
 
-from jaxdl.tasks.base import (EvalContext, Learned, Task, build_task, metric_names,
-                              register_task, task_fields, task_names, unavailable_metrics)
+from jaxdl.tasks.base import (EvalContext, Learned, Task, build_task, check_model_state,
+                              metric_names, register_task, task_fields, task_names,
+                              unavailable_metrics)
 from jaxdl.tasks import classification as _classification  # noqa: F401  (registers it)
 from jaxdl.tasks import gan as _gan  # noqa: F401
 from jaxdl.tasks import regression as _regression  # noqa: F401
 from jaxdl.tasks import sequence as _sequence  # noqa: F401
 from jaxdl.tasks import autoencoder as _autoencoder  # noqa: F401
 
-__all__ = ["EvalContext", "Learned", "Task", "build_task", "metric_names", "register_task",
-           "task_fields", "task_names", "unavailable_metrics"]
+__all__ = ["EvalContext", "Learned", "Task", "build_task", "check_model_state",
+           "metric_names", "register_task", "task_fields", "task_names", "unavailable_metrics"]

@@ -22,8 +22,7 @@ import optax
 
 from jaxdl import losses, plots, runs
 from jaxdl.config import ConfigError, Field, non_negative, positive
-from jaxdl.models.autoencoder import LATENT_RNG
-from jaxdl.tasks.base import Task, build_model_from_config, register_task
+from jaxdl.tasks.base import Task, build_model_from_config, example_rows, register_task
 
 RECONSTRUCTION_LOSSES = ("binary_cross_entropy", "mse")
 IMAGES_DIR = runs.IMAGES_DIRNAME
@@ -195,7 +194,8 @@ class AutoencoderTask(_ReconstructionTask):
         return ("loss",) if task_config["loss"] == "mse" else ("loss", "mse")
 
     def apply(self, variables, batch, *, train, rng):
-        output, new_state = self.run_model(variables, batch["inputs"], train=train, rng=rng)
+        output, new_state = self.run_model(variables, batch["inputs"], train=train, rng=rng,
+                                           rows=example_rows(batch))
         inputs = batch["inputs"]
         if self.loss == "mse":
             return {"loss": losses.mse(output, inputs)}, new_state
@@ -226,24 +226,9 @@ class VAETask(_ReconstructionTask):
     def metric_names(cls, task_config):
         return ("loss", "elbo", "kl", "reconstruction")
 
-    def init(self, rng, inputs):
-        params_rng, latent_rng = jax.random.split(rng)
-        return dict(self.model.init({"params": params_rng, LATENT_RNG: latent_rng}, inputs,
-                                    train=False))
-
-    def run_model(self, variables, inputs, *, train, rng):
-        latent_rng, dropout_rng = jax.random.split(rng)
-        rngs = {LATENT_RNG: latent_rng, "dropout": dropout_rng}
-        state_keys = [k for k in variables if k != "params"]
-        if train and state_keys:
-            return self.model.apply(variables, inputs, train=True, rngs=rngs,
-                                    mutable=state_keys)
-        return (self.model.apply(variables, inputs, train=train, rngs=rngs),
-                {k: variables[k] for k in state_keys})
-
     def apply(self, variables, batch, *, train, rng):
-        (output, mean, logvar), new_state = self.run_model(variables, batch["inputs"],
-                                                           train=train, rng=rng)
+        (output, mean, logvar), new_state = self.run_model(
+            variables, batch["inputs"], train=train, rng=rng, rows=example_rows(batch))
         if self.decoder_distribution == "bernoulli":
             nll = bernoulli_nll(output, batch["inputs"])
         else:

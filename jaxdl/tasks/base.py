@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import dataclasses
 import functools
+import zlib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,6 +17,8 @@ import jax.numpy as jnp
 import optax
 
 from jaxdl import models
+from jaxdl.config import ConfigError
+from jaxdl.models import layers
 
 # Filled at import by the task files' decorators.
 _TASKS: dict[str, Callable[..., "Task"]] = {}
@@ -23,6 +27,35 @@ _TASK_CLASSES: dict[str, type["Task"]] = {}
 _NEEDS_TRAIN_SPLIT: set[str] = set()
 
 PRECISIONS = {"fp32": jnp.float32, "bf16": jnp.bfloat16}
+
+# The batch entry the train and eval steps add: each example's row in the global batch
+# (int32 [examples on this device]), which per-example random draws are keyed by.
+ROWS = "rows"
+DROPOUT = "dropout"
+
+
+def example_rows(batch: Mapping[str, Any]) -> jax.Array | None:
+    """Each example's row in the global batch; None for a batch that did not come through
+    a step (then draws are keyed by the row in the batch given)."""
+    return batch.get(ROWS)
+
+
+def rng_streams(model: nn.Module) -> tuple[str, ...]:
+    """The rng streams `model` draws from: `dropout` and those its class declares in
+    `rng_streams` (a tuple of names)."""
+    declared = getattr(model, "rng_streams", ())
+    if isinstance(declared, str) or not all(isinstance(s, str) for s in declared):
+        raise ValueError(f"{type(model).__name__}.rng_streams must be a tuple of stream names, "
+                         f"got {declared!r}")
+    return (DROPOUT, *(s for s in declared if s != DROPOUT))
+
+
+def model_rngs(model: nn.Module, rng: jax.Array) -> dict[str, jax.Array]:
+    """One key per rng stream of `model`: `dropout` draws from `rng` itself, every other
+    stream from `rng` folded with a hash of its name, so streams never share keys."""
+    return {name: rng if name == DROPOUT else
+            jax.random.fold_in(rng, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+            for name in rng_streams(model)}
 
 
 def register_task(name: str, fields: Mapping[str, Any] | None = None, *, task: type[Task],
@@ -94,8 +127,9 @@ class Task(abc.ABC):
 
     def init(self, rng: jax.Array, inputs: jax.Array) -> dict[str, Any]:
         """The model's variables: `params` plus any state collection (`batch_stats`)."""
-        params_rng, dropout_rng = jax.random.split(rng)
-        return dict(self.model.init({"params": params_rng, "dropout": dropout_rng}, inputs,
+        params_rng, streams_rng = jax.random.split(rng)
+        return dict(self.model.init({"params": params_rng,
+                                     **model_rngs(self.model, streams_rng)}, inputs,
                                     train=False))
 
     @abc.abstractmethod
@@ -140,13 +174,21 @@ class Task(abc.ABC):
         del context
         return {}
 
-    def run_model(self, variables, inputs, *, train: bool, rng: jax.Array):
-        """The model's output and its updated state collections (empty outside training)."""
+    def run_model(self, variables, inputs, *, train: bool, rng: jax.Array,
+                  rows: jax.Array | None = None):
+        """The model's output and its updated state collections (empty outside training).
+
+        Every rng stream of the model (`rng_streams`) gets a key from `rng`; with `rows`
+        (`example_rows(batch)`), dropout and `layers.ExampleKeys` draw per example from
+        them, so no draw depends on how the batch is split over devices."""
         state_keys = [k for k in variables if k != "params"]
-        if train and state_keys:
-            return self.model.apply(variables, inputs, train=True, rngs={"dropout": rng},
-                                    mutable=state_keys)
-        out = self.model.apply(variables, inputs, train=train, rngs={"dropout": rng})
+        rngs = model_rngs(self.model, rng)
+        with (layers.per_example_rngs(rows) if rows is not None
+              else contextlib.nullcontext()):
+            if train and state_keys:
+                return self.model.apply(variables, inputs, train=True, rngs=rngs,
+                                        mutable=state_keys)
+            out = self.model.apply(variables, inputs, train=train, rngs=rngs)
         return out, {k: variables[k] for k in state_keys}
 
 
@@ -191,11 +233,28 @@ def build_model_from_config(config, *, axis_name: str | None) -> nn.Module:
     """The config's model, in the config's precision (float32 parameters always)."""
     fields = {k: v for k, v in config.model.items() if k != "name"}
     known = models.model_fields(config.model.name)
+    if config.precision != "fp32" and "dtype" not in known:
+        # Nothing else would make the model compute in the precision asked for.
+        raise ConfigError(f"config.precision={config.precision!r} but model "
+                          f"{config.model.name!r} has no `dtype` field to compute in; give it "
+                          "one that its layers use, or set config.precision='fp32'")
     if "axis_name" in known:
         fields["axis_name"] = axis_name
     if "dtype" in known:
         fields["dtype"] = PRECISIONS[config.precision]
     return models.build_model(config.model.name, **fields)
+
+
+def check_model_state(config, model_state: Mapping[str, Any], *, axis_name: str | None,
+                      num_devices: int) -> None:
+    """Refuses (ConfigError) BatchNorm statistics that pmap would keep per device: with
+    more than one device they sync only through the model's `axis_name` field."""
+    if (axis_name is not None and num_devices > 1 and "batch_stats" in model_state
+            and "axis_name" not in models.model_fields(config.model.name)):
+        raise ConfigError(f"model {config.model.name!r} keeps BatchNorm statistics but has no "
+                          f"`axis_name` field, so under pmap over {num_devices} devices each "
+                          "would keep its own; give it one that its BatchNorm layers use, or "
+                          "set config.parallel.backend='sharded'")
 
 
 def build_task(config, dataset, *, axis_name: str | None, train_split=None) -> Task:

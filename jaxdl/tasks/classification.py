@@ -12,11 +12,13 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from jaxdl import data as data_lib
 from jaxdl import losses, plots, runs
 from jaxdl.config import ConfigError, Field, fraction, non_negative
-from jaxdl.tasks.base import EvalContext, Task, build_model_from_config, register_task
+from jaxdl.tasks.base import (EvalContext, Task, build_model_from_config, example_rows,
+                              register_task)
 
 CONFUSION_JSON, CONFUSION_PNG = runs.CONFUSION_JSON, runs.CONFUSION_PNG
 MISCLASSIFIED_PNG = runs.MISCLASSIFIED_PNG
@@ -33,17 +35,29 @@ def balanced_class_weights(counts) -> np.ndarray:
     return counts.sum() / (len(counts) * counts)
 
 
-def mixup(rng: jax.Array, inputs: jax.Array, alpha: float):
+def global_batch(x: jax.Array, axis_name: str | None) -> jax.Array:
+    """The whole global batch of `x`: under pmap gathered from every device in row order;
+    otherwise (one device, or the sharded backend's global arrays) `x` itself."""
+    return x if axis_name is None else lax.all_gather(x, axis_name, tiled=True)
+
+
+def mixup(rng: jax.Array, inputs: jax.Array, alpha: float, *, rows: jax.Array | None = None,
+          axis_name: str | None = None):
     """(mixed inputs, partner of each example, lam): every example blended with the one a
-    shuffled copy of the batch puts beside it, lam ~ Beta(alpha, alpha) for the batch
-    (under pmap, for each device's share: the step key differs per device)."""
+    shuffled copy of the global batch puts beside it, lam ~ Beta(alpha, alpha) for the
+    batch. `partner` indexes `global_batch(...)`; under pmap (`axis_name`, with `rows`: the
+    examples' rows in the global batch) partners come from every device, so the result
+    does not depend on how the batch is split."""
     if not jnp.issubdtype(inputs.dtype, jnp.floating):
         raise ValueError(f"mixup blends inputs, so they must be floats, got {inputs.dtype} "
                          "(set task.mixup_alpha=0.0)")
     lam_key, partner_key = jax.random.split(rng)
     lam = jax.random.beta(lam_key, alpha, alpha)
-    partner = jax.random.permutation(partner_key, inputs.shape[0])
-    mixed = lam * inputs + (1.0 - lam) * inputs[partner]
+    everything = global_batch(inputs, axis_name)
+    partner = jax.random.permutation(partner_key, everything.shape[0])
+    if rows is not None:
+        partner = partner[rows]
+    mixed = lam * inputs + (1.0 - lam) * everything[partner]
     return mixed.astype(inputs.dtype), partner, lam
 
 
@@ -56,6 +70,7 @@ class ClassificationTask(Task):
     draw_figures: bool  # config.logging.plot: the PNGs (the JSON is always written)
     class_weights: tuple[float, ...] | None = None  # scales each example's loss by its class
     mixup_alpha: float = 0.0  # > 0: training batches are mixed (`mixup`); 0 = off
+    axis_name: str | None = None  # pmap's data axis: mixup partners come from every device
     monitor: str = "accuracy"
     monitor_mode: str = "max"
 
@@ -68,15 +83,19 @@ class ClassificationTask(Task):
         with `mixup_alpha` > 0 the inputs are mixed and the loss is lam * loss(own label) +
         (1 - lam) * loss(partner's label), which for cross-entropy is the cross-entropy
         against the mixed one-hot targets; accuracy counts each example's own label."""
-        inputs, labels = batch["inputs"], batch["targets"]
+        inputs, labels, rows = batch["inputs"], batch["targets"], example_rows(batch)
         mixing = train and self.mixup_alpha > 0
         if mixing:
+            if self.axis_name is not None and rows is None:
+                raise ValueError("mixup under pmap needs the batch's rows (the train step "
+                                 "adds them)")
             inputs, partner, lam = mixup(jax.random.fold_in(rng, MIXUP_STREAM), inputs,
-                                         self.mixup_alpha)
-        logits, new_state = self.run_model(variables, inputs, train=train, rng=rng)
+                                         self.mixup_alpha, rows=rows, axis_name=self.axis_name)
+        logits, new_state = self.run_model(variables, inputs, train=train, rng=rng, rows=rows)
         loss = self.example_loss(logits, labels)
         if mixing:
-            loss = lam * loss + (1.0 - lam) * self.example_loss(logits, labels[partner])
+            partner_labels = global_batch(labels, self.axis_name)[partner]
+            loss = lam * loss + (1.0 - lam) * self.example_loss(logits, partner_labels)
         values = {
             "loss": loss,
             "accuracy": (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32),
@@ -185,7 +204,7 @@ def build_classification(config, dataset, *, axis_name, train_split=None):
                               misclassified_shown=config.task.misclassified_shown,
                               draw_figures=config.logging.plot,
                               class_weights=_class_weights(config, dataset, train_split),
-                              mixup_alpha=config.task.mixup_alpha)
+                              mixup_alpha=config.task.mixup_alpha, axis_name=axis_name)
 
 
 def _class_weights(config, dataset, train_split) -> tuple[float, ...] | None:

@@ -23,7 +23,8 @@ import optax
 
 from jaxdl import plots, runs
 from jaxdl.config import ConfigError, Field, positive
-from jaxdl.tasks.base import Learned, Task, build_model_from_config, register_task
+from jaxdl.models import layers
+from jaxdl.tasks.base import Learned, Task, build_model_from_config, example_rows, register_task
 from jaxdl.tasks.frechet import FeatureExtractor, frechet_distance, statistics
 
 GENERATOR, DISCRIMINATOR = "generator", "discriminator"
@@ -32,6 +33,12 @@ GAN_LOSSES = ("non_saturating", "hinge")
 # Stream ids folded into a key: each draw of latents has its own stream, apart from the
 # step's augmentation stream (1) and dropout (the step key itself).
 _CRITIC_LATENTS, _GENERATOR_LATENTS, _EVAL_LATENTS, _GRID_LATENTS, _FD_LATENTS = 2, 3, 4, 5, 6
+
+
+def _rows(batch) -> jax.Array:
+    """The batch's rows in the global batch (0..n-1 for a batch given by hand)."""
+    rows = example_rows(batch)
+    return jnp.arange(batch["inputs"].shape[0]) if rows is None else rows
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
@@ -69,8 +76,11 @@ class GANTask(Task):
     def latent_dim(self) -> int:
         return self.model.latent_dim
 
-    def latents(self, rng: jax.Array, count: int) -> jax.Array:
-        return jax.random.normal(rng, (count, self.latent_dim), jnp.float32)
+    def latents(self, rng: jax.Array, rows: jax.Array) -> jax.Array:
+        """One latent vector per example, drawn from fold_in(rng, its row in the global
+        batch): the same whether the batch is on one device or split over several."""
+        return jax.vmap(lambda key: jax.random.normal(key, (self.latent_dim,), jnp.float32))(
+            layers.fold_rows(rng, rows))
 
     def to_model_range(self, images: jax.Array) -> jax.Array:
         """Data images in [0, 1] -> the generator's output range ([-1, 1] under tanh)."""
@@ -125,7 +135,7 @@ class GANTask(Task):
         stop_gradient); G's parameters, statistics and optimizer state are untouched."""
         real = self.to_model_range(batch["inputs"])
         fake, _ = self.run_net(GENERATOR, params, model_state,
-                               self.latents(rng, real.shape[0]), train=True)
+                               self.latents(rng, _rows(batch)), train=True)
         fake = jax.lax.stop_gradient(fake)
 
         def loss_fn(d_params):
@@ -141,10 +151,11 @@ class GANTask(Task):
                             reduce=reduce)
 
     def generator_update(self, tx, params, model_state, opt_state, mask, rng, *, monitor,
-                         reduce) -> Learned:
+                         reduce, rows: jax.Array | None = None) -> Learned:
         """One step on G's loss, differentiated through D at the parameters given (the
-        just-updated ones); D's parameters, statistics and optimizer state are untouched."""
-        z = self.latents(rng, mask.shape[0])
+        just-updated ones); D's parameters, statistics and optimizer state are untouched.
+        `rows`: the examples' rows in the global batch (default 0..len(mask)-1)."""
+        z = self.latents(rng, jnp.arange(mask.shape[0]) if rows is None else rows)
 
         def loss_fn(g_params):
             both = {**params, GENERATOR: g_params}
@@ -185,7 +196,7 @@ class GANTask(Task):
         d_values, d_grads, d_updates = d.values, d.grads, d.updates
         g = self.generator_update(tx, params, model_state, opt_state, mask,
                                   jax.random.fold_in(rng, _GENERATOR_LATENTS), monitor=monitor,
-                                  reduce=reduce)
+                                  reduce=reduce, rows=_rows(batch))
         values = {**d_values, **g.values, "loss": d_values["d_loss"] + g.values["g_loss"]}
         return Learned(params=g.params, model_state=g.model_state, opt_state=g.opt_state,
                        values=values, grads={DISCRIMINATOR: d_grads, GENERATOR: g.grads},
@@ -199,7 +210,7 @@ class GANTask(Task):
         real = self.to_model_range(batch["inputs"])
         fake, state = self.run_net(GENERATOR, params, state,
                                    self.latents(jax.random.fold_in(rng, _EVAL_LATENTS),
-                                                real.shape[0]), train=train)
+                                                _rows(batch)), train=train)
         real_logits, state = self.run_net(DISCRIMINATOR, params, state, real, train=train)
         fake_logits, state = self.run_net(DISCRIMINATOR, params, state, fake, train=train)
         d_loss = self.discriminator_losses(real_logits, fake_logits)
@@ -215,7 +226,7 @@ class GANTask(Task):
 
     def samples(self, variables, rng: jax.Array, count: int) -> np.ndarray:
         """`count` generated images in the data's range, `eval_batch_size` at a time."""
-        z = self.latents(rng, count)
+        z = self.latents(rng, jnp.arange(count))
         return np.concatenate([np.asarray(self._generate(variables, z[i:i + self.eval_batch_size]))
                                for i in range(0, count, self.eval_batch_size)])
 

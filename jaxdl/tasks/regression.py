@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl import runs
-from jaxdl.tasks.base import Task, build_model_from_config, register_task
+from jaxdl.tasks.base import Task, build_model_from_config, example_rows, register_task
 
 HYDROGRAPH = runs.HYDROGRAPH_PNG
 _FIGURE_INCHES = (11, 4)
@@ -75,7 +75,8 @@ class SequenceRegressionTask(Task):
         return ("loss", "mse", "nse", "baseline_nse")  # the last two from on_eval
 
     def apply(self, variables, batch, *, train, rng):
-        predicted, new_state = self.run_model(variables, batch["inputs"], train=train, rng=rng)
+        predicted, new_state = self.run_model(variables, batch["inputs"], train=train, rng=rng,
+                                              rows=example_rows(batch))
         error = predicted - batch["targets"]
         values = {"loss": jnp.square(error), "mse": jnp.square(error * self.target_std)}
         return values, new_state

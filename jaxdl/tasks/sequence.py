@@ -31,7 +31,7 @@ import optax
 from jaxdl import runs
 from jaxdl.config import ConfigError, Field, non_negative
 from jaxdl.models.recurrent import sample_tokens
-from jaxdl.tasks.base import Task, build_model_from_config, register_task
+from jaxdl.tasks.base import Task, build_model_from_config, example_rows, register_task
 
 SAMPLES = runs.SAMPLES_TXT
 _HEADER = re.compile(r"^=== step (\d+) ===$", re.MULTILINE)
@@ -52,7 +52,8 @@ class LanguageModelTask(Task):
         return ("loss", "bits_per_char", "accuracy")
 
     def apply(self, variables, batch, *, train, rng):
-        logits, new_state = self.run_model(variables, batch["inputs"], train=train, rng=rng)
+        logits, new_state = self.run_model(variables, batch["inputs"], train=train, rng=rng,
+                                           rows=example_rows(batch))
         targets = batch["targets"]
         nats = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32),
                                                                targets)

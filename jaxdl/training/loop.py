@@ -27,6 +27,7 @@ import numpy as np
 from jaxdl import data as data_lib, runs
 from jaxdl.data import augment
 from jaxdl import tasks
+from jaxdl.models import layers
 from jaxdl.config import Clock, ConfigError
 from jaxdl.training import environment, feeding, optim, parallel, step as step_lib, writers
 from jaxdl.training.checkpoints import (CheckpointError, Checkpoints, merge_by_path,
@@ -392,9 +393,14 @@ def build(config) -> Trainer:
                                               config.seed, 0))
     abstract_state = jax.eval_shape(lambda x: create_state(task, tx, config.seed, x),
                                     example["inputs"][:1])
+    tasks.check_model_state(config, abstract_state.model_state, axis_name=backend.axis_name,
+                            num_devices=backend.num_devices)
     with explain_out_of_memory(config, abstract_state, backend.num_devices):
-        return _place_and_compile(config, dataset, splits, plan, backend, task, tx, example,
-                                  abstract_state, eval_splits)
+        try:
+            return _place_and_compile(config, dataset, splits, plan, backend, task, tx,
+                                      example, abstract_state, eval_splits)
+        except layers.BatchAxisError as e:  # found while tracing the step: the model's fault
+            raise ConfigError(f"model {config.model.name!r}: {e}") from None
 
 
 def _place_and_compile(config, dataset, splits, plan, backend, task, tx, example,

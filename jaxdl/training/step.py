@@ -11,21 +11,29 @@ import optax
 from jax import lax
 
 from jaxdl.data import augment
+from jaxdl.tasks.base import ROWS
 from jaxdl.training import optim
+from jaxdl.training.state import TrainState
 
 # Stream id folded into the step's key for augmentation draws, so dropout (which uses the
 # step key itself) draws the same masks with or without augmentation.
 AUGMENT_STREAM = 1
-from jaxdl.training.state import TrainState
 
 
-def step_rng(state: TrainState, axis_name: str | None) -> jax.Array:
-    """This step's key: folded with the step, and with the device index under pmap, so
-    dropout masks differ per step and per device yet a rerun draws the same ones."""
-    rng = jax.random.fold_in(state.rng, state.step)
-    if axis_name is not None:
-        rng = jax.random.fold_in(rng, lax.axis_index(axis_name))
-    return rng
+def step_rng(state: TrainState) -> jax.Array:
+    """This step's key, the same on every device: each random draw of the step is keyed
+    by it and by the example's row in the global batch (`example_rows`), never by the
+    device, so the numbers do not depend on how the batch is split."""
+    return jax.random.fold_in(state.rng, state.step)
+
+
+def example_rows(batch, axis_name: str | None) -> jax.Array:
+    """Each example's row in the global batch: under pmap device i holds rows
+    [i * n, (i + 1) * n) (how `Backend.put_batch` and the device feed lay a batch out);
+    under `sharded` the step sees the whole global batch."""
+    n = batch["mask"].shape[0]
+    first = lax.axis_index(axis_name) * n if axis_name is not None else 0
+    return first + jnp.arange(n, dtype=jnp.int32)
 
 
 def global_norm(tree) -> jax.Array:
@@ -57,10 +65,13 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
     """
 
     def train_step(state: TrainState, batch):
-        rng = step_rng(state, axis_name)
+        rng = step_rng(state)
+        rows = example_rows(batch, axis_name)
         if augmentation:  # on device, per example; 'none' traces the same step as before
             batch = {**batch, "inputs": augment.apply(
-                augmentation, jax.random.fold_in(rng, AUGMENT_STREAM), batch["inputs"])}
+                augmentation, jax.random.fold_in(rng, AUGMENT_STREAM), batch["inputs"],
+                rows=rows)}
+        batch = {**batch, ROWS: rows}
         mask = batch["mask"].astype(jnp.float32)
         # Every device holds an equal share of the global batch, so the mean of the
         # per-device means is the global mean.
@@ -108,6 +119,7 @@ def make_eval_sums(task, *, axis_name: str | None, augmentation: tuple = ()) -> 
     def eval_sums(state: TrainState, batch):
         if deterministic:
             batch = {**batch, "inputs": augment.apply(deterministic, state.rng, batch["inputs"])}
+        batch = {**batch, ROWS: example_rows(batch, axis_name)}
         variables = {"params": state.params, **state.model_state}
         values, _ = task.apply(variables, batch, train=False, rng=state.rng)
         sums = _masked_sums(values, batch["mask"].astype(jnp.float32))
