@@ -3,6 +3,7 @@ chosen on validation), never maximised over, never monitored."""
 
 import json
 
+import numpy as np
 import pytest
 
 from conftest import make_config
@@ -54,3 +55,16 @@ def test_monitoring_the_test_split_is_refused(tmp_path):
     with pytest.raises(ConfigError, match="the test split never chooses anything"):
         loop.train_and_evaluate(config, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("mode, values", [("max", [0.5, 0.9, 0.9, 0.7]),
+                                          ("min", [0.9, 0.2, 0.2, 0.4])])
+def test_a_tie_keeps_the_earlier_best_checkpoint_the_run_chose(tmp_path, mode, values):
+    """The run's best step is the first to reach the best value (a later equal one is no
+    improvement); that checkpoint must be the one kept, or restoring it fails."""
+    from jaxdl.training.checkpoints import Checkpoints
+    saved = Checkpoints(tmp_path, keep_last=1, keep_best=1, best_mode=mode)
+    for step, value in enumerate(values, start=1):
+        saved.save(step, {"w": np.full(2, step, np.float32)}, {"step": step}, monitor=value)
+    assert saved.steps() == [2, 4]
+    saved.close()

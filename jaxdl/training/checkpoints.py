@@ -54,9 +54,13 @@ class Checkpoints:
                  best_mode: str):
         keep = [policies.LatestN(n=keep_last)]
         if keep_best:
-            keep.append(policies.BestN(get_metric_fn=lambda m: m["monitor"],
-                                       reverse=best_mode == "min", n=keep_best,
-                                       keep_checkpoints_without_metrics=False))
+            # Ties go to the earlier step, the one the run chose (early stopping and the
+            # test-at-best report restore it); orbax's stable sort kept the later one.
+            sign = 1 if best_mode == "min" else -1
+            keep.append(policies.BestN(
+                get_metric_fn=lambda m: (m["monitor"], sign * m.get("step", 0)),
+                reverse=best_mode == "min", n=keep_best,
+                keep_checkpoints_without_metrics=False))
         options = ocp.CheckpointManagerOptions(
             preservation_policy=policies.AnyPreservationPolicy(keep),
             enable_async_checkpointing=False, create=True)
@@ -70,7 +74,7 @@ class Checkpoints:
     def save(self, step: int, host_state, progress: dict[str, Any], *,
              monitor: float | None = None) -> None:
         """Writes and commits step `step`; returns when it is complete on disk."""
-        metrics = None if monitor is None else {"monitor": float(monitor)}
+        metrics = None if monitor is None else {"monitor": float(monitor), "step": step}
         with _OrbaxErrorsRaisedNotLogged():
             self._manager.save(step, args=ocp.args.Composite(
                 **{STATE: ocp.args.StandardSave(host_state),
