@@ -1,9 +1,11 @@
 """The experiment entry point: `python -m experiments.NAME --workdir=DIR --config.KEY=VALUE`.
 
 This is the only module that reads flags or changes the process: XLA flags (host device
-split, determinism) before JAX starts, the persistent compilation cache, and exit codes.
-Bad input (unknown key, wrong type, impossible value, missing --workdir) ends with one
-line on stderr and exit status 2, before anything is written.
+split, determinism) before JAX starts, the persistent compilation cache, jax.distributed
+(through cluster.py), and exit codes. Bad input (unknown key, wrong type, impossible
+value, missing --workdir) ends with one line on stderr and exit status 2, before anything
+is written; a multi-host run that loses a process ends the others with one line and exit
+status 3.
 """
 
 from __future__ import annotations

@@ -46,8 +46,8 @@ class Watch:
     called from that thread when processes are lost (it should end the process)."""
 
     def __init__(self, client, *, process_id: int, num_processes: int,
-                 on_lost: Callable[[list[int]], None]):
-        self._client, self._on_lost = client, on_lost
+                 on_lost: Callable[[list[int]], None], round_seconds: float = _ROUND_SECONDS):
+        self._client, self._on_lost, self._pause = client, on_lost, round_seconds
         self.process_id, self._everyone = process_id, list(range(num_processes))
         self._changed = threading.Condition()
         self._rounds, self._live, self._closed = 0, set(self._everyone), False
@@ -60,7 +60,7 @@ class Watch:
                 live = set(self._client.get_live_nodes(self._everyone))
             except Exception:  # noqa: BLE001 - the service is unreachable: process 0 is lost
                 if self.process_id == 0:  # it runs here: a transient error, ask again
-                    time.sleep(_ROUND_SECONDS)
+                    time.sleep(self._pause)
                     continue
                 live = set(self._everyone) - {0}
             with self._changed:
@@ -75,7 +75,7 @@ class Watch:
             if lost:
                 self._on_lost(lost)
                 return
-            time.sleep(_ROUND_SECONDS)
+            time.sleep(self._pause)
 
     def settle(self, timeout: float) -> None:
         """Waits (up to `timeout` s) for a liveness round that began after this call: when
