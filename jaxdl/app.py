@@ -333,7 +333,7 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
             shutdown does not wait for them in the mode cluster.py runs it in)."""
             if watch is not None:
                 try:
-                    watch.finish(timeout=flag_values.heartbeat_timeout)
+                    watch.finish()
                 except Exception:  # noqa: BLE001 - the others went another way: leave alone
                     at_once = True
             sys.stderr.flush()

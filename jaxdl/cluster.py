@@ -26,6 +26,11 @@ from collections.abc import Callable
 
 # Seconds between two liveness rounds: a round costs one small RPC per process.
 _ROUND_SECONDS = 1.0
+# How long a process waits at the end for the others to finish too: JAX's own default
+# (shutdown_timeout_seconds). Not the heartbeat timeout: process 0 still writes the summary
+# and plots, and a process lost meanwhile is caught by the watch anyway.
+_FINISH_SECONDS = 300
+_FINISHED = "jaxdl_finished"  # the end barrier, and the key each process sets before it
 
 
 def initialize(jax, *, coordinator_address: str | None, num_processes: int | None,
@@ -66,16 +71,22 @@ class Watch:
             with self._changed:
                 self._rounds, self._live = self._rounds + 1, live
                 self._changed.notify_all()
-                if self._closed:
-                    if live == {self.process_id}:
-                        return
-                    lost = []
-                else:
-                    lost = sorted(set(self._everyone) - live)
+                if self._closed and live == {self.process_id}:
+                    return
+                missing = [] if self._closed else sorted(set(self._everyone) - live)
+            # One that reached `finish` left on purpose, maybe before this process got there.
+            lost = [i for i in missing if not self._finished(i)]
             if lost:
                 self._on_lost(lost)
                 return
             time.sleep(self._pause)
+
+    def _finished(self, process_id: int) -> bool:
+        try:
+            self._client.key_value_try_get(f"{_FINISHED}/{process_id}")
+        except Exception:  # noqa: BLE001 - NOT_FOUND: it did not
+            return False
+        return True
 
     def settle(self, timeout: float) -> None:
         """Waits (up to `timeout` s) for a liveness round that began after this call: when
@@ -84,10 +95,11 @@ class Watch:
             target = self._rounds + 2  # the round under way may have begun before
             self._changed.wait_for(lambda: self._rounds >= target, timeout=timeout)
 
-    def finish(self, timeout: float) -> None:
+    def finish(self, timeout: float = _FINISH_SECONDS) -> None:
         """Leaves the run with the others: all meet at a barrier; process 0, which hosts
         the coordination service, disconnects last, after the others have."""
-        self._client.wait_at_barrier("jaxdl_finish", int(timeout * 1000))
+        self._client.key_value_set(f"{_FINISHED}/{self.process_id}", "1")
+        self._client.wait_at_barrier(_FINISHED, int(timeout * 1000))
         with self._changed:
             self._closed = True
         if self.process_id != 0:

@@ -97,7 +97,7 @@ class _Service:
     """A fake coordination-service client: `live` answers each liveness round (or raises)."""
 
     def __init__(self, answers):
-        self.answers, self.barriers = list(answers), []
+        self.answers, self.barriers, self.keys = list(answers), [], {}
 
     def get_live_nodes(self, ids):
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
@@ -107,6 +107,14 @@ class _Service:
 
     def wait_at_barrier(self, name, timeout_ms):
         self.barriers.append(name)
+
+    def key_value_set(self, key, value):
+        self.keys[key] = value
+
+    def key_value_try_get(self, key):
+        if key not in self.keys:
+            raise RuntimeError(f"NOT_FOUND: {key}")
+        return self.keys[key]
 
 
 def _watch(answers, process_id=0, num_processes=2):
@@ -142,5 +150,13 @@ def test_after_finish_the_others_leaving_is_not_a_loss():
     # Process 0 waits at the barrier, then until the others have disconnected.
     watch, lost, done = _watch([[0, 1]] * 20 + [[0]])
     watch.finish(timeout=5)
-    assert watch._client.barriers == ["jaxdl_finish"]
+    assert watch._client.barriers == ["jaxdl_finished"]
     assert watch._live == {0} and not done.wait(0.2) and lost == []
+
+
+def test_a_process_that_finished_first_is_not_lost():
+    # Process 1 reached the end barrier and left before process 0's own finish began.
+    watch, lost, done = _watch([[0, 1]] * 20 + [[0]])
+    watch._client.keys["jaxdl_finished/1"] = "1"
+    time.sleep(0.3)
+    assert not done.is_set() and lost == []
