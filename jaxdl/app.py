@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -346,6 +347,7 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
         def fail(message: str) -> None:
             print(f"error: {message}", file=sys.stderr)
             leave(EXIT_BAD_INPUT)
+
         from jaxdl.training import loop, parallel
         try:
             devices = parallel.select_devices(config.parallel.num_devices)
@@ -383,6 +385,11 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
             print(f"error: {e}; {kept}. Lower the learning rate, clip gradients "
                   "(optimizer.grad_clip_norm) or set guard.skip_nonfinite=True", file=sys.stderr)
             leave(1)
+        except Exception:
+            if watch is None:
+                raise
+            traceback.print_exc()
+            leave(1)  # with the others, when they failed the same way
         if primary:
             _print_summary(summary)
             if cache is not None:
