@@ -9,6 +9,8 @@ no error; instead a thread of each process asks the service, once a second, whic
 processes are alive (`get_live_nodes`: answered once every live process has asked, and a
 lost one counts as dead when it has missed its heartbeats). A process that finds another
 missing hands the lost ones to `on_lost`, which app.py turns into one line and an exit.
+The watch does not rely on the collectives failing: one that hangs on a lost peer (gloo
+fails at once on CPU; other transports may wait) ends the same way.
 
 Recoverable mode also drops the synchronised shutdown, so `Watch.finish` restores it: all
 processes meet at a barrier, the others disconnect, and process 0, which hosts the
