@@ -1,9 +1,11 @@
 """The experiment entry point: `python -m experiments.NAME --workdir=DIR --config.KEY=VALUE`.
 
 This is the only module that reads flags or changes the process: XLA flags (host device
-split, determinism) before JAX starts, the persistent compilation cache, and exit codes.
-Bad input (unknown key, wrong type, impossible value, missing --workdir) ends with one
-line on stderr and exit status 2, before anything is written.
+split, determinism) before JAX starts, the persistent compilation cache, jax.distributed
+(through cluster.py), and exit codes. Bad input (unknown key, wrong type, impossible
+value, missing --workdir) ends with one line on stderr and exit status 2, before anything
+is written; a multi-host run that loses a process ends the others with one line and exit
+status 3.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import logging
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +26,7 @@ from absl import app as absl_app
 from absl import flags
 
 EXIT_BAD_INPUT = 2
+EXIT_PROCESS_LOST = 3  # a multi-process run lost one of its processes
 
 
 def _fail(message: str) -> None:
@@ -294,6 +298,40 @@ class _StopOnSignal:
         return self.signal is not None
 
 
+def _checkpoint_steps(workdir: Path) -> list[int]:
+    """The committed checkpoints' steps (orbax writes into a temporary name, then renames)."""
+    return sorted(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
+
+
+def _start_distributed(jax, flag_values, workdir: Path):
+    """jax.distributed for a multi-host run; returns the Watch that ends this process with
+    one line (exit status EXIT_PROCESS_LOST) when another process of the run is lost."""
+    from jax._src import distributed  # the coordination service's client; no public handle
+    from jaxdl import cluster
+    cluster.initialize(jax, coordinator_address=flag_values.coordinator_address,
+                       num_processes=flag_values.num_processes,
+                       process_id=flag_values.process_id,
+                       heartbeat_timeout=flag_values.heartbeat_timeout)
+    count, index = jax.process_count(), jax.process_index()
+
+    def on_lost(lost: list[int]) -> None:
+        names = ", ".join(f"{i}{' (the coordinator)' if i == 0 else ''}" for i in lost)
+        saved = _checkpoint_steps(workdir)
+        kept = (f"the last complete checkpoint is step {saved[-1]}, where a rerun of every "
+                "process resumes" if saved else "no checkpoint was saved yet")
+        print(f"error: process {names} of {count} was lost (no heartbeat within "
+              f"--heartbeat_timeout={flag_values.heartbeat_timeout} s); process {index} "
+              f"stops too; {kept}", file=sys.stderr)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(EXIT_PROCESS_LOST)  # as SIGKILL would: checkpoints commit atomically
+
+    if count == 1:
+        return None
+    return cluster.Watch(distributed.global_state.client, process_id=index,
+                         num_processes=count, on_lost=on_lost)
+
+
 def _print_summary(summary: dict) -> None:
     for split, metrics in summary["final"].items():
         values = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "examples")
@@ -324,6 +362,9 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
                          flag_values=flag_values)
     flags.DEFINE_integer("process_id", None, "multi-host: this process's index",
                          flag_values=flag_values)
+    flags.DEFINE_integer("heartbeat_timeout", 100, "multi-host: seconds without a heartbeat "
+                         "after which a process counts as lost and the others stop (JAX's "
+                         "default)", lower_bound=1, flag_values=flag_values)
     flags.DEFINE_string("compilation_cache_dir", _default_cache_dir(),
                         "persistent XLA compilation cache ('' = off)", flag_values=flag_values)
     flags.DEFINE_string("variant", None, "the experiment's named config, for one whose "
@@ -376,51 +417,79 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
         cache = None
         if flag_values.compilation_cache_dir:
             cache = enable_compilation_cache(jax, flag_values.compilation_cache_dir)
+        watch = None
         if flag_values.distributed or flag_values.coordinator_address:
-            # CPU devices of different processes talk through gloo; GPUs use NCCL anyway.
-            jax.config.update("jax_cpu_collectives_implementation", "gloo")
-            jax.distributed.initialize(coordinator_address=flag_values.coordinator_address,
-                                       num_processes=flag_values.num_processes,
-                                       process_id=flag_values.process_id)
+            watch = _start_distributed(jax, flag_values, workdir)
         primary = jax.process_index() == 0
+
+        def leave(code: int | None = None, *, at_once: bool = False) -> None:
+            """Ends this process; the processes of a multi-host run leave together (JAX's
+            shutdown does not wait for them in the mode cluster.py runs it in)."""
+            if watch is not None:
+                try:
+                    watch.finish()
+                except Exception:  # noqa: BLE001 - the others went another way: leave alone
+                    at_once = True
+            sys.stderr.flush()
+            sys.stdout.flush()
+            if at_once:
+                os._exit(code or 0)
+            if code is not None:
+                sys.exit(code)
+
+        def fail(message: str) -> None:
+            print(f"error: {message}", file=sys.stderr)
+            leave(EXIT_BAD_INPUT)
+
         from jaxdl.training import loop, parallel
         try:
             devices = parallel.select_devices(config.parallel.num_devices)
         except ValueError as e:
-            _fail(str(e))
+            fail(str(e))
         try:
             config_lib.check_devices(config, len(devices))
             stop = _StopOnSignal()
             sys.unraisablehook = _drop_closed_event_loop_noise
-            summary = loop.train_and_evaluate(config, workdir, should_stop=stop.requested)
+            try:
+                summary = loop.train_and_evaluate(config, workdir, should_stop=stop.requested)
+            except Exception:
+                if watch is not None:
+                    # A lost process fails the others' collectives (or checkpoint barriers)
+                    # at once, but counts as lost only when its heartbeats time out: wait
+                    # for that verdict, which ends this process with its own line.
+                    watch.settle(timeout=2 * flag_values.heartbeat_timeout)
+                raise
         except config_lib.ConfigError as e:
-            _fail(str(e))
+            fail(str(e))
         except loop.RunInterrupted as e:
             print(f"{e}; rerun the same command to resume", file=sys.stderr)
-            sys.exit(128 + stop.signal)
+            leave(128 + stop.signal)
         except (loop.CheckpointWriteError, loop.OutOfMemoryError) as e:
             print(f"error: {e}", file=sys.stderr)
-            sys.stderr.flush()
-            sys.stdout.flush()
             # orbax's writer threads would print tracebacks while the interpreter shuts down.
-            os._exit(EXIT_BAD_INPUT)
+            leave(EXIT_BAD_INPUT, at_once=True)
         except OSError as e:  # a full disk or a lost mount while writing metrics
-            _fail(f"cannot write the run's files in {workdir} ({e}); free space and rerun "
-                  "the same command to resume from the last checkpoint")
+            fail(f"cannot write the run's files in {workdir} ({e}); free space and rerun "
+                 "the same command to resume from the last checkpoint")
         except loop.NonFiniteError as e:
-            saved = sorted(int(p.name) for p in (workdir / "checkpoints").glob("*")
-                           if p.name.isdigit())
+            saved = _checkpoint_steps(workdir)
             kept = (f"the last good checkpoint is step {saved[-1]}, where a rerun resumes"
                     if saved else "no checkpoint was saved before it")
             print(f"error: {e}; {kept}. Lower the learning rate, clip gradients "
                   "(optimizer.grad_clip_norm) or set guard.skip_nonfinite=True", file=sys.stderr)
-            sys.exit(1)
-        if not primary:
-            return
-        _print_summary(summary)
-        if cache is not None:
-            print(f"compilation cache {flag_values.compilation_cache_dir}: {cache.hits} hits, "
-                  f"{cache.misses} misses")
-        print(f"run files in {workdir}: " + ", ".join(sorted(p.name for p in workdir.iterdir())))
+            leave(1)
+        except Exception:
+            if watch is None:
+                raise
+            traceback.print_exc()
+            leave(1)  # with the others, when they failed the same way
+        if primary:
+            _print_summary(summary)
+            if cache is not None:
+                print(f"compilation cache {flag_values.compilation_cache_dir}: {cache.hits} "
+                      f"hits, {cache.misses} misses")
+            print(f"run files in {workdir}: " + ", ".join(sorted(p.name for p in
+                                                                 workdir.iterdir())))
+        leave()
 
     absl_app.run(main, flags_parser=parse)
