@@ -7,20 +7,20 @@ Command (one run per fold; the test split is the same 20% for every fold):
             --config.data.fold=$k
     done
 
-Expected result (measured 2026-11-22 on the 2-core AMD EPYC CPU dev machine, no GPU,
-jax 0.10.2, 1 CPU device, sharded backend, shared with other jobs at load 5-8), 100 epochs
-= 1,100 steps per fold, final evaluation:
+Expected result (measured 2026-12-07 on the 2-core AMD EPYC CPU dev machine, no GPU,
+jax 0.10.2, 1 CPU device, sharded backend, dropout masks drawn per example, shared with
+other jobs at load ~11), 100 epochs = 1,100 steps per fold, final evaluation:
 
     fold               0       1       2       3       4     mean +- std (ddof=0)
     validation acc  1.0000  0.9780  0.9560  0.9451  0.9890   0.9736 +- 0.0204
-    test acc        0.9823  0.9912  0.9823  0.9735  0.9823   0.9823 +- 0.0056
+    test acc        0.9823  0.9912  0.9823  0.9823  0.9823   0.9841 +- 0.0035
     (validation of 92 / 91 / 91 / 91 / 91 examples; test: the same 113 for every fold)
 
 Malignant recall on the test split: 41 of 42 in four folds, 40 of 42 in fold 2. Each fold's
-command took 10-18 s (1.0-1.7 s training loop, 0.4-4.0 s compilation: the later folds hit
-the compilation cache), all five 70 s. The same five folds with
-`--config.task.class_weighting=none` reached validation 0.9714 +- 0.0204 and test
-0.9841 +- 0.0035 with the same malignant recall: at 37% malignant the imbalance is mild,
+training loop took 10-25 s on the loaded machine (2026-11-22, at load 5-8, before per-example
+dropout: 1.0-1.7 s loop, 10-18 s command per fold). The same five folds with
+`--config.task.class_weighting=none` reached (2026-11-22, before per-example dropout)
+validation 0.9714 +- 0.0204 and test 0.9841 +- 0.0035 with the same malignant recall: at 37% malignant the imbalance is mild,
 and weighting changes nothing measurable here.
 """
 
