@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from jaxdl.data import idx
+from jaxdl.data.dataset import Dataset
 from jaxdl.data.registry import register_source
-from jaxdl.data.sources import Dataset
 
 ENV_VAR = "JAXDL_DATA_DIR"
 SPLITS = ("train", "test")

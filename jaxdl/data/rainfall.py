@@ -33,9 +33,9 @@ import os
 import numpy as np
 
 from jaxdl.data import packaged
+from jaxdl.data.dataset import Dataset
 from jaxdl.data.mnist import FileSet
 from jaxdl.data.registry import register_source
-from jaxdl.data.sources import Dataset
 
 FILENAME = "fulda_climate.csv"
 FULDA = FileSet(

@@ -31,9 +31,9 @@ import re
 import numpy as np
 
 from jaxdl.data import packaged
+from jaxdl.data.dataset import Dataset
 from jaxdl.data.mnist import FileSet
 from jaxdl.data.registry import register_source
-from jaxdl.data.sources import Dataset
 from jaxdl.data.splits import stratified_split
 
 PAD, UNKNOWN = 0, 1

@@ -30,9 +30,9 @@ import tarfile
 import numpy as np
 
 from jaxdl.data import packaged
+from jaxdl.data.dataset import Dataset
 from jaxdl.data.mnist import FileSet
 from jaxdl.data.registry import register_source
-from jaxdl.data.sources import Dataset
 
 FILENAME = "gutenberg-texts.tar.gz"
 SHAKESPEARE = FileSet(

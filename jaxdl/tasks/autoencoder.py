@@ -21,8 +21,8 @@ import numpy as np
 import optax
 
 from jaxdl import losses, plots, runs
-from jaxdl.config import ConfigError, Field, non_negative, positive
 from jaxdl.models.autoencoder import LATENT_RNG
+from jaxdl.schema import ConfigError, Field, non_negative, positive
 from jaxdl.tasks.base import Task, build_model_from_config, register_task
 
 RECONSTRUCTION_LOSSES = ("binary_cross_entropy", "mse")

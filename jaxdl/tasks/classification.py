@@ -15,7 +15,7 @@ import numpy as np
 
 from jaxdl import data as data_lib
 from jaxdl import losses, plots, runs
-from jaxdl.config import ConfigError, Field, fraction, non_negative
+from jaxdl.schema import ConfigError, Field, fraction, non_negative
 from jaxdl.tasks.base import EvalContext, Task, build_model_from_config, register_task
 
 CONFUSION_JSON, CONFUSION_PNG = runs.CONFUSION_JSON, runs.CONFUSION_PNG
