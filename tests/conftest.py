@@ -15,6 +15,12 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 
 REPO = Path(__file__).resolve().parents[1]
 
+# A data folder beside the checkout (where a shared machine keeps the real datasets) is where
+# the real-data tests look when $JAXDL_DATA_DIR is unset; the library itself never looks there.
+_SIBLING_DATA = REPO.parent / "shared" / "data"
+if not os.environ.get("JAXDL_DATA_DIR") and _SIBLING_DATA.is_dir():
+    os.environ["JAXDL_DATA_DIR"] = str(_SIBLING_DATA)
+
 
 @pytest.fixture
 def repo() -> Path:
