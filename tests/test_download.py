@@ -172,3 +172,30 @@ def test_every_dataset_has_a_download():
     for spec in data_cli.DOWNLOADS.values():
         for remote in spec.remotes:
             assert remote.url.startswith(("https://", "http://")) and len(remote.sha256) == 64
+
+
+def test_mnist_loader_accepts_the_canonical_download(tmp_path, monkeypatch):
+    """The canonical .gz files are another gzip run of the pinned ones: both load."""
+    import gzip
+
+    import numpy as np
+
+    from jaxdl.data import mnist
+    remotes = []
+    for split, n in (("train", 3), ("test", 2)):
+        images_file, labels_file = mnist._FILES[split]
+        images = np.zeros((n, 28, 28), np.uint8)
+        labels = np.arange(n, dtype=np.uint8)
+        for name, array in ((images_file, images), (labels_file, labels)):
+            header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, ">u4").tobytes()
+            raw = gzip.compress(header + array.tobytes(), mtime=0)
+            (tmp_path / name).write_bytes(raw)
+            remotes.append(files.Remote(f"https://canonical.invalid/{name}",
+                                        hashlib.sha256(raw).hexdigest()))
+    with pytest.raises(files.ChecksumError, match="SHA-256 mismatch for MNIST"):
+        data.load_source("mnist", data_dir=tmp_path)
+    monkeypatch.setitem(mnist._DOWNLOADS, "mnist", files.Download(
+        name="mnist", subdir="mnist", title="MNIST", remotes=tuple(remotes),
+        files=tuple(mnist.MNIST.sha256)))
+    ds = data.load_source("mnist", data_dir=tmp_path)
+    assert len(ds) == 3 and len(ds.predefined_splits["test"][0]) == 2

@@ -14,7 +14,8 @@ canonical download and the copy these checksums were first taken from (same IDX 
 Sources: `mnist` and `fashion_mnist`, both float32 [N, 28, 28, 1] in [0, 1] and int32
 labels 0..9. `load_source(name)` returns the 60,000 train images as the pool that is
 split by fractions and the 10,000 test images as `predefined_splits['test']`;
-`split='train'` or `split='test'` loads only those two files."""
+`split='train'` or `split='test'` loads only those two files.
+"""
 
 from __future__ import annotations
 
