@@ -20,8 +20,8 @@ compile 25 s, the whole command 648 s. The sample after the last evaluation
     tree what from him, you; and sit tinger of king.
 
 The GPU variant has not been run here (no accelerator run was made for it). Needs the
-Shakespeare texts (jaxdl.data.text: data_dir, $JAXDL_DATA_DIR/shakespeare, or
-../shared/data/shakespeare).
+Shakespeare texts (jaxdl.data.text: data_dir, $JAXDL_DATA_DIR/shakespeare, or the cache
+that `python -m jaxdl.data download shakespeare` fills).
 """
 
 import ml_collections

@@ -9,38 +9,23 @@ every mistake into one `ConfigError` line, before anything is written.
 from __future__ import annotations
 
 import dataclasses
-import math
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import ml_collections
 
-# The vocabulary (Field, checks, ConfigError) lives in the leaf `schema`, which models import;
-# it is re-exported here for the tasks and tests that import it from this module.
-from jaxdl.schema import (REQUIRED, ConfigError, Field, fraction, non_negative,  # noqa: F401
-                          optional, positive)
+# The vocabulary (Field, checks, ConfigError, durations, Clock) lives in the leaf `schema`,
+# which models, tasks and training import; it is re-exported here for callers above them.
+from jaxdl.schema import (REQUIRED, Clock, ConfigError, Field, fraction,  # noqa: F401
+                          non_negative, optional, positive)
+from jaxdl.schema import duration as _duration
+from jaxdl.schema import durations as _durations
 
 _REQUIRED = REQUIRED
 
 # The splits a run may evaluate (each exists when its fraction, a k-fold or the source
 # gives it rows); `checkpoint.monitor` names one of them.
 EVAL_SPLITS = ("validation", "test")
-
-
-def _duration(value) -> str | None:
-    try:
-        _parse_duration_text(value)
-    except ConfigError as e:
-        return str(e)
-    return None
-
-
-def _durations(value) -> str | None:
-    for part in _split_list(value):
-        if (problem := _duration(part)) is not None:
-            return problem
-    return None
 
 
 def _choices_from(names: Sequence[str]) -> Callable[[], Sequence[str]]:
@@ -535,43 +520,3 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: st
 def _jsonable(value):
     """Tuples become lists in config.json; compare the saved form."""
     return list(value) if isinstance(value, tuple) else value
-
-
-# --- durations -----------------------------------------------------------------------------
-
-_UNITS = {"step": "steps", "steps": "steps", "epoch": "epochs", "epochs": "epochs",
-          "example": "examples", "examples": "examples"}
-_DURATION = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:e[+-]?[0-9]+)?)\s*([a-z]+)\s*$", re.IGNORECASE)
-
-
-def _split_list(text: str) -> list[str]:
-    return [part for part in (p.strip() for p in text.split(",")) if part]
-
-
-def _parse_duration_text(text: str) -> tuple[float, str]:
-    match = _DURATION.match(text) if isinstance(text, str) else None
-    if not match or match.group(2).lower() not in _UNITS:
-        raise ConfigError(f"cannot read duration {text!r}; write '<number> steps|epochs|examples'")
-    amount, unit = float(match.group(1)), _UNITS[match.group(2).lower()]
-    if unit == "steps" and amount != int(amount):
-        raise ConfigError(f"duration {text!r}: steps must be a whole number")
-    return amount, unit
-
-
-@dataclasses.dataclass(frozen=True)
-class Clock:
-    """Converts durations into steps once, from the epoch length and the global batch."""
-
-    steps_per_epoch: int
-    batch_size: int
-
-    def steps(self, text: str) -> int:
-        amount, unit = _parse_duration_text(text)
-        if unit == "steps":
-            return int(amount)
-        if unit == "epochs":
-            return int(round(amount * self.steps_per_epoch))
-        return int(math.ceil(amount / self.batch_size))
-
-    def step_list(self, text: str) -> list[int]:
-        return [self.steps(part) for part in _split_list(text)]

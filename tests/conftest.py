@@ -15,6 +15,15 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The real-data tests read $JAXDL_DATA_DIR (one folder per dataset, as the library looks it
+# up) and skip without it: CI has no data files.
+DATA_DIR = Path(os.environ["JAXDL_DATA_DIR"]) if os.environ.get("JAXDL_DATA_DIR") else None
+
+
+def data_path(*parts: str) -> Path:
+    """A path under $JAXDL_DATA_DIR (a path that does not exist when it is unset)."""
+    return (DATA_DIR or REPO / "no-JAXDL_DATA_DIR").joinpath(*parts)
+
 
 @pytest.fixture
 def repo() -> Path:

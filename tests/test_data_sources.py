@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import data_path
 from jaxdl import data
 from jaxdl.data import __main__ as data_cli
-from jaxdl.data import idx, mnist
+from jaxdl.data import files, idx, mnist
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "data"
+SHARED = data_path()
 TRAIN_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz")
 TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
@@ -50,12 +51,12 @@ def no_default_dirs(monkeypatch, tmp_path):
     env_root.mkdir()
     monkeypatch.setenv(mnist.ENV_VAR, str(env_root))
     def nowhere(fs):
-        return [("system", tmp_path / "nowhere_system" / fs.subdir),
-                ("repo shared data", tmp_path / "nowhere_shared" / fs.subdir)]
+        return [("user cache", tmp_path / "nowhere_cache" / fs.subdir),
+                ("system", tmp_path / "nowhere_system" / fs.subdir)]
 
     fixed = {fs.name: nowhere(fs) for fs in mnist.FILE_SETS.values()}
     # Other file sources (rainfall, text, sentiment) share this lookup: empty for them too.
-    monkeypatch.setattr(mnist, "fixed_dirs", lambda fs: fixed.get(fs.name) or nowhere(fs))
+    monkeypatch.setattr(files, "fixed_dirs", lambda fs: fixed.get(fs.name) or nowhere(fs))
     return {"env": env_root / "mnist", **{name: dirs for name, dirs in fixed.items()}}
 
 
@@ -126,14 +127,18 @@ def test_dataset_predefined_splits_checked_and_read_only():
 
 def test_candidate_order(monkeypatch, tmp_path):
     monkeypatch.setenv(mnist.ENV_VAR, str(tmp_path / "env"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     dirs = [d for _, d in mnist.candidate_dirs(mnist.FASHION_MNIST, tmp_path / "cfg")]
     assert dirs == [tmp_path / "cfg", tmp_path / "cfg" / "fashion-mnist",
                     tmp_path / "env" / "fashion-mnist",
-                    Path("/usr/share/datasets/fashion-mnist"),
-                    REPO.parent / "shared" / "data" / "fashion-mnist"]
+                    tmp_path / "cache" / "jaxdl" / "data" / "fashion-mnist",
+                    Path("/usr/share/datasets/fashion-mnist")]
     monkeypatch.delenv(mnist.ENV_VAR)
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     dirs = [d for _, d in mnist.candidate_dirs(mnist.MNIST)]
-    assert dirs == [REPO.parent / "shared" / "data" / "mnist"]  # no Debian package for MNIST
+    # No Debian package for MNIST; nothing outside data_dir, the variable and the cache.
+    assert dirs == [tmp_path / "home" / ".cache" / "jaxdl" / "data" / "mnist"]
 
 
 def test_missing_files_message_lists_every_place(tmp_path, no_default_dirs):
@@ -150,6 +155,7 @@ def test_missing_files_message_lists_every_place(tmp_path, no_default_dirs):
         assert str(place) in message, place
     assert "set JAXDL_DATA_DIR" in message and "pass data_dir" in message
     assert "apt install dataset-fashion-mnist" in message
+    assert "run `python -m jaxdl.data download fashion_mnist`" in message
 
 
 def test_missing_message_without_env_and_partial_dir(tmp_path, no_default_dirs, monkeypatch):
@@ -228,7 +234,7 @@ def _check_images(x, n):
 
 
 @pytest.mark.skipif(not (SHARED / "mnist").is_dir(),
-                    reason="no <repo>/../shared/data/mnist on this machine")
+                    reason="no $JAXDL_DATA_DIR/mnist on this machine")
 def test_real_mnist():
     ds = data.load_source("mnist", data_dir=SHARED / "mnist")
     _check_images(ds.features, 60000)
@@ -240,7 +246,7 @@ def test_real_mnist():
 
 
 @pytest.mark.skipif(not (SHARED / "fashion-mnist").is_dir(),
-                    reason="no <repo>/../shared/data/fashion-mnist on this machine")
+                    reason="no $JAXDL_DATA_DIR/fashion-mnist on this machine")
 def test_real_fashion_mnist():
     ds = data.load_source("fashion_mnist", data_dir=SHARED)
     _check_images(ds.features, 60000)

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from conftest import REPO, run_cli
+from conftest import REPO, data_path, run_cli
 from jaxdl.training.writers import read_metrics
 
 EXPERIMENTS = ["experiments.digits_cnn", "experiments.digits_mlp"]
@@ -115,10 +115,10 @@ def test_a_model_from_the_users_own_file_trains(tmp_path, monkeypatch):
     assert summary["final"]["test"]["accuracy"] > 0.5
 
 
-MNIST_FILES = REPO.parent / "shared" / "data" / "mnist"
+MNIST_FILES = data_path("mnist")
 
 
-@pytest.mark.skipif(not MNIST_FILES.is_dir() and "JAXDL_DATA_DIR" not in os.environ,
+@pytest.mark.skipif(not MNIST_FILES.is_dir(),
                     reason=f"MNIST IDX files absent ({MNIST_FILES}; set JAXDL_DATA_DIR)")
 def test_mnist_cnn_runs_end_to_end_on_the_idx_files(tmp_path):
     result = run_cli("experiments.mnist_cnn", f"--workdir={tmp_path / 'run'}",

@@ -8,16 +8,16 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import make_config, run_cli
+from conftest import data_path, make_config, run_cli
 
 from jaxdl import app, data, tasks
-from jaxdl.data import mnist, text
+from jaxdl.data import files, mnist, text
 from jaxdl.tasks.base import EvalContext
 from jaxdl.tasks.sequence import SAMPLES
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "shakespeare"
+SHARED = data_path("shakespeare")
 needs_text = pytest.mark.skipif(
-    not (SHARED / text.FILENAME).is_file() and "JAXDL_DATA_DIR" not in os.environ,
+    not (SHARED / text.FILENAME).is_file(),
     reason=f"Shakespeare texts absent ({SHARED}; set JAXDL_DATA_DIR)")
 CORPUS = "To be, or not to be, that is the question:\nWhether 'tis nobler in the mind.\n" * 4
 
@@ -45,7 +45,7 @@ def test_windows_and_held_out_tail():
 
 
 def test_missing_text_is_one_line(monkeypatch, tmp_path):
-    monkeypatch.setattr(mnist, "fixed_dirs", lambda fs: [])
+    monkeypatch.setattr(files, "fixed_dirs", lambda fs: [])
     monkeypatch.delenv("JAXDL_DATA_DIR", raising=False)
     with pytest.raises(FileNotFoundError) as info:
         data.load_source("shakespeare_char", window=8, stride=8, validation_fraction=0.1,

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, data_path, run_cli
 
 from jaxdl import data
-from jaxdl.data import mnist, rainfall, sentiment
+from jaxdl.data import files, mnist, rainfall, sentiment
 from jaxdl.tasks import regression
 
-SHARED = REPO.parent / "shared" / "data"
+SHARED = data_path()
 HAS_RAINFALL = (SHARED / "rainfall-runoff" / rainfall.FILENAME).is_file()
 HAS_SENTIMENT = (SHARED / "sentiment" / sentiment.CORPORA["movie_reviews"][0]).is_file()
 needs_rainfall = pytest.mark.skipif(not HAS_RAINFALL,
@@ -109,7 +109,7 @@ def test_periods_are_contiguous_disjoint_and_ordered():
 
 def test_missing_files_error_names_places_and_fix(tmp_path, monkeypatch):
     monkeypatch.delenv(mnist.ENV_VAR, raising=False)
-    monkeypatch.setattr(mnist, "fixed_dirs", lambda fs: [])
+    monkeypatch.setattr(files, "fixed_dirs", lambda fs: [])
     for name, options in [("fulda_rainfall_runoff", dict(window=3, **SPLIT_OPTIONS)),
                           ("sentiment_movie_reviews", {
                               "split_seed": 0, "validation_fraction": 0.1, "test_fraction": 0.1,

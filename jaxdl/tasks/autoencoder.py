@@ -21,7 +21,7 @@ import numpy as np
 import optax
 
 from jaxdl import losses, plots, runs
-from jaxdl.config import ConfigError, Field, non_negative, positive
+from jaxdl.schema import ConfigError, Field, non_negative, positive
 from jaxdl.tasks.base import Task, build_model_from_config, example_rows, register_task
 
 RECONSTRUCTION_LOSSES = ("binary_cross_entropy", "mse")

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxdl import models
-from jaxdl.config import ConfigError
+from jaxdl.schema import ConfigError
 from jaxdl.models import layers
 
 # Filled at import by the task files' decorators.

@@ -16,7 +16,7 @@ from jax import lax
 
 from jaxdl import data as data_lib
 from jaxdl import losses, plots, runs
-from jaxdl.config import ConfigError, Field, fraction, non_negative
+from jaxdl.schema import ConfigError, Field, fraction, non_negative
 from jaxdl.tasks.base import (EvalContext, Task, build_model_from_config, example_rows,
                               register_task)
 

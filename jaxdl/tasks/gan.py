@@ -22,8 +22,8 @@ import numpy as np
 import optax
 
 from jaxdl import plots, runs
-from jaxdl.config import ConfigError, Field, positive
 from jaxdl.models import layers
+from jaxdl.schema import ConfigError, Field, positive
 from jaxdl.tasks.base import Learned, Task, build_model_from_config, example_rows, register_task
 from jaxdl.tasks.frechet import FeatureExtractor, frechet_distance, statistics
 

@@ -29,8 +29,8 @@ import numpy as np
 import optax
 
 from jaxdl import runs
-from jaxdl.config import ConfigError, Field, non_negative
 from jaxdl.models.recurrent import sample_tokens
+from jaxdl.schema import ConfigError, Field, non_negative
 from jaxdl.tasks.base import Task, build_model_from_config, example_rows, register_task
 
 SAMPLES = runs.SAMPLES_TXT

@@ -28,7 +28,7 @@ from jaxdl import data as data_lib, runs
 from jaxdl.data import augment
 from jaxdl import tasks
 from jaxdl.models import layers
-from jaxdl.config import Clock, ConfigError
+from jaxdl.schema import Clock, ConfigError
 from jaxdl.training import environment, feeding, optim, parallel, step as step_lib, writers
 from jaxdl.training.checkpoints import (CheckpointError, Checkpoints, merge_by_path,
                                         read_weights)
