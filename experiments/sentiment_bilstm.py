@@ -11,13 +11,14 @@ token, dropout 0.5, dense 2 (`rnn_classifier`).
 Command:
     python -m experiments.sentiment_bilstm --workdir=runs/sentiment_bilstm
 
-Measured 2026-11-21 on the 2-core AMD EPYC CPU dev machine, no GPU, jax 0.10.2, pmap over
-2 host devices, with other jobs sharing the two cores: test accuracy 0.7708 (814/1,056;
-confusion [[422, 110], [132, 392]], rows true negative/positive), validation 0.7663, after
-6 epochs = 792 steps; the best validation accuracy, 0.7673, came at step 660 (test 0.7670
-there). The training accuracy reaches 0.99 (train loss 0.024 against validation 0.98):
-the model overfits this small corpus. Training loop 73 s (696 examples/s), compile 21 s,
-whole command 2 min 18 s. Needs movieReviewSnippets_GroundTruth.txt.gz (see jaxdl/data/sentiment.py).
+Measured 2026-12-07 on the 2-core AMD EPYC CPU dev machine, no GPU, jax 0.10.2, pmap over
+2 host devices, dropout masks drawn per example, with other jobs sharing the two cores (load
+average ~11): test accuracy 0.7699 (813/1,056; confusion [[421, 111], [132, 392]], rows true
+negative/positive), validation 0.7616, after 6 epochs = 792 steps; the best validation
+accuracy, 0.7635, came at step 660 (test 0.7661 at that checkpoint). The training accuracy
+reaches 0.99: the model overfits this small corpus. Training loop 130 s (388 examples/s),
+compile 33 s, whole command 3 min 48 s (on the idle machine, 2026-11-21: 73 s loop, 2 min
+18 s command). Needs movieReviewSnippets_GroundTruth.txt.gz (see jaxdl/data/sentiment.py).
 """
 
 import ml_collections
