@@ -1,6 +1,7 @@
 """Runs that never lose work: kill a run anywhere, rerun the command, get the same numbers."""
 
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -118,14 +119,38 @@ def test_sigkill_at_three_points_then_resume_is_bitwise_identical(reference, tmp
         np.testing.assert_array_equal(a, b)
 
 
-def test_sigterm_checkpoints_and_the_rerun_finishes_identically(reference, tmp_path):
+# Only the signal handler can write a checkpoint before the end: none is due, and no best
+# checkpoint is kept.
+HANDLER_ONLY = ["--config.checkpoint.every=1000 steps", "--config.checkpoint.keep_best=0"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_checkpoints_the_current_step_and_the_rerun_finishes_identically(
+        sig, reference, tmp_path):
+    """SIGTERM or Ctrl-C (SIGINT): a checkpoint at the step where the run stopped, exit
+    status 128 + the signal (130 for Ctrl-C), and a rerun that ends as the reference."""
     workdir, cache = tmp_path / "run", tmp_path / "cache"
-    code, err = _kill_when(workdir, cache, lambda w: len(_logged(w)) >= 10, sig=signal.SIGTERM)
-    assert code == 128 + signal.SIGTERM, err[-2000:]
-    assert "rerun the same command to resume" in err
-    stopped_at = max(_checkpoint_steps(workdir))
-    assert 0 < stopped_at
-    final = subprocess.run(_command(workdir, cache), cwd=REPO, env=cli_env(),
+    logged_at_kill = []
+
+    def after_ten_logs(w):
+        records = _logged(w)
+        if len(records) >= 10:
+            logged_at_kill.append(max(r["step"] for r in records))
+            return True
+        return False
+
+    code, err = _kill_when(workdir, cache, after_ten_logs, sig=sig, extra=HANDLER_ONLY)
+    assert code == 128 + sig, err[-2000:]
+    assert sig != signal.SIGINT or code == 130
+    stopped = re.findall(r"stopped at step (\d+); a checkpoint was saved there; rerun the "
+                         r"same command to resume", err)
+    assert len(stopped) == 1, err[-2000:]
+    stopped_at = int(stopped[0])
+    assert _checkpoint_steps(workdir) == [stopped_at]
+    assert stopped_at >= logged_at_kill[0]
+    total = json.loads((reference / "summary.json").read_text())["steps"]
+    assert stopped_at < total and not (workdir / "summary.json").exists()
+    final = subprocess.run(_command(workdir, cache, *HANDLER_ONLY), cwd=REPO, env=cli_env(),
                            capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr[-3000:]
     assert f"resuming from the checkpoint at step {stopped_at}" in final.stderr
