@@ -157,30 +157,51 @@ def test_a_signal_checkpoints_the_current_step_and_the_rerun_finishes_identicall
     assert _values(_logged(workdir)) == _values(_logged(reference))
 
 
+@pytest.fixture(scope="module")
+def reference_without_dropout(tmp_path_factory):
+    """The uninterrupted run without dropout, whose masks differ by device layout: then
+    layouts agree to float32 rounding (test_engine), so a resumed run can be compared."""
+    root = tmp_path_factory.mktemp("reference_without_dropout")
+    result = subprocess.run(_command(root / "run", root / "cache", *NO_DROPOUT), cwd=REPO,
+                            env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return root / "run"
+
+
+NO_DROPOUT = ["--config.model.dropout_rate=0.0"]
+
+
 @pytest.mark.parametrize("first, second", [
     (["--config.parallel.backend=sharded"],  # 4 devices
      ["--config.parallel.backend=pmap", "--config.parallel.num_devices=1"]),
     (["--config.parallel.backend=pmap", "--config.parallel.num_devices=1"],
      ["--config.parallel.backend=sharded"]),
 ], ids=["4-sharded-to-1-pmap", "1-pmap-to-4-sharded"])
-def test_resume_on_another_device_count_and_backend(first, second, reference, tmp_path):
+def test_resume_on_another_device_count_and_backend(first, second, reference_without_dropout,
+                                                    tmp_path):
+    reference = reference_without_dropout
     workdir, cache = tmp_path / "run", tmp_path / "cache"
     code, _ = _kill_when(workdir, cache, lambda w: len(_checkpoint_steps(w)) >= 1,
-                         extra=first)
+                         extra=[*first, *NO_DROPOUT])
     assert code == -signal.SIGKILL
     final = run_cli("experiments.digits_cnn", f"--workdir={workdir}",
-                    f"--compilation_cache_dir={cache}", *CONFIG, *second)
+                    f"--compilation_cache_dir={cache}", *CONFIG, *second, *NO_DROPOUT)
     assert final.returncode == 0, final.stderr[-3000:]
-    assert "resuming from the checkpoint" in final.stderr
+    resumed_at = int(re.search(r"resuming from the checkpoint at step (\d+)",
+                               final.stderr).group(1))
     env = json.loads((workdir / "env.json").read_text())
     devices = 1 if "--config.parallel.num_devices=1" in second else 4
     assert env["device_count"] == devices
     assert env["backend"] == second[0].split("=")[1]
-    summary = json.loads((workdir / "summary.json").read_text())
-    ref = json.loads((reference / "summary.json").read_text())
-    # Another device layout sums in another order: close to the reference, not bitwise.
-    assert summary["final"]["test"]["accuracy"] == pytest.approx(
-        ref["final"]["test"]["accuracy"], abs=0.02)
+    # Every loss logged after the resume is the reference's, to float32 rounding across
+    # layouts: weights restored wrong (or re-initialised) would be far off at once.
+    def train_losses(run):
+        return {r["step"]: r["loss"] for r in _logged(run)
+                if r["split"] == "train" and r["step"] > resumed_at}
+    resumed, expected = train_losses(workdir), train_losses(reference)
+    assert resumed and resumed.keys() == expected.keys()
+    for step in resumed:
+        assert resumed[step] == pytest.approx(expected[step], rel=1e-3), step
 
 
 def test_a_finished_run_is_not_trained_again(reference):
