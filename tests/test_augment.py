@@ -1,5 +1,7 @@
 """jaxdl.data.augment: each op's exact behaviour, the spec parser, jit/pmap/sharding, preview."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -175,7 +177,7 @@ def test_random_crop_is_a_shifted_window():
     ("none+cutout(size=2)", ["unknown augmentation op 'none'"]),
 ])
 def test_parse_errors_are_one_line(spec, expected):
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(ValueError, match=re.escape(expected[0])) as error:
         augment.parse(spec)
     message = str(error.value)
     assert "\n" not in message

@@ -531,7 +531,7 @@ def test_plateau_through_multisteps_reports_applied_lr(name):
     ],
 )
 def test_unknown_names_raise(kind, opt_kw, sched_kw, valid):
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match=kind) as err:
         build(opt=make_opt(**opt_kw), sched=make_sched(**sched_kw))
     msg = str(err.value)
     assert kind in msg and '\n' not in msg

@@ -2,6 +2,7 @@
 statistics and vocabulary, NSE, and both experiments end to end through the CLI."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -114,7 +115,7 @@ def test_missing_files_error_names_places_and_fix(tmp_path, monkeypatch):
                           ("sentiment_movie_reviews", {
                               "split_seed": 0, "validation_fraction": 0.1, "test_fraction": 0.1,
                               "max_len": 5, "min_count": 1, "max_vocab": 10})]:
-        with pytest.raises(FileNotFoundError) as info:
+        with pytest.raises(FileNotFoundError, match=re.escape(str(tmp_path))) as info:
             data.load_source(name, data_dir=tmp_path, **options)
         message = str(info.value)
         assert "\n" not in message and str(tmp_path) in message

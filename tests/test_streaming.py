@@ -182,12 +182,13 @@ def test_fractions_of_a_streamed_dataset_are_one_config_error(prepared):
 
 def test_unprepared_or_tfrecord_dataset_cannot_stream_and_says_why_in_one_line(
         prepared, tmp_path):
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError, match=f"prepare {NAME} --data_dir") as info:
         loop.load_splits(_config({"empty": str(tmp_path)}, "empty", streaming=True))
     message = str(info.value)
     assert "\n" not in message and str(tmp_path) in message
     assert f"prepare {NAME} --data_dir {tmp_path} --file_format array_record" in message
-    with pytest.raises(tfds_source.DatasetNotPreparedError) as info:
+    with pytest.raises(tfds_source.DatasetNotPreparedError,
+                       match="as tfrecord, not array_record") as info:
         _load(prepared, "tfrecord", streaming=True)
     message = str(info.value)
     assert "\n" not in message and "as tfrecord, not array_record" in message
