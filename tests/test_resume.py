@@ -157,6 +157,9 @@ def test_a_signal_checkpoints_the_current_step_and_the_rerun_finishes_identicall
     assert _values(_logged(workdir)) == _values(_logged(reference))
 
 
+NO_DROPOUT = ["--config.model.dropout_rate=0.0"]
+
+
 @pytest.fixture(scope="module")
 def reference_without_dropout(tmp_path_factory):
     """The uninterrupted run without dropout, whose masks differ by device layout: then
@@ -166,9 +169,6 @@ def reference_without_dropout(tmp_path_factory):
                             env=cli_env(), capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return root / "run"
-
-
-NO_DROPOUT = ["--config.model.dropout_rate=0.0"]
 
 
 @pytest.mark.parametrize("first, second", [
