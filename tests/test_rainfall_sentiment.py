@@ -17,9 +17,9 @@ SHARED = REPO.parent / "shared" / "data"
 HAS_RAINFALL = (SHARED / "rainfall-runoff" / rainfall.FILENAME).is_file()
 HAS_SENTIMENT = (SHARED / "sentiment" / sentiment.CORPORA["movie_reviews"][0]).is_file()
 needs_rainfall = pytest.mark.skipif(not HAS_RAINFALL,
-                                    reason=f"{SHARED}/rainfall-runoff absent (not in CI)")
+                                    reason=f"{SHARED}/rainfall-runoff absent")
 needs_sentiment = pytest.mark.skipif(not HAS_SENTIMENT,
-                                     reason=f"{SHARED}/sentiment absent (not in CI)")
+                                     reason=f"{SHARED}/sentiment absent")
 
 SPLIT_OPTIONS = {"validation_years": 1, "test_years": 2}
 
