@@ -24,7 +24,8 @@ def get_config() -> ml_collections.ConfigDict:
                    activation="relu", dropout_rate=0.0, batch_norm=False, bn_momentum=0.9,
                    num_classes=10)
     c.task = dict(name="classification", loss="softmax_cross_entropy", label_smoothing=0.0)
-    # MNIST ships its 10,000-image test split; validation is 5,000 of the 60,000 train images.
+    # MNIST ships its 10,000-image test split; validation is 5,000/60,000 of each class of
+    # the train images, rounded per class: 5,002 images, leaving 54,998 to train on.
     c.data = dict(name="mnist", split_seed=0, validation_fraction=5000 / 60000,
                   test_fraction=0.0, batch_size=128, eval_batch_size=1000, augmentation="none",
                   data_dir="")

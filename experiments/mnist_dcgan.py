@@ -36,7 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
                    discriminator_batch_norm=True, bn_momentum=0.9)
     c.task = dict(name="gan", gan_loss="non_saturating", n_critic=1, sample_grid=8,
                   fd_classifier="", fd_examples=2000)
-    # MNIST ships its 10,000-image test split; validation is 5,000 of the 60,000 train images.
+    # MNIST ships its 10,000-image test split; validation is 5,000/60,000 of each class of
+    # the train images, rounded per class: 5,002 images, leaving 54,998 to train on.
     c.data = dict(name="mnist", split_seed=0, validation_fraction=5000 / 60000,
                   test_fraction=0.0, batch_size=64, eval_batch_size=500, augmentation="none",
                   data_dir="")

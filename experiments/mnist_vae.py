@@ -5,8 +5,9 @@ Command:
 
 Model: 784 -> 500 relu -> (mean, log-variance) of a 20-d Gaussian latent -> 500 relu ->
 784 Bernoulli logits; Adam 1e-3, batch 128, 30 epochs (the Flax example's default) of the
-55,000 training images (5,000 held out for validation); the metric is the per-image
-negative ELBO in nats on the 10,000 test images, one latent sample per image.
+54,998 training images (5,002 held out for validation: 1/12 of each class, rounded per
+class); the metric is the per-image negative ELBO in nats on the 10,000 test images, one
+latent sample per image.
 
 Binarisation: none. The grey levels in [0, 1] are the Bernoulli targets (soft targets,
 as PyTorch's examples/vae does). The Flax example instead trains on TFDS

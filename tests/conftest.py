@@ -1,10 +1,15 @@
 """Test set-up: 4 forced CPU devices, so multi-device behaviour is tested without a GPU.
 
 XLA reads the flag when its CPU backend starts, so it is set before any test touches JAX.
+Caches (jaxdl's compilation cache, matplotlib's font cache) go to a temporary directory,
+never the user's home: the app's default cache directory follows $XDG_CACHE_HOME.
 """
 
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +28,14 @@ DATA_DIR = Path(os.environ["JAXDL_DATA_DIR"]) if os.environ.get("JAXDL_DATA_DIR"
 def data_path(*parts: str) -> Path:
     """A path under $JAXDL_DATA_DIR (a path that does not exist when it is unset)."""
     return (DATA_DIR or REPO / "no-JAXDL_DATA_DIR").joinpath(*parts)
+
+
+# Set at import, before a test module imports matplotlib or a CLI subprocess starts; every
+# subprocess inherits them. One folder per process (xdist workers too), removed at exit.
+_CACHES = tempfile.mkdtemp(prefix="jaxdl-tests-caches-")
+atexit.register(shutil.rmtree, _CACHES, ignore_errors=True)
+os.environ["XDG_CACHE_HOME"] = os.path.join(_CACHES, "xdg_cache")  # jaxdl's XLA cache
+os.environ["MPLCONFIGDIR"] = os.path.join(_CACHES, "matplotlib")  # else ~/.config/matplotlib
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
 """jaxdl.data.augment: each op's exact behaviour, the spec parser, jit/pmap/sharding, preview."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -145,15 +147,60 @@ def test_cutout_zeroes_one_clipped_square(size):
     assert inside >= 8
 
 
-def test_random_crop_is_a_shifted_window():
-    # Pad-and-crop with zeros: each output is the input moved by at most `pad` pixels.
-    pad, x = 2, images((8, 10, 10, 1))
-    out = np.asarray(apply_jit(augment.parse(f"random_crop(pad={pad},pad_mode=zeros)"),
-                               jax.random.key(7), x))
-    padded = np.pad(np.asarray(x), ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+@pytest.mark.parametrize("spec, pad, mode", [
+    ("random_crop(pad=2,pad_mode=zeros)", 2, "constant"),
+    ("random_crop(pad=2,pad_mode=reflect)", 2, "reflect"),
+    ("translate(max_shift=2)", 2, "constant"),
+])
+def test_crop_and_translate_are_shifted_windows(spec, pad, mode):
+    """Each output is the window of the input padded by `pad` (zeros, or numpy's reflect)
+    at an offset of at most `pad` each way; over 64 examples both extremes occur."""
+    x = images((64, 10, 10, 1))
+    out = np.asarray(apply_jit(augment.parse(spec), jax.random.key(7), x))
+    padded = np.pad(np.asarray(x), ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode=mode)
+    offsets = []
     for n in range(len(x)):
-        assert any(np.array_equal(out[n], padded[n, dy:dy + 10, dx:dx + 10])
-                   for dy in range(2 * pad + 1) for dx in range(2 * pad + 1))
+        found = [(dy, dx) for dy in range(2 * pad + 1) for dx in range(2 * pad + 1)
+                 if np.array_equal(out[n], padded[n, dy:dy + 10, dx:dx + 10])]
+        assert found, f"example {n} is no window of the {mode}-padded input"
+        offsets.append(found[0])
+    assert {0, 2 * pad} <= {dy for dy, _ in offsets} and {0, 2 * pad} <= {dx for _, dx in offsets}
+
+
+def test_horizontal_flip_mirrors_about_a_share_p():
+    x = images((512, 4, 5, 1))
+    out = np.asarray(apply_jit(augment.parse("horizontal_flip(p=0.5)"), jax.random.key(11), x))
+    flipped = np.all(out == np.asarray(x)[:, :, ::-1], axis=(1, 2, 3))
+    kept = np.all(out == np.asarray(x), axis=(1, 2, 3))
+    assert np.all(flipped ^ kept)  # each example whole: mirrored or untouched
+    assert flipped.mean() == pytest.approx(0.5, abs=0.1)  # 4.5 standard deviations
+
+
+def test_gaussian_noise_adds_independent_noise_of_std():
+    x = images((512, 6, 6, 1))
+    out = np.asarray(apply_jit(augment.parse("gaussian_noise(std=0.1)"), jax.random.key(12), x))
+    residual = (out - np.asarray(x)).astype(np.float64)
+    assert residual.std() == pytest.approx(0.1, rel=0.02)
+    assert abs(residual.mean()) < 0.002
+    assert abs(np.corrcoef(residual[0].ravel(), residual[1].ravel())[0, 1]) < 0.5
+
+
+def test_scale_zooms_about_the_centre_within_its_range():
+    """On an image whose centre row holds |column - centre|, the pixel next to the centre
+    shows 1 / zoom (bilinear is exact on a linear ramp): every zoom lies in
+    [min_scale, max_scale], and the draws spread over it."""
+    size = 11
+    centre = size // 2
+    ramp = np.abs(np.arange(size) - centre)[None, :] + np.abs(np.arange(size) - centre)[:, None]
+    x = jnp.asarray(np.broadcast_to(ramp[None, :, :, None], (64, size, size, 1)), jnp.float32)
+    out = np.asarray(apply_jit(augment.parse("scale(min_scale=0.7,max_scale=1.3)"),
+                               jax.random.key(13), x))
+    zoom = 1.0 / out[:, centre, centre + 1, 0]
+    np.testing.assert_allclose(out[:, centre, centre + 1, 0], out[:, centre, centre - 1, 0],
+                               rtol=1e-5)
+    assert np.all((zoom >= 0.7 - 1e-5) & (zoom <= 1.3 + 1e-5)), zoom
+    assert zoom.min() < 0.8 and zoom.max() > 1.2, zoom
+    np.testing.assert_allclose(out[:, centre, centre, 0], 0.0, atol=1e-6)  # the centre stays
 
 
 @pytest.mark.parametrize("spec, expected", [
@@ -175,7 +222,7 @@ def test_random_crop_is_a_shifted_window():
     ("none+cutout(size=2)", ["unknown augmentation op 'none'"]),
 ])
 def test_parse_errors_are_one_line(spec, expected):
-    with pytest.raises(ValueError) as error:
+    with pytest.raises(ValueError, match=re.escape(expected[0])) as error:
         augment.parse(spec)
     message = str(error.value)
     assert "\n" not in message

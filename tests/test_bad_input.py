@@ -496,13 +496,20 @@ def test_bad_input(case: Case, tmp_path: Path, cache: Path, request):
         case.setup(ctx)
     extra = case.extra(ctx) if callable(case.extra) else case.extra
     needles = case.needles(ctx) if callable(case.needles) else case.needles
-    before = snapshot(tmp_path)
+    # Without --workdir the command never sees tmp_path: where it could write is its cwd
+    # (the repo) and the compilation cache.
+    def where():
+        if case.workdir_flag:
+            return snapshot(tmp_path)
+        return {"cwd": sorted(p.name for p in REPO.iterdir()), "cache": snapshot(cache)}
+
+    before = where()
     env = {**cli_env(), **case.env} if case.env else None
     result = run(case.module, common_args(ctx.workdir if case.workdir_flag else None,
                                           cache, *extra), env=env)
     problems = Problems()
     problems.check(lambda: assert_refused(result, needles))
-    after = snapshot(tmp_path)
+    after = where()
     if ctx.workdir.is_dir():
         ctx.workdir.chmod(0o700)  # let pytest clean up the mode-0o500 case
     problems.check(lambda: _assert(after == before, (

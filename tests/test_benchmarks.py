@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).parents[1]
@@ -49,7 +50,11 @@ def test_step_throughput_tiny(backend, tmp_path):
     eps = record["examples_per_second"]
     assert math.isfinite(eps) and eps > 0, record
     assert record["compile_seconds"] > 0
-    assert record["ms_per_step_p10"] <= record["ms_per_step_median"] <= record["ms_per_step_p90"]
+    windows = np.asarray(record["window_ms_per_step"])  # rounded to 1e-4 ms
+    assert record["ms_per_step_median"] == pytest.approx(np.median(windows), abs=2e-4)
+    assert record["ms_per_step_p10"] == pytest.approx(np.percentile(windows, 10), abs=2e-4)
+    assert record["ms_per_step_p90"] == pytest.approx(np.percentile(windows, 90), abs=2e-4)
+    assert eps == pytest.approx(64 / (record["ms_per_step_median"] / 1e3), rel=1e-9)
     assert math.isfinite(record["last_train_loss"])
     assert "host input excluded" in record["mode"]
     if backend == "sharded":  # --warm_compile: the second build compiled nothing anew

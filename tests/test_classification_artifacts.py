@@ -5,11 +5,14 @@ only."""
 import io
 import json
 
+import jax
 import numpy as np
 import pytest
 from conftest import make_config
 
-from jaxdl.training import loop
+from jaxdl import plots
+from jaxdl.plots import image_grid_png
+from jaxdl.training import checkpoints, loop
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 QUIET = {"logging.tensorboard": False, "logging.progress": False}
@@ -34,8 +37,21 @@ def digits_run(tmp_path_factory):
         "train.duration": "30 steps", "train.eval_every": "15 steps",
         "checkpoint.every": "0 steps", "task.misclassified_shown": 6,
         "data.augmentation": "normalize(mean=(0.5,),std=(0.1,))"})
-    summary = loop.train_and_evaluate(config, workdir)
+    grids = []  # what misclassified.png draws: the images, their captions, the page title
+
+    def spy(images, titles, path, *, title=""):
+        grids.append({"images": np.asarray(images), "titles": list(titles), "path": path,
+                      "title": title})
+        return image_grid_png(images, titles, path, title=title)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(plots, "image_grid_png", spy)
+        summary = loop.train_and_evaluate(config, workdir)
+    RUN_GRIDS[workdir] = grids
     return workdir, summary, config
+
+
+RUN_GRIDS = {}
 
 
 def test_confusion_matrix_agrees_with_the_logged_test_accuracy(digits_run):
@@ -83,3 +99,37 @@ def test_plots_handle_no_images_and_many_classes(tmp_path):
     assert_png(plots.matrix_png(counts, tmp_path / "big.png", title="40 classes"))
     with pytest.raises(ValueError, match="1 or 3 channels"):
         plots.image_grid_png(np.zeros((2, 8, 8, 2)), ["a", "b"], tmp_path / "bad.png")
+
+
+def test_misclassified_png_shows_the_most_confident_mistakes(digits_run):
+    """misclassified.png's tiles are test images the final model truly gets wrong, titled
+    `true -> predicted (p)`, the most confident first, as many as task.misclassified_shown."""
+    workdir, summary, config = digits_run
+    (grid,) = RUN_GRIDS[workdir]
+    assert grid["path"] == workdir / "misclassified.png"
+    # The final weights' predictions on the test split, the eval step's normalisation by hand.
+    _, splits = loop.load_splits(config)
+    test = splits["test"]
+    weights, step = checkpoints.read_weights(workdir)
+    assert step == summary["steps"]
+    trainer = loop.build(config)
+    logits = trainer.task.model.apply(weights, (test.inputs - 0.5) / 0.1, train=False)
+    probabilities = np.asarray(jax.nn.softmax(np.asarray(logits, np.float64)))
+    predicted = probabilities.argmax(-1)
+    wrong = np.flatnonzero(predicted != test.targets)
+    assert len(wrong) == round((1 - summary["final"]["test"]["accuracy"]) * len(test))
+    shown = config.task.misclassified_shown
+    assert len(wrong) > shown, "too few mistakes to test the choice of the most confident"
+    assert len(grid["images"]) == len(grid["titles"]) == shown
+    assert grid["title"] == (f"test: the {shown} most confident of {len(wrong)} misclassified, "
+                             "true -> predicted (p)")
+    confidence = probabilities[wrong, predicted[wrong]]
+    expected = wrong[np.argsort(-confidence, kind="stable")][:shown]
+    for image, caption, index in zip(grid["images"], grid["titles"], expected):
+        np.testing.assert_array_equal(image, test.inputs[index])  # the raw test image
+        true, rest = caption.split(" -> ")
+        guess, p = rest.split(" ")
+        assert (int(true), int(guess)) == (test.targets[index], predicted[index])
+        assert int(true) != int(guess)
+        assert float(p.strip("()")) == pytest.approx(probabilities[index, predicted[index]],
+                                                     abs=0.005 + 1e-4)

@@ -46,7 +46,7 @@ def test_source_names_sorted_and_complete():
 
 
 def test_unknown_source_lists_names():
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="no_such_data") as info:
         data.load_source("no_such_data")
     message = str(info.value)
     assert "no_such_data" in message
@@ -109,9 +109,11 @@ def test_stratified_split_deterministic_in_seed():
     "fractions", [{"train": 0.7, "test": 0.2}, {"train": 0.9, "test": 0.2}, {"a": 1.2, "b": -0.2}]
 )
 def test_split_fractions_must_sum_to_one(fractions):
-    with pytest.raises(ValueError):
+    expected = (r"Split fractions must be >= 0, got \{'b': -0.2\}" if "b" in fractions else
+                r"Split fractions must sum to 1, got ")
+    with pytest.raises(ValueError, match=expected):
         splits.stratified_split(_labels(), fractions, seed=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=expected):
         splits.random_split(10, fractions, seed=0)
 
 

@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -115,7 +116,7 @@ def test_dataset_predefined_splits_checked_and_read_only():
     x, y = np.zeros((3, 2), np.float32), np.zeros(3, np.int32)
     ds = data.Dataset("d", x, y, 2, "", predefined_splits={"test": (x[:2], y[:2])})
     assert set(ds.predefined_splits) == {"test"}
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="does not support item assignment"):
         ds.predefined_splits["extra"] = (x, y)
     with pytest.raises(ValueError, match="split 'test': 2 feature rows but 3 targets"):
         data.Dataset("d", x, y, 2, "", predefined_splits={"test": (x[:2], y)})
@@ -144,7 +145,7 @@ def test_candidate_order(monkeypatch, tmp_path):
 def test_missing_files_message_lists_every_place(tmp_path, no_default_dirs):
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(FileNotFoundError) as info:
+    with pytest.raises(FileNotFoundError, match="Fashion-MNIST") as info:
         data.load_source("fashion_mnist", data_dir=empty)
     message = str(info.value)
     assert "\n" not in message
@@ -162,7 +163,7 @@ def test_missing_message_without_env_and_partial_dir(tmp_path, no_default_dirs, 
     monkeypatch.delenv(mnist.ENV_VAR)
     partial = tmp_path / "partial"
     _write(partial / TRAIN_FILES[0], b"")
-    with pytest.raises(mnist.DataFilesNotFoundError) as info:
+    with pytest.raises(mnist.DataFilesNotFoundError, match=r"\$JAXDL_DATA_DIR is not set") as info:
         data.load_source("mnist", data_dir=partial)
     message = str(info.value)
     assert "$JAXDL_DATA_DIR is not set" in message
@@ -174,7 +175,7 @@ def test_checksum_mismatch_names_file_and_digests(tmp_path, no_default_dirs):
     _fake_set(tmp_path / "cfg")
     path = tmp_path / "cfg" / TRAIN_FILES[0]
     actual = hashlib.sha256(path.read_bytes()).hexdigest()
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(mnist.ChecksumError, match=re.escape(str(path))) as info:
         data.load_source("mnist", data_dir=tmp_path / "cfg")
     message = str(info.value)
     assert isinstance(info.value, mnist.ChecksumError)

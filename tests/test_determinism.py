@@ -1,4 +1,4 @@
-"""--deterministic through the real CLI: identical metrics on rerun, recorded in env.json."""
+"""--deterministic through the real CLI: recorded in env.json; a conflicting XLA flag refused."""
 
 import json
 import os
@@ -20,10 +20,12 @@ def _train(workdir, *flags):
     return values, json.loads((workdir / "env.json").read_text())
 
 
-def test_deterministic_reruns_give_identical_metrics(tmp_path):
-    first, env = _train(tmp_path / "a", "--deterministic")
-    second, _ = _train(tmp_path / "b", "--deterministic")
-    assert first and first == second
+def test_deterministic_is_recorded_in_env_json(tmp_path):
+    """What the flag sets is in env.json. (Reruns are identical on CPU with or without it,
+    test_experiments.py::test_same_config_gives_identical_metrics; its seeding of Python's
+    and numpy's generators: test_readme_promises.py.)"""
+    values, env = _train(tmp_path / "a", "--deterministic")
+    assert values
     assert env["deterministic"] is True
     assert "--xla_gpu_deterministic_ops=true" in env["xla_flags"]
     assert env["tf_deterministic_ops"] == "1"

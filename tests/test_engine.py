@@ -111,7 +111,7 @@ def test_out_of_memory_names_the_sizes_that_decide_it():
     trainer = loop.build(make_config(**{"parallel.num_devices": 4}))
     error = jax.errors.JaxRuntimeError(
         "RESOURCE_EXHAUSTED: Out of memory while trying to allocate 4096 bytes.")
-    with pytest.raises(loop.OutOfMemoryError) as raised:
+    with pytest.raises(loop.OutOfMemoryError, match="per-device batch 16 of a global 64") as raised:
         with loop.explain_out_of_memory(trainer.config, trainer.abstract_state, 4):
             raise error
     message = str(raised.value)

@@ -4,6 +4,7 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 
 from conftest import REPO, data_path, run_cli
@@ -115,6 +116,17 @@ def test_a_model_from_the_users_own_file_trains(tmp_path, monkeypatch):
     assert summary["final"]["test"]["accuracy"] > 0.5
 
 
+def _stratified_validation_count(source: str, fraction: float) -> int:
+    """The validation size a stratified split gives: each class's share `n * fraction`
+    rounded on its own (largest remainder between validation and train, a tie to validation,
+    listed first), so the total is not `fraction * n` rounded once: MNIST's 5,000 / 60,000
+    gives 5,002 (8 of its 10 classes round up)."""
+    from jaxdl import data
+    counts = np.bincount(data.load_source(source).targets)
+    quotas = counts * fraction
+    return int(sum(math.floor(q) + (q - math.floor(q) >= 0.5) for q in quotas))
+
+
 MNIST_FILES = data_path("mnist")
 
 
@@ -128,7 +140,9 @@ def test_mnist_cnn_runs_end_to_end_on_the_idx_files(tmp_path):
                      f"--compilation_cache_dir={tmp_path / 'cache'}")
     assert result.returncode == 0, result.stderr[-3000:]
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["num_examples"] == {"train": 55000 - 2, "validation": 5002, "test": 10000}
+    validation = _stratified_validation_count("mnist", 5000 / 60000)
+    assert config["num_examples"] == {"train": 60000 - validation, "validation": validation,
+                                      "test": 10000}
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["final"]["test"]["examples"] == 10000
     assert summary["final"]["test"]["accuracy"] > 0.8  # 40 steps of SGD already learn a lot

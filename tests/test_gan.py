@@ -243,6 +243,35 @@ def test_mnist_dcgan_end_to_end_on_digits_with_a_classifier(tmp_path):
     for record in evals:
         assert math.isfinite(record["frechet_distance"]) and record["frechet_distance"] > 0
         assert {"d_loss", "g_loss", "d_real", "d_fake"} <= record.keys()
+    # The last FD recomputed from the saved generator and the classifier's features: the
+    # first fd_examples validation images against as many samples of the FD latents.
+    from jaxdl import runs
+    from jaxdl.tasks import gan
+    from jaxdl.tasks.frechet import FeatureExtractor
+    config = make_config("mnist_dcgan", **overrides)
+    _, splits = loop.load_splits(config)
+    count = config.task.fd_examples
+    real = np.asarray(splits["validation"].inputs[:count])
+    weights, step = runs.read_weights(workdir)
+    assert step == 6
+    model = models.build_model(config.model.name,
+                               **{k: v for k, v in config.model.items() if k != "name"})
+    latents = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(config.seed),
+                                                   gan._FD_LATENTS),
+                                (count, config.model.latent_dim), jnp.float32)
+    fake = model.apply({"params": weights["params"], **weights["model_state"]}, latents,
+                       train=False, method="generate")
+    fake = np.asarray(fake)
+    if config.model.output_activation == "tanh":  # [-1, 1] -> the data's [0, 1]
+        fake = (fake + 1.0) / 2.0
+    classifier = FeatureExtractor.from_run(tmp_path / "classifier", role="test")
+    rng = jax.random.PRNGKey(0)
+    real_stats = statistics(classifier(real, rng, batch_size=count))
+    fake_stats = statistics(classifier(fake, rng, batch_size=count))
+    assert evals[-1]["frechet_distance"] == pytest.approx(
+        frechet_distance(*real_stats, *fake_stats), rel=1e-4)
+    assert frechet_distance(*real_stats, *real_stats) == pytest.approx(
+        0.0, abs=1e-6 * np.trace(real_stats[1]))
     train = [r for r in records if r["split"] == "train"]
     assert all(math.isfinite(r["d_loss"]) and r["learning_rate"] == pytest.approx(2e-4) for r in train)
     summary = json.loads((workdir / "summary.json").read_text())

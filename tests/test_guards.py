@@ -65,6 +65,22 @@ def test_a_non_finite_step_stops_the_run_naming_it_and_keeps_good_checkpoints(tm
     assert all(np.isfinite(leaf).all() for leaf in jax.tree.leaves(state.params))
 
 
+def _replay(config, steps, params=None):
+    """The state after train steps 0..steps-1 of `config`'s batches from its initial state
+    (with `params` in place of the initial parameters), and each step's finiteness flag."""
+    trainer = loop.build(config)
+    state = trainer.state
+    if params is not None:
+        state = trainer.backend.put_state(
+            trainer.backend.get_state(state).replace(params=params))
+    finite = []
+    for step in range(steps):
+        state, metrics = trainer.train_step(state, trainer.backend.put_batch(
+            trainer.train_batch(step)))
+        finite.append(bool(trainer.backend.get_metrics(metrics)["scalars"]["finite"]))
+    return trainer.backend.get_state(state), finite
+
+
 def test_skip_nonfinite_stops_a_run_that_only_survives_by_skipping(tmp_path):
     """A learning rate that destroys the model used to finish "successfully" at chance
     accuracy with every step skipped; more than max_skipped_fraction of a window stops it."""
@@ -132,34 +148,60 @@ def test_summary_json_is_strict_json_when_a_metric_is_not_finite(tmp_path):
 
 
 def test_a_skipped_step_leaves_the_state_unchanged():
-    trainer = loop.build(make_config(**{"guard.skip_nonfinite": True,
+    """Parameters, optimizer state and BatchNorm statistics (README: guard.skip_nonfinite)."""
+    trainer = loop.build(make_config(**{"guard.skip_nonfinite": True, "model.batch_norm": True,
                                         "parallel.num_devices": 1}))
-    batch = trainer.train_batch(0)
-    batch["inputs"] = np.full_like(batch["inputs"], np.nan)
+    assert jax.tree.leaves(trainer.abstract_state.model_state), "no BatchNorm statistics"
+    clean = trainer.train_batch(0)
+    poisoned = {**clean, "inputs": clean["inputs"].copy()}
+    poisoned["inputs"][:5] = np.nan  # a few bad rows: the batch statistics turn NaN
     before = trainer.backend.get_state(trainer.state)
-    state, metrics = trainer.train_step(trainer.state, trainer.backend.put_batch(batch))
+    state, metrics = trainer.train_step(trainer.state, trainer.backend.put_batch(poisoned))
     after = trainer.backend.get_state(state)
     assert trainer.backend.get_metrics(metrics)["scalars"]["finite"] == 0
     assert int(after.step) == int(before.step) + 1
-    for a, b in zip(jax.tree.leaves((before.params, before.opt_state)),
-                    jax.tree.leaves((after.params, after.opt_state))):
+    for a, b in zip(jax.tree.leaves((before.params, before.opt_state, before.model_state)),
+                    jax.tree.leaves((after.params, after.opt_state, after.model_state))):
         np.testing.assert_array_equal(a, b)
+    # The same step on the clean batch does move the statistics: the comparison can fail.
+    state, metrics = trainer.train_step(state, trainer.backend.put_batch(clean))
+    moved = trainer.backend.get_state(state).model_state
+    assert trainer.backend.get_metrics(metrics)["scalars"]["finite"] == 1
+    assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(after.model_state),
+                                                        jax.tree.leaves(moved)))
 
 
 def test_init_from_loads_matching_weights_and_reports_the_rest(tmp_path):
     _train(tmp_path / "source", **{"train.duration": "1 epoch"})
-    source = checkpoints.read_weights(tmp_path / "source")[0]["params"]
+    loaded, _ = checkpoints.read_weights(tmp_path / "source")
+    source = loaded["params"]
     # Same model: every array loads, and training starts from them.
-    _, log = _train(tmp_path / "same", **{"train.duration": "1 epoch",
-                                          "init_from": str(tmp_path / "source")})
+    same = {"train.duration": "1 epoch", "init_from": str(tmp_path / "source")}
+    summary, log = _train(tmp_path / "same", **same)
     assert set(source) == {"Conv_0", "Conv_1", "Dense_0", "Dense_1"}
     assert "loaded 8 arrays" in log and "missing" not in log and "mismatched" not in log
+    # The run's final weights are the source's trained on: replay its steps from them.
+    replayed, _ = _replay(make_config(**QUIET, **same), summary["steps"], params=source)
+    final, _ = checkpoints.read_weights(tmp_path / "same")
+    for a, b in zip(jax.tree.leaves(final["params"]), jax.tree.leaves(replayed.params)):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
     # A narrower dense layer: the convolutions and the output bias load; the rest is reported.
     _, log = _train(tmp_path / "other", **{"train.duration": "1 epoch", "model.dense_width": 64,
                                            "init_from": str(tmp_path / "source")})
     assert "loaded 5 arrays" in log
     assert ("mismatched: Dense_0/bias (128,) vs (64,), Dense_0/kernel (256, 128) vs (256, 64), "
             "Dense_1/kernel (128, 10) vs (64, 10)") in log
+    # What loaded is the source's; what did not is the fresh initialisation.
+    trainer = loop.build(make_config(**{"model.dense_width": 64}))
+    fresh = trainer.backend.get_state(trainer.state).params
+    merged = trainer.backend.get_state(loop._initial_weights(
+        trainer, "source", loaded, 19, lambda message: None)).params
+    for layer in ("Conv_0", "Conv_1"):
+        for name in ("kernel", "bias"):
+            np.testing.assert_array_equal(merged[layer][name], source[layer][name])
+    np.testing.assert_array_equal(merged["Dense_1"]["bias"], source["Dense_1"]["bias"])
+    for layer, name in (("Dense_0", "kernel"), ("Dense_0", "bias"), ("Dense_1", "kernel")):
+        np.testing.assert_array_equal(merged[layer][name], fresh[layer][name])
 
 
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):

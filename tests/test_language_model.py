@@ -47,7 +47,7 @@ def test_windows_and_held_out_tail():
 def test_missing_text_is_one_line(monkeypatch, tmp_path):
     monkeypatch.setattr(files, "fixed_dirs", lambda fs: [])
     monkeypatch.delenv("JAXDL_DATA_DIR", raising=False)
-    with pytest.raises(FileNotFoundError) as info:
+    with pytest.raises(FileNotFoundError, match="set JAXDL_DATA_DIR") as info:
         data.load_source("shakespeare_char", window=8, stride=8, validation_fraction=0.1,
                          test_fraction=0.1, data_dir=tmp_path)
     message = str(info.value)
@@ -110,10 +110,10 @@ def test_variant_flag(capsys):
     gpu = app._variant_of(experiment.get_config, ["prog", "--variant", "gpu"])()
     assert gpu.model.num_layers == 2 and gpu.parallel.backend == "sharded"
     assert make_config("shakespeare_char_lstm").model.num_layers == 1  # the default: cpu
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):  # bad input
         app._variant_of(experiment.get_config, ["prog", "--variant=tpu"])
     assert "unknown variant 'tpu'" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit, match="^2$"):
         app._variant_of(lambda: None, ["prog", "--variant=gpu"])
     assert "takes no variant" in capsys.readouterr().err
 

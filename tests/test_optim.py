@@ -275,22 +275,58 @@ def test_tiny_runs_give_finite_lr(name, total, warmup):
 
 # -------------------------------------------------------------------------- optimizers
 
-TARGET = jnp.array([1.0, -2.0, 3.0])
+HYPER = dict(learning_rate=0.1, momentum=0.7, b1=0.8, b2=0.9, eps=1e-3, rmsprop_decay=0.6,
+             adagrad_initial_accumulator=0.3)
 
 
-def quad_loss(p):
-    return 0.5 * jnp.sum((p['w'] - TARGET) ** 2)
+def _by_hand(name, grads, p, momentum=HYPER['momentum']):
+    """Parameters after the steps with gradients `grads`, by each optimizer's formula
+    (float64), with HYPER's values: the learning rate constant, no decay or clipping."""
+    lr, eps = HYPER['learning_rate'], HYPER['eps']
+    p = np.asarray(p, np.float64)
+    trace = m = v = np.zeros_like(p)
+    acc = np.full_like(p, HYPER['adagrad_initial_accumulator'])
+    for t, g in enumerate(grads, start=1):
+        g = np.asarray(g, np.float64)
+        if name == 'sgd':
+            step = g
+        elif name in ('momentum', 'nesterov'):
+            trace = g + momentum * trace
+            step = g + momentum * trace if name == 'nesterov' else trace
+        elif name in ('adam', 'adamw'):
+            b1, b2 = HYPER['b1'], HYPER['b2']
+            m = b1 * m + (1 - b1) * g
+            v = b2 * v + (1 - b2) * g ** 2
+            step = (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps)
+        elif name == 'adagrad':
+            acc = acc + g ** 2
+            step = g / np.sqrt(acc + eps)
+        elif name == 'rmsprop':
+            decay = HYPER['rmsprop_decay']
+            v = decay * v + (1 - decay) * g ** 2
+            step = g / np.sqrt(v + eps)  # eps inside the root (optax's rmsprop)
+            if momentum:
+                trace = step + momentum * trace
+                step = trace
+        p = p - lr * step
+    return p
 
 
-@pytest.mark.parametrize('name', optim.OPTIMIZERS)
-def test_every_optimizer_reduces_quadratic(name):
-    tx, _ = build(opt=make_opt(name=name, learning_rate=0.1))
-    params = {'w': jnp.zeros(3)}
+@pytest.mark.parametrize('name, momentum', [(n, HYPER['momentum']) for n in optim.OPTIMIZERS]
+                         + [('rmsprop', 0.0)])
+def test_two_steps_match_the_hand_formula(name, momentum):
+    """Each optimizer with its configured hyperparameters (none at its default), two steps
+    against its formula: nesterov is not momentum, rmsprop and adagrad use their decay,
+    accumulator and eps."""
+    tx, _ = build(opt=make_opt(name=name, **{**HYPER, 'momentum': momentum}))
+    params = {'w': jnp.array([1.0, -2.0, 0.5])}
+    grads = [jnp.array([0.5, -1.0, 4.0]), jnp.array([-0.3, 2.0, 1.0])]
     state = tx.init(params)
-    loss, grads = jax.value_and_grad(quad_loss)(params)
-    updates, _ = tx.update(grads, state, params, value=loss)
-    new_params = optax.apply_updates(params, updates)
-    assert float(quad_loss(new_params)) < float(loss)
+    for g in grads:
+        updates, state = tx.update({'w': g}, state, params, value=jnp.float32(0.0))
+        params = optax.apply_updates(params, updates)
+    np.testing.assert_allclose(params['w'], _by_hand(name, grads, [1.0, -2.0, 0.5], momentum),
+                               rtol=1e-5, atol=1e-6)
 
 
 VALUE_CASES = [(n, 'plateau', a) for n in optim.OPTIMIZERS for a in (1, 2)] + [
@@ -531,7 +567,7 @@ def test_plateau_through_multisteps_reports_applied_lr(name):
     ],
 )
 def test_unknown_names_raise(kind, opt_kw, sched_kw, valid):
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match=kind) as err:
         build(opt=make_opt(**opt_kw), sched=make_sched(**sched_kw))
     msg = str(err.value)
     assert kind in msg and '\n' not in msg

@@ -16,6 +16,7 @@ from jaxdl.data import __main__ as data_cli
 from jaxdl.data import tfds_source
 from jaxdl.data.streaming import RecordSplit
 from jaxdl.training import loop
+from jaxdl.training.writers import read_metrics
 
 NAME = "jaxdl_tiny_jpegs"  # a TFDS builder defined here, prepared offline
 TRAIN_ROWS, TEST_ROWS, CLASSES = 32, 8, 3
@@ -169,6 +170,13 @@ def test_a_run_trains_on_streamed_splits(prepared, tmp_path):
     assert np.isfinite(written["final"]["test"]["loss"])
     confusion = json.loads((tmp_path / "confusion_matrix.json").read_text())  # labels via targets
     assert confusion["examples"] == TEST_ROWS
+    # The same config in memory (the tfrecord copy): streaming never changes a number.
+    loop.train_and_evaluate(_config(prepared, "tfrecord"), tmp_path / "in_memory")
+    streamed, in_memory = ([{k: v for k, v in r.items() if k != "time"}
+                            for r in read_metrics(path / "metrics.jsonl")]
+                           for path in (tmp_path, tmp_path / "in_memory"))
+    assert len(streamed) == 3 + 2 and streamed == in_memory
+    assert confusion == json.loads((tmp_path / "in_memory" / "confusion_matrix.json").read_text())
 
 
 def test_fractions_of_a_streamed_dataset_are_one_config_error(prepared):
@@ -182,12 +190,13 @@ def test_fractions_of_a_streamed_dataset_are_one_config_error(prepared):
 
 def test_unprepared_or_tfrecord_dataset_cannot_stream_and_says_why_in_one_line(
         prepared, tmp_path):
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ConfigError, match=f"prepare {NAME} --data_dir") as info:
         loop.load_splits(_config({"empty": str(tmp_path)}, "empty", streaming=True))
     message = str(info.value)
     assert "\n" not in message and str(tmp_path) in message
     assert f"prepare {NAME} --data_dir {tmp_path} --file_format array_record" in message
-    with pytest.raises(tfds_source.DatasetNotPreparedError) as info:
+    with pytest.raises(tfds_source.DatasetNotPreparedError,
+                       match="as tfrecord, not array_record") as info:
         _load(prepared, "tfrecord", streaming=True)
     message = str(info.value)
     assert "\n" not in message and "as tfrecord, not array_record" in message

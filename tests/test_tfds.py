@@ -118,7 +118,8 @@ def test_unprepared_dataset_through_the_cli_is_one_error_line(tmp_path):
 
 
 def test_unprepared_manual_dataset_names_the_manual_download(tmp_path):
-    with pytest.raises(tfds_source.DatasetNotPreparedError) as info:
+    with pytest.raises(tfds_source.DatasetNotPreparedError,
+                       match="ILSVRC2012_img_train.tar") as info:
         data.load_source("tfds:imagenet2012", data_dir=str(tmp_path))
     message = str(info.value)
     assert "\n" not in message

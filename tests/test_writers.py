@@ -89,7 +89,7 @@ def test_flushed_before_close_and_append_mode(tmp_path):
     assert (record["step"], record["split"], record["loss"]) == (3, "train", 2.0)
     writer.close()
     writer.close()  # closing twice is harmless
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="MetricWriter is closed"):
         writer.write(4, "train", {"loss": 1.0})
     with MetricWriter(tmp_path, tensorboard=False) as writer:
         writer.write(4, "train", {"loss": 1.0})
@@ -98,9 +98,9 @@ def test_flushed_before_close_and_append_mode(tmp_path):
 
 def test_rejects_reserved_and_nonscalar(tmp_path):
     with MetricWriter(tmp_path, tensorboard=False) as writer:
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="metric name 'step' is reserved"):
             writer.write(1, "train", {"step": 1.0})
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"metric 'loss' must be a scalar, got shape \(3,\)"):
             writer.write(1, "train", {"loss": np.zeros(3)})
 
 
