@@ -19,7 +19,8 @@ same size but not the same quantity; other binarisations (e.g. thresholding at 0
 other numbers, not measured here.
 
 Expected result (measured 2026-11-21 on the 2-core AMD EPYC CPU dev machine, no GPU,
-jax 0.10.2, 1 CPU device, sharded backend): test -ELBO 103.25 nats (KL 25.79,
+jax 0.10.2, 1 CPU device, sharded backend; before the latent noise was drawn per example,
+not re-measured since): test -ELBO 103.25 nats (KL 25.79,
 reconstruction 77.46), validation 103.87, after 30 epochs = 12,870 steps; the issue's
 target of <= 104 is met from epoch 21 on (103.79); 105.70 after 10 epochs, 104.39 after
 20. A separate 10-epoch run gave the same validation and test values as this one at each
