@@ -180,8 +180,12 @@ SHRINK = ["--config.train.duration=3 steps", "--config.train.log_every=3 steps",
 
 @needs_rainfall
 def test_fulda_experiment_end_to_end(tmp_path):
+    # Two evaluations: the first sees validation only, the last the test split too (the
+    # baseline of a split first asked for at the end once raised a KeyError).
     result = run_cli("experiments.fulda_rainfall_runoff_lstm", f"--workdir={tmp_path}",
-                     *SHRINK, "--config.data.options.window=8", "--config.model.hidden_size=4",
+                     *SHRINK, "--config.train.duration=4 steps",
+                     "--config.train.eval_every=2 steps",
+                     "--config.data.options.window=8", "--config.model.hidden_size=4",
                      "--config.model.num_layers=1", "--config.data.batch_size=32",
                      "--config.data.eval_batch_size=128")
     assert result.returncode == 0, result.stderr[-3000:]

@@ -69,6 +69,7 @@ class SequenceRegressionTask(Task):
     # Linear-baseline NSE per split, computed on the first evaluation (the splits are
     # fixed for a run, so it is the same at every evaluation and after a resume).
     _baseline: dict[str, float] = dataclasses.field(default_factory=dict)
+    _baseline_fit: dict[str, Any] = dataclasses.field(default_factory=dict)  # "weights"
 
     @classmethod
     def metric_names(cls, task_config):
@@ -104,11 +105,18 @@ class SequenceRegressionTask(Task):
         return np.concatenate(out)
 
     def baseline_nse(self, splits, eval_splits) -> dict[str, float]:
-        if not self._baseline:
-            weights = fit_linear(splits["train"].inputs, splits["train"].targets)
-            for name in eval_splits:
+        """The linear baseline's NSE of each split asked for, fitted once on train (an
+        evaluation may ask for a split the earlier ones did not: the test split comes at
+        the end)."""
+        missing = [name for name in eval_splits if name not in self._baseline]
+        if missing:
+            if "weights" not in self._baseline_fit:
+                self._baseline_fit["weights"] = fit_linear(splits["train"].inputs,
+                                                           splits["train"].targets)
+            for name in missing:
                 observed = self.to_original(splits[name].targets)
-                simulated = self.to_original(predict_linear(weights, splits[name].inputs))
+                simulated = self.to_original(predict_linear(self._baseline_fit["weights"],
+                                                            splits[name].inputs))
                 self._baseline[name] = nash_sutcliffe(simulated, observed)
         return self._baseline
 
