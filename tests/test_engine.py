@@ -87,6 +87,11 @@ def test_eval_counts_every_example_once(backend):
                                       split.inputs, train=False)
     expected = float(np.mean(np.argmax(logits, -1) == split.targets))
     assert result["accuracy"] == pytest.approx(expected, abs=1e-6)
+    # The loss too: the padding repeats row 0, whose loss is never zero (its accuracy may be).
+    log_probs = jax.nn.log_softmax(np.asarray(logits, np.float64), -1)
+    expected_loss = float(-np.mean(np.take_along_axis(
+        np.asarray(log_probs), split.targets[:, None].astype(int), -1)))
+    assert result["loss"] == pytest.approx(expected_loss, rel=1e-5)
 
 
 def test_step_is_compiled_once_and_rejects_another_shape():
