@@ -792,7 +792,10 @@ def _test_at_best(trainer, checkpoints, best_step, step, final, message) -> dict
     if best_step not in checkpoints.steps():
         return {}
     host_state, _, _ = checkpoints.restore(trainer.abstract_state, step=best_step)
-    result = trainer.evaluate(trainer.backend.put_state(host_state), TEST)
+    # The task's host metrics too (NSE, Frechet distance...); no files: they show the end.
+    result = trainer.evaluate_all(trainer.backend.put_state(host_state), step=best_step,
+                                  final=False, workdir=Path(checkpoints.directory).parent,
+                                  write_files=False, splits=[TEST])[TEST]
     message(f"test at the best {trainer.config.checkpoint.monitor} checkpoint (step "
             f"{best_step}): " + "  ".join(f"{k} {v:.4f}" for k, v in result.items()
                                           if k != "examples"))
