@@ -211,7 +211,10 @@ def test_vae_experiment_on_digits_through_the_cli(tmp_path):
         assert r["loss"] == pytest.approx(-r["elbo"])
         assert r["loss"] == pytest.approx(r["kl"] + r["reconstruction"], rel=1e-5)
         assert r["kl"] > 0
-    assert tests[1]["loss"] < tests[0]["loss"]  # it learns
+    validation = [r for r in read_metrics(workdir / "metrics.jsonl")
+                  if r["split"] == "validation"]
+    assert [r["step"] for r in validation] == [10, 20]
+    assert validation[1]["loss"] < validation[0]["loss"]  # it learns
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["monitor"] == "loss" and summary["monitor_mode"] == "min"
 

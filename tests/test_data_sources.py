@@ -270,7 +270,11 @@ def test_list_cli_reports_sources_and_directory(tmp_path):
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == data.source_names()
+    # The registry of a fresh process (tests in this one may register sources of their own).
+    fresh = subprocess.run([sys.executable, "-c", "from jaxdl import data; "
+                            "print(' '.join(data.source_names()))"], cwd=REPO, env=env,
+                           capture_output=True, text=True, check=True).stdout.split()
+    assert [line.split()[0] for line in lines] == fresh and "mnist" in fresh
     by_name = {line.split()[0]: line.split(None, 2)[1:] for line in lines}
     assert by_name["digits"] == ["available", "scikit-learn bundle"]
     assert by_name["mnist"] == ["available", f"{tmp_path / 'mnist'} (JAXDL_DATA_DIR)"]

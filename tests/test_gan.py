@@ -256,9 +256,11 @@ def test_mnist_dcgan_end_to_end_on_digits_with_a_classifier(tmp_path):
     assert step == 6
     model = models.build_model(config.model.name,
                                **{k: v for k, v in config.model.items() if k != "name"})
-    latents = jax.random.normal(jax.random.fold_in(jax.random.PRNGKey(config.seed),
-                                                   gan._FD_LATENTS),
-                                (count, config.model.latent_dim), jnp.float32)
+    # One latent per example, from fold_in(the FD key, its row) (per-example draws).
+    fd_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), gan._FD_LATENTS)
+    latents = jnp.stack([jax.random.normal(jax.random.fold_in(fd_key, row),
+                                           (config.model.latent_dim,), jnp.float32)
+                         for row in range(count)])
     fake = model.apply({"params": weights["params"], **weights["model_state"]}, latents,
                        train=False, method="generate")
     fake = np.asarray(fake)
