@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/python -m experiments.digits_cnn --workdir=$(RUN_DIR)
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n auto
+	$(BIN)/python -m pytest -q -n auto --durations=25
 
 clean:
 	rm -rf $(VENV) runs
