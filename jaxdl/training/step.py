@@ -86,7 +86,6 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
         # The global mean from the summed metrics: no all-reduce of its own.
         loss = sums["loss"] / sums["count"]
         grad_norm = global_norm(learned.grads)
-        new_param_norm = global_norm(learned.params)
         # Updated parameters too: a finite gradient times a huge learning rate can still
         # overflow the weights, and every later step would then be skipped.
         finite = (jnp.isfinite(loss) & jnp.isfinite(grad_norm)
@@ -101,7 +100,7 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
                                   monitor=jnp.full_like(state.monitor, jnp.nan))
         scalars = {
             "grad_norm": grad_norm,
-            "param_norm": (global_norm(params) if skip_nonfinite else new_param_norm),
+            "param_norm": global_norm(params),
             "update_norm": global_norm(updates),
             "learning_rate": optim.current_learning_rate(opt_state),
             "finite": finite.astype(jnp.float32),
