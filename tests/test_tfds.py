@@ -3,7 +3,6 @@ to end on `tfds.testing.mock_data`, and the one-line errors when a dataset is no
 or the machine is offline. Nothing here downloads: CIFAR-10 and ImageNet are not here."""
 
 import json
-import os
 import socket
 
 import numpy as np
@@ -60,10 +59,7 @@ EXPERIMENTS = {"cifar10_resnet20": {}, "cifar10_resnet56": {},
                "imagenet_resnet50": IMAGENET_SHRINK}
 # Compiling the deep models costs far more CPU than the suite's budget for these tests
 # (CPU seconds of the 2-step train_and_evaluate call, 2-core dev machine, 2026-11-21:
-# ResNet-20 22, ResNet-56 40, ResNet-50 in bf16 61), so only ResNet-20 trains by default.
-SLOW = os.environ.get("JAXDL_SLOW_TESTS") == "1"
-slow = pytest.mark.skipif(not SLOW, reason="compiles a deep ResNet (40-60 s of CPU); "
-                                           "set JAXDL_SLOW_TESTS=1 to run")
+# ResNet-20 22, ResNet-56 40, ResNet-50 in bf16 61), so the deep two are in the slow tier.
 
 
 def _train_on_mock_data(experiment, workdir):
@@ -82,7 +78,7 @@ def test_cifar10_resnet20_trains_on_mock_data(mock_tfds, tmp_path):
     assert summary["final"]["test"]["examples"] == MOCK_EXAMPLES
 
 
-@slow
+@pytest.mark.slow
 @pytest.mark.parametrize("experiment", ["cifar10_resnet56", "imagenet_resnet50"])
 def test_deep_experiment_trains_on_mock_data(experiment, mock_tfds, tmp_path):
     _train_on_mock_data(experiment, tmp_path)
