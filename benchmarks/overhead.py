@@ -22,7 +22,7 @@ mirrors none) unless `--config.data.augmentation` is given, which is then refuse
 Timing: after `--warmup` steps per side, `--steps` steps per side in `--repeats` windows,
 alternating which side goes first, each window ending with `jax.block_until_ready`; both
 sides run through the same loop with at most `--max_in_flight` steps queued (see
-benchmarks/step_throughput.py for why the queue is bounded). Overhead % = jaxdl's median
+benchmarks/step_throughput/measure.py for why the queue is bounded). Overhead % = jaxdl's median
 ms/step over the plain step's, minus 1; also given per adjacent window pair (median,
 range). `dispatch ms` is the host time spent inside the step call (Python and JAX dispatch,
 not the device work, which runs asynchronously). Host input and compilation are excluded.

@@ -111,8 +111,8 @@ def compare_torch(trainer, config, args: argparse.Namespace, max_in_flight: int)
         torch_params = sum(p.numel() for p in step.model.parameters())
         jaxdl_params = sum(x.size for x in jax.tree.leaves(initial.params))
         if torch_params != jaxdl_params:
-            report.fail(RuntimeError(f"the torch {config.model.name} has {torch_params} parameters, "
-                               f"jaxdl's {jaxdl_params}: not the same model"))
+            report.fail(RuntimeError(f"the torch {config.model.name} has {torch_params} "
+                                     f"parameters, jaxdl's {jaxdl_params}: not the same model"))
         twins.load_flax_params(step.model, initial.params, batch_stats)  # the same start
         torch_sides.append(TorchSteps(name, step, host))
 
