@@ -171,12 +171,14 @@ def load_config(experiment: str | ml_collections.ConfigDict,
             raise config_lib.ConfigError(
                 f"no experiment {experiment!r}: there is no module experiments/{experiment}.py "
                 "(run from the repository root)") from None
-        try:
-            base = (module.get_config() if variant is None
-                    else module.get_config(variant))
-        except (TypeError, ValueError) as e:
-            raise config_lib.ConfigError(f"experiment {experiment!r}, variant {variant!r}: "
-                                         f"{e}") from None
+        if variant is None:
+            base = module.get_config()
+        else:
+            try:
+                base = module.get_config(variant)
+            except (TypeError, ValueError) as e:  # no variants, or not this one
+                raise config_lib.ConfigError(f"experiment {experiment!r}, variant "
+                                             f"{variant!r}: {e}") from None
     else:
         base = experiment
     bad = [arg for arg in overrides if not arg.startswith("--config.")]
@@ -184,13 +186,14 @@ def load_config(experiment: str | ml_collections.ConfigDict,
         raise config_lib.ConfigError(f"{bad[0]}: overrides are --config.KEY=VALUE")
     argv = ["load_config", *overrides]  # not sys.argv: a tool has flags of its own
     flag_values = absl_flags.FlagValues()
+    defaults = config_lib.with_defaults(base)
     try:  # config_flags applies the overrides while defining and parsing the flag
-        config_flags.DEFINE_config_dict("config", config_lib.with_defaults(base),
-                                        "experiment config", flag_values=flag_values,
-                                        lock_config=True, sys_argv=argv)
+        config_flags.DEFINE_config_dict("config", defaults, "experiment config",
+                                        flag_values=flag_values, lock_config=True,
+                                        sys_argv=argv)
         flag_values(argv)
     except (AttributeError, KeyError, TypeError, ValueError, absl_flags.Error) as e:
-        raise config_lib.ConfigError(_override_error(e, base, overrides)) from None
+        raise config_lib.ConfigError(_override_error(e, defaults, overrides)) from None
     return config_lib.validate(flag_values.config)
 
 

@@ -46,3 +46,10 @@ def test_prepare_process_splits_the_cpu_unless_xla_flags_says_otherwise(monkeypa
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
     app.prepare_process(config)
     assert app.os.environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=4"
+
+
+def test_load_config_takes_an_experiments_variant():
+    cpu = app.load_config("shakespeare_char_lstm", variant="cpu")
+    assert cpu.parallel.host_devices == 2
+    with pytest.raises(ConfigError, match="experiment 'digits_cnn', variant 'gpu'"):
+        app.load_config("digits_cnn", variant="gpu")
