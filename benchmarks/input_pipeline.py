@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 import tempfile
 import time
@@ -149,8 +148,13 @@ def feed_alone(feed, steps: int) -> float:
 
 def main(argv: list[str] | None = None) -> dict:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
-    config = step_throughput.load_config(args, overrides)
-    step_throughput.set_host_devices(config)
+    from jaxdl import app
+
+    try:  # bad input: one line, status 2
+        config = step_throughput.load_config(args, overrides)
+        app.prepare_process(config)  # the run's host-device split, before JAX starts
+    except ValueError as e:  # ConfigError included
+        step_throughput.fail(e)
 
     import jax
 
@@ -214,9 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
               f"{row['fed_ms_per_step']:.2f} | {row['pre_placed_ms_per_step']:.2f} | "
               f"{row['fed_examples_per_s']:,.0f} | {row['input_wait_share']:+.1%} | "
               f"{row['blocked_share']:.1%} |")
-    if args.json:
-        with open(args.json, "a") as f:
-            f.write(json.dumps(record) + "\n")
+    step_throughput.append_json(args.json, record)
     return record
 
 

@@ -22,7 +22,7 @@ mirrors none) unless `--config.data.augmentation` is given, which is then refuse
 Timing: after `--warmup` steps per side, `--steps` steps per side in `--repeats` windows,
 alternating which side goes first, each window ending with `jax.block_until_ready`; both
 sides run through the same loop with at most `--max_in_flight` steps queued (see
-benchmarks/step_throughput.py for why the queue is bounded). Overhead % = jaxdl's median
+benchmarks/step_throughput/measure.py for why the queue is bounded). Overhead % = jaxdl's median
 ms/step over the plain step's, minus 1; also given per adjacent window pair (median,
 range). `dispatch ms` is the host time spent inside the step call (Python and JAX dispatch,
 not the device work, which runs asynchronously). Host input and compilation are excluded.
@@ -48,7 +48,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         description="jaxdl's train step vs a hand-written jax step of the same model.")
     parser.add_argument("--experiment", default="mnist_cnn",
                         help="module in experiments/ whose get_config() is timed")
-    parser.add_argument("--model", choices=tuple(_model_families()), default=None,
+    parser.add_argument("--model", choices=tuple(step_throughput.MODEL_FAMILIES), default=None,
                         help="time this model with the benchmark's config on random data")
     parser.add_argument("--backend", choices=("pmap", "sharded"), default=None,
                         help="parallel backend of both sides (default: the experiment's)")
@@ -77,11 +77,6 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     if not any(a.startswith("--config.data.augmentation=") for a in rest):
         rest.append("--config.data.augmentation=none")  # the plain step mirrors none
     return args, rest
-
-
-def _model_families() -> dict:
-    """step_throughput's `--model` configs (named MODEL_FAMILIES in newer versions)."""
-    return getattr(step_throughput, "MODEL_FAMILIES", None) or step_throughput.SYNTHETIC_MODELS
 
 
 def check_comparable(config) -> None:
@@ -228,7 +223,7 @@ def time_sides(sides: dict, *, steps: int, warmup: int, repeats: int) -> dict:
     seconds = {name: [] for name in sides}
     dispatch = {name: [] for name in sides}
     names = list(sides)
-    for window, size in enumerate(step_throughput._split(steps, repeats)):
+    for window, size in enumerate(step_throughput.split(steps, repeats)):
         for name in (names if window % 2 == 0 else names[::-1]):
             runner = sides[name]
             runner.dispatch_seconds = 0.0
@@ -284,22 +279,15 @@ def markdown(record: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    argv = sys.argv[1:] if argv is None else argv
-    args, overrides = parse_args(argv)
-    saved_argv = sys.argv
-    try:
-        # ml_collections applies --config.* overrides from sys.argv when the flag is
-        # defined, so a call with its own argv (a test) must show them there.
-        sys.argv = [saved_argv[0], *overrides]
+    args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    from jaxdl import app
+
+    try:  # bad input: one line, status 2
         config = step_throughput.load_config(args, overrides)
         check_comparable(config)
-    except (KeyError, AttributeError):
-        step_throughput._fail(ValueError(f"unknown config key in {' '.join(overrides)}"))
-    except Exception as e:  # noqa: BLE001 - flags, ConfigError, ImportError, ValueError
-        step_throughput._fail(e)
-    finally:
-        sys.argv = saved_argv
-    step_throughput.set_host_devices(config)  # before JAX starts its backend
+        app.prepare_process(config)  # the run's host-device split, before JAX starts
+    except ValueError as e:  # ConfigError included
+        step_throughput.fail(e)
 
     import jax
 
@@ -352,7 +340,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"alternating windows of {args.steps} steps per side after {args.warmup} warmup; "
           f"load average {load_start[0]:.2f} at start, {record['loadavg_end'][0]:.2f} at end")
     print(markdown(record), flush=True)
-    step_throughput._append_json(args.json, record)
+    step_throughput.append_json(args.json, record)
     return record
 
 

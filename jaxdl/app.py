@@ -6,11 +6,16 @@ split, determinism) before JAX starts, the persistent compilation cache, jax.dis
 value, missing --workdir) ends with one line on stderr and exit status 2, before anything
 is written; a multi-host run that loses a process ends the others with one line and exit
 status 3.
+
+Tools that are not an experiment run (benchmarks, sweeps, analysis) reuse its set-up
+instead of copying it: `load_config(experiment, overrides)` gives the validated config an
+experiment runs with, `prepare_process(config, ...)` sets up the process as a run does.
 """
 
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import json
 import logging
@@ -18,7 +23,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import ml_collections
@@ -57,9 +62,11 @@ def _variant_of(get_config: Callable[..., ml_collections.ConfigDict], argv: list
     return functools.partial(get_config, variant)
 
 
-def _override_error(error: Exception, defaults: ml_collections.ConfigDict) -> str:
-    """One line naming the --config.* override that cannot apply, with the valid keys."""
-    for arg in sys.argv[1:]:
+def _override_error(error: Exception, defaults: ml_collections.ConfigDict,
+                    argv: Sequence[str]) -> str:
+    """One line naming the --config.* override in `argv` that cannot apply, with the valid
+    keys."""
+    for arg in argv:
         if not arg.startswith("--config."):
             continue
         path = arg[len("--config."):].split("=")[0].split(".")
@@ -93,8 +100,10 @@ def _make_deterministic(seed: int) -> None:
     # ops without a deterministic kernel, e.g. max-pool's gradient (google/flax#4233).
     _set_xla_flag("xla_gpu_deterministic_ops", "true")
     if not environment.deterministic_xla():
-        _fail("--deterministic conflicts with XLA_FLAGS --xla_gpu_deterministic_ops="
-              f"{environment.xla_flag('xla_gpu_deterministic_ops')}")
+        from jaxdl.schema import ConfigError
+        raise ConfigError("--deterministic conflicts with XLA_FLAGS "
+                          "--xla_gpu_deterministic_ops="
+                          f"{environment.xla_flag('xla_gpu_deterministic_ops')}")
     os.environ["TF_DETERMINISTIC_OPS"] = "1"  # TensorFlow ops behind tf.data / TFDS
     import random
     import numpy as np
@@ -135,6 +144,75 @@ def enable_compilation_cache(jax, directory: str) -> _CacheCounter:
     compiler_logger.addFilter(counter)
     compiler_logger.setLevel(logging.DEBUG)
     return counter
+
+
+def load_config(experiment: str | ml_collections.ConfigDict,
+                overrides: Sequence[str] = (), *, variant: str | None = None
+                ) -> ml_collections.ConfigDict:
+    """The validated config `python -m experiments.NAME` would run with these overrides.
+
+    `experiment` names a module of the `experiments` package (found by name, as `-m` finds
+    it, so this module imports no experiment), or is a config a tool built itself; its
+    `get_config(variant)` is called with `variant` when given. `overrides` are
+    `--config.KEY=VALUE` arguments, applied as on the command line. Raises ConfigError
+    (one line) for an unknown experiment, key or value.
+    """
+    from absl import flags as absl_flags
+    from ml_collections import config_flags
+
+    from jaxdl import config as config_lib
+
+    if isinstance(experiment, str):
+        try:
+            module = importlib.import_module(f"experiments.{experiment}")
+        except ModuleNotFoundError as e:
+            if e.name not in ("experiments", f"experiments.{experiment}"):
+                raise
+            raise config_lib.ConfigError(
+                f"no experiment {experiment!r}: there is no module experiments/{experiment}.py "
+                "(run from the repository root)") from None
+        if variant is None:
+            base = module.get_config()
+        else:
+            try:
+                base = module.get_config(variant)
+            except (TypeError, ValueError) as e:  # no variants, or not this one
+                raise config_lib.ConfigError(f"experiment {experiment!r}, variant "
+                                             f"{variant!r}: {e}") from None
+    else:
+        base = experiment
+    bad = [arg for arg in overrides if not arg.startswith("--config.")]
+    if bad:
+        raise config_lib.ConfigError(f"{bad[0]}: overrides are --config.KEY=VALUE")
+    argv = ["load_config", *overrides]  # not sys.argv: a tool has flags of its own
+    flag_values = absl_flags.FlagValues()
+    defaults = config_lib.with_defaults(base)
+    try:  # config_flags applies the overrides while defining and parsing the flag
+        config_flags.DEFINE_config_dict("config", defaults, "experiment config",
+                                        flag_values=flag_values, lock_config=True,
+                                        sys_argv=argv)
+        flag_values(argv)
+    except (AttributeError, KeyError, TypeError, ValueError, absl_flags.Error) as e:
+        raise config_lib.ConfigError(_override_error(e, defaults, overrides)) from None
+    return config_lib.validate(flag_values.config)
+
+
+def prepare_process(config: ml_collections.ConfigDict, *, deterministic: bool = False,
+                    compilation_cache_dir: str | None = None) -> _CacheCounter | None:
+    """Sets up this process for `config` as a run does, before JAX starts its backend:
+    the CPU split into `config.parallel.host_devices` devices (XLA_FLAGS, unless it sets
+    the count already), determinism when asked (raises ConfigError on a conflicting
+    XLA_FLAGS), and JAX's persistent compilation cache in `compilation_cache_dir` (None or
+    '' = off). Returns the cache's hit/miss counter, or None when it is off."""
+    if config.parallel.host_devices:
+        # Read when the CPU backend starts, so it must be set before the first JAX op.
+        _set_xla_flag("xla_force_host_platform_device_count", config.parallel.host_devices)
+    if deterministic:
+        _make_deterministic(config.seed)  # also before the first JAX op
+    if not compilation_cache_dir:
+        return None
+    import jax
+    return enable_compilation_cache(jax, compilation_cache_dir)
 
 
 def _protected(path: Path) -> str | None:
@@ -380,7 +458,7 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
                                         "experiment config",
                                         flag_values=flag_values, lock_config=True)
     except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
-        _fail(_override_error(e, get_config()))
+        _fail(_override_error(e, get_config(), sys.argv[1:]))
 
     def parse(argv):
         try:
@@ -407,16 +485,13 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
             print(f"the run in {workdir} is already complete")
             _print_summary(done)
             return
-        if config.parallel.host_devices:
-            # Read when the CPU backend starts, so it must be set before the first JAX op.
-            _set_xla_flag("xla_force_host_platform_device_count", config.parallel.host_devices)
-        if flag_values.deterministic:
-            _make_deterministic(config.seed)  # also before the first JAX op
+        try:
+            cache = prepare_process(config, deterministic=flag_values.deterministic,
+                                    compilation_cache_dir=flag_values.compilation_cache_dir)
+        except config_lib.ConfigError as e:
+            _fail(str(e))
 
         import jax
-        cache = None
-        if flag_values.compilation_cache_dir:
-            cache = enable_compilation_cache(jax, flag_values.compilation_cache_dir)
         watch = None
         if flag_values.distributed or flag_values.coordinator_address:
             watch = _start_distributed(jax, flag_values, workdir)

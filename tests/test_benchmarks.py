@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import importlib.util
 import json
 import math
@@ -115,11 +114,9 @@ def test_compare_torch_tiny(tmp_path):
     assert rows[0].split("|")[-2].strip().startswith(f"{ratio:.2f}")
 
 
-# --- model families (--model NAME): configs, harness smoke runs, torch twins ----------------
+# --- model families (--model NAME): configs, harness smoke runs ----------------------------
+# (the torch twins themselves: tests/test_torch_twins.py)
 
-TORCH_MISSING = importlib.util.find_spec("torch") is None
-TORCH_REASON = ("torch is an optional 'bench' extra (pip install -e '.[bench]'); CI installs "
-                "only '.[test]', so this skips there")
 # Registered model and task each --model name times.
 FAMILIES = {"mlp": ("mlp", "classification"), "mnist_cnn": ("cnn", "classification"),
             "cnn": ("cnn", "classification"), "resnet20": ("resnet20", "classification"),
@@ -191,95 +188,6 @@ def test_lstm_lm_and_dcgan_through_the_harness(capsys):
         rows = [line for line in out.splitlines() if line.startswith(f"| {name} |")]
         assert len(rows) == 1, out
     assert record["config_overrides"] == TINY_DCGAN + FEWER_BLOCKS
-
-
-def _jaxdl_variables(config, dataset):
-    """The family's task and random variables of its shapes (traced, not compiled: cheaper
-    than the initialisers, and any weights show whether the copy into torch is right)."""
-    import jax
-    import numpy as np
-
-    from jaxdl import tasks
-
-    task = tasks.build_task(config, dataset, axis_name=None)
-    shapes = jax.eval_shape(task.init, jax.random.PRNGKey(0), dataset.features[:1])
-    rng = np.random.default_rng(0)
-
-    def fill(path, leaf):
-        name = path[-1].key
-        if name in ("mean", "var"):  # BatchNorm statistics
-            return np.full(leaf.shape, float(name == "var"), np.float32)
-        return rng.normal(0.0, 0.3, leaf.shape).astype(np.float32)
-
-    return task, jax.tree_util.tree_map_with_path(fill, shapes)
-
-
-def _torch_twin(config, dataset, variables):
-    """The torch step of `config`, after checking its parameter count against jaxdl's, with
-    jaxdl's `variables` copied in."""
-    import jax
-
-    from benchmarks import torch_reference
-
-    step = torch_reference.build_step(config, 10, dataset.features.shape[1:])
-    jaxdl_params = sum(x.size for x in jax.tree.leaves(variables["params"]))
-    assert sum(p.numel() for p in step.model.parameters()) == jaxdl_params, config.model.name
-    torch_reference.load_flax_params(step.model, variables["params"],
-                                     variables.get("batch_stats"))
-    return step
-
-
-@pytest.mark.skipif(TORCH_MISSING, reason=TORCH_REASON)
-def test_torch_char_lstm_is_jaxdls_model():
-    """The torch char LSTM has jaxdl's parameter count (its b_ih are buffers) and, from
-    jaxdl's weights, jaxdl's loss on a batch."""
-    import jax
-    import numpy as np
-
-    config = _family_config("lstm_lm", *TINY_LSTM, "--config.model.num_layers=2")
-    dataset = _family_dataset(config)
-    task, variables = _jaxdl_variables(config, dataset)
-    step = _torch_twin(config, dataset, variables)
-    batch = {"inputs": dataset.features, "targets": dataset.targets}
-    apply = jax.jit(functools.partial(task.apply, train=True))
-    values, _ = apply(variables, batch, rng=jax.random.PRNGKey(0))
-    torch_loss = step.initial_loss(step.batch(batch))
-    assert torch_loss == pytest.approx(float(np.mean(values["loss"])), rel=1e-5)
-    assert math.isfinite(float(step(*step.batch(batch))))
-
-
-@pytest.mark.skipif(TORCH_MISSING, reason=TORCH_REASON)
-def test_torch_dcgan_is_jaxdls_model():
-    """The torch DCGAN (both nets) has jaxdl's parameter count and, from jaxdl's weights
-    and the same latents, jaxdl's D + G loss; one torch GAN step runs."""
-    import numpy as np
-
-    from benchmarks import step_throughput
-
-    config = _family_config("dcgan", *TINY_DCGAN)
-    dataset = _family_dataset(config)
-    task, variables = _jaxdl_variables(config, dataset)
-    step = _torch_twin(config, dataset, variables)
-    batch = {"inputs": dataset.features, "targets": dataset.targets}
-    latents = np.random.default_rng(0).standard_normal((2, config.model.latent_dim),
-                                                       np.float32)
-    expected = step_throughput.gan_probe_loss(task, variables["params"],
-                                              {"batch_stats": variables["batch_stats"]},
-                                              batch, latents)
-    assert step.initial_loss(step.batch(batch), latents) == pytest.approx(expected, rel=1e-5)
-    assert math.isfinite(float(step(*step.batch(batch))))
-
-
-@pytest.mark.skipif(TORCH_MISSING, reason=TORCH_REASON)
-def test_torch_resnet50_parameter_count():
-    """The torch ResNet-50 (written here, no torchvision) has jaxdl's resnet50 parameter
-    count, which tests/test_models_resnet_vgg.py pins (torchvision's)."""
-    from benchmarks import torch_reference
-
-    config = _family_config("resnet50")
-    model, family = torch_reference.build_model(config.model, (224, 224, 3))
-    assert family == "imagenet_resnet"
-    assert sum(p.numel() for p in model.parameters()) == 25_557_032
 
 
 def test_suite_table_per_model_with_efficiency_columns():

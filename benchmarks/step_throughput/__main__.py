@@ -1,0 +1,3 @@
+from benchmarks.step_throughput.cli import main
+
+main()

@@ -1,0 +1,3 @@
+from benchmarks.torch_twins.timing import main
+
+main()

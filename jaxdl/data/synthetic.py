@@ -1,0 +1,55 @@
+"""`synthetic`: random data of a given shape, so a model can be compiled and timed with no
+dataset file (the benchmarks' `--model NAME` families use it).
+
+Every value is a keyword of the loader, given in `config.data.options`:
+  kind                  'images': uniform [0, 1) float32 examples of `shape`, labels
+                        uniform in [0, num_classes); 'tokens': windows of `shape[0]`
+                        uniform token ids of `vocabulary`, the targets the same stream one
+                        step later (as jaxdl.data.text cuts a corpus)
+  shape                 one example's shape
+  num_classes           'images' only; `vocabulary` (a string of characters) 'tokens' only
+  examples              rows of the training pool
+  validation_examples   rows of a predefined validation split (a checkpoint monitor needs
+                        one)
+  seed                  numpy's generator seed: the rows are a pure function of it
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from jaxdl.data.dataset import Dataset
+from jaxdl.data.registry import register_source
+
+NAME = "synthetic"
+KINDS = ("images", "tokens")
+
+
+@register_source(NAME, locate=lambda: "generated (random)")
+def load_synthetic(*, kind: str, shape, examples: int, validation_examples: int, seed: int,
+                   num_classes: int = 0, vocabulary: str = "") -> Dataset:
+    """Random `kind` rows of `shape` (see the module doc)."""
+    rng = np.random.default_rng(seed)
+    total, shape = examples + validation_examples, tuple(shape)
+    if kind == "images":
+        if num_classes < 1:
+            raise ValueError(f"synthetic images need num_classes >= 1, got {num_classes}")
+        features = rng.random((total, *shape), dtype=np.float32)
+        targets = rng.integers(0, num_classes, total).astype(np.int32)
+        classes, metadata = num_classes, {}
+    elif kind == "tokens":
+        if len(shape) != 1 or not vocabulary:
+            raise ValueError(f"synthetic tokens need a shape (window,) and a vocabulary, got "
+                             f"shape {shape} and {len(vocabulary)} characters")
+        (window,) = shape
+        stream = rng.integers(0, len(vocabulary), total * window + 1).astype(np.int32)
+        features = stream[:-1].reshape(total, window)
+        targets = stream[1:].reshape(total, window)
+        classes, metadata = None, {"vocabulary": vocabulary, "vocabulary_size": len(vocabulary)}
+    else:
+        raise ValueError(f"synthetic data kind {kind!r}; valid: {', '.join(KINDS)}")
+    return Dataset(
+        name=NAME, features=features[:examples], targets=targets[:examples],
+        num_classes=classes, metadata=metadata,
+        predefined_splits={"validation": (features[examples:], targets[examples:])},
+        description=f"random {kind} of shape {shape} (for timing, not learning)")
