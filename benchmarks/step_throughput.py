@@ -335,7 +335,7 @@ def load_config(args: argparse.Namespace, overrides: list[str]):
         base = importlib.import_module(f"experiments.{args.experiment}").get_config()
     flag_values = flags.FlagValues()
     argv = ["step_throughput", *overrides]  # not sys.argv: main(argv) may run in-process
-    config_flags.DEFINE_config_dict("config", config_lib.with_defaults(base),
+    config_flags.DEFINE_config_dict("config", config_lib.with_defaults(base, overrides),
                                     "experiment config", flag_values=flag_values,
                                     lock_config=True, sys_argv=argv)
     flag_values(argv)

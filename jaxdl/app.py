@@ -58,11 +58,17 @@ def _variant_of(get_config: Callable[..., ml_collections.ConfigDict], argv: list
 
 
 def _override_error(error: Exception, defaults: ml_collections.ConfigDict) -> str:
-    """One line naming the --config.* override that cannot apply, with the valid keys."""
+    """One line naming the --config.* override that cannot apply, with the valid keys (for
+    the optimizer or schedule: the fields of the one named)."""
+    from jaxdl import config as config_lib
     for arg in sys.argv[1:]:
         if not arg.startswith("--config."):
             continue
         path = arg[len("--config."):].split("=")[0].split(".")
+        if len(path) == 2 and path[0] in ("optimizer", "schedule") and path[0] in defaults:
+            problem = config_lib.not_read(path[0], defaults[path[0]].get("name"), path[1])
+            if problem is not None:
+                return problem
         section, parents = defaults, []
         for key in path:
             if not isinstance(section, ml_collections.ConfigDict) or key not in section:
@@ -374,13 +380,15 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
     from ml_collections import config_flags
     # Backend-probing INFO lines (no TPU here) would bury the one line a user must read.
     absl_logging.set_verbosity(absl_logging.WARNING)
+    from jaxdl import config as config_lib
+    # A --config.optimizer.name (schedule) override brings in that one's fields, so its
+    # other fields can be set on the same command line.
+    defaults = config_lib.with_defaults(get_config(), sys.argv[1:])
     try:  # config_flags applies --config.* overrides while defining the flag
-        from jaxdl import config as config_lib
-        config_flags.DEFINE_config_dict("config", config_lib.with_defaults(get_config()),
-                                        "experiment config",
+        config_flags.DEFINE_config_dict("config", defaults, "experiment config",
                                         flag_values=flag_values, lock_config=True)
     except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
-        _fail(_override_error(e, get_config()))
+        _fail(_override_error(e, config_lib.with_defaults(get_config(), sys.argv[1:])))
 
     def parse(argv):
         try:
