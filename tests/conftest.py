@@ -57,11 +57,15 @@ def run_cli(module: str, *args: str, timeout: float = 300):
 
 
 def make_config(experiment: str = "digits_cnn", **overrides):
-    """An experiment's config with dotted-key overrides ("optimizer.name"), validated."""
+    """An experiment's config with dotted-key overrides ("optimizer.name"), validated. A new
+    optimizer or schedule name switches that section first, as on the command line."""
     import importlib
 
     from jaxdl import config as config_lib
     config = importlib.import_module(f"experiments.{experiment}").get_config()
+    for section in ("optimizer", "schedule"):
+        if f"{section}.name" in overrides:
+            config = config_lib.switch(config, section, overrides[f"{section}.name"])
     for dotted, value in overrides.items():
         section = config
         *parents, leaf = dotted.split(".")
