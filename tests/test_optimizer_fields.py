@@ -222,3 +222,15 @@ def test_a_run_saved_with_every_flat_field_resumes_without_a_difference():
     assert config_lib.differences(saved, current) == []
     saved["optimizer"]["b1"] = 0.5
     assert config_lib.differences(saved, current) == ["optimizer.b1: 0.5 -> 0.9"]
+
+
+def test_the_readme_tables_name_the_declared_fields(repo):
+    """README.md's optimizer and schedule tables list each one's own fields, no more."""
+    import re
+    rows = {}
+    for line in (repo / "README.md").read_text().splitlines():
+        if match := re.match(r"^\| (`[a-z0-9_]+`(?:, `[a-z0-9_]+`)*) \| (.*) \|$", line):
+            for name in re.findall(r"`([a-z0-9_]+)`", match.group(1)):
+                rows[name] = set(re.findall(r"`([a-z0-9_]+)`", match.group(2)))
+    for name, fields in {**optim.OPTIMIZER_FIELDS, **optim.SCHEDULE_FIELDS}.items():
+        assert rows.get(name) == set(fields), name
