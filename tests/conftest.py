@@ -70,6 +70,8 @@ def make_config(experiment: str = "digits_cnn", **overrides):
         section = config
         *parents, leaf = dotted.split(".")
         for name in parents:
+            if name not in section:  # a section the experiment leaves to its defaults
+                section[name] = {}
             section = section[name]
         section[leaf] = value
     return config_lib.validate(config)
