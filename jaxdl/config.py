@@ -22,7 +22,6 @@ import ml_collections
 from jaxdl.schema import (REQUIRED, Clock, ConfigError, Field, fraction,  # noqa: F401
                           non_negative, optional, positive)
 from jaxdl.schema import duration as _duration
-from jaxdl.schema import durations as _durations
 
 _REQUIRED = REQUIRED
 
@@ -535,7 +534,8 @@ def with_defaults(config: ml_collections.ConfigDict | Mapping[str, Any],
             continue  # an unknown name: validate says so later
         for key, field in own[pinned["name"]].items():
             if key not in pinned:
-                pinned[key] = (ml_collections.FieldReference(None, field_type=field.kind)
+                typed = field.kind if isinstance(field.kind, type) else object
+                pinned[key] = (ml_collections.FieldReference(None, field_type=typed)
                                if field.default is _REQUIRED else field.default)
     return ml_collections.ConfigDict(given)
 

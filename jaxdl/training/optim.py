@@ -32,7 +32,10 @@ WEIGHT_DECAY_MASKS = ('no_bias_no_norm', 'all')
 
 def _optax_default(fn: Callable[..., Any], argument: str) -> Any:
     """The default optax gives `argument` of `fn` (the published value, e.g. adam's b1)."""
-    return inspect.signature(fn).parameters[argument].default
+    default = inspect.signature(fn).parameters[argument].default
+    if default is inspect.Parameter.empty:  # an optax that no longer has one: say so at import
+        raise TypeError(f'optax.{fn.__name__} has no default for {argument!r}')
+    return default
 
 
 # --- the fields each optimizer reads ---------------------------------------------------------
@@ -54,9 +57,8 @@ SHARED_OPTIMIZER_FIELDS: dict[str, Field] = {
 }
 
 
-def _momentum(default=inspect.Parameter.empty) -> Field:
-    kwargs = {} if default is inspect.Parameter.empty else {'default': default}
-    return Field(float, check=fraction, help='decay of the velocity trace', **kwargs)
+def _momentum(**default) -> Field:
+    return Field(float, check=fraction, help='decay of the velocity trace', **default)
 
 
 def _adam_fields(fn) -> dict[str, Field]:
