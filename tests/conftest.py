@@ -57,12 +57,18 @@ def run_cli(module: str, *args: str, timeout: float = 300):
 
 
 def make_config(experiment: str = "digits_cnn", **overrides):
-    """An experiment's config with dotted-key overrides ("optimizer.name"), validated. A new
-    optimizer or schedule name switches that section first, as on the command line."""
+    """An experiment's config with dotted-key overrides ("optimizer.name"), validated."""
     import importlib
 
     from jaxdl import config as config_lib
     config = importlib.import_module(f"experiments.{experiment}").get_config()
+    return config_lib.validate(override(config, overrides))
+
+
+def override(config, overrides: dict):
+    """`config` with dotted-key overrides. A new optimizer or schedule name switches that
+    section first, as on the command line."""
+    from jaxdl import config as config_lib
     for section in ("optimizer", "schedule"):
         if f"{section}.name" in overrides:
             config = config_lib.switch(config, section, overrides[f"{section}.name"])
@@ -74,4 +80,4 @@ def make_config(experiment: str = "digits_cnn", **overrides):
                 section[name] = {}
             section = section[name]
         section[leaf] = value
-    return config_lib.validate(config)
+    return config
