@@ -68,27 +68,15 @@ def get_config() -> ml_collections.ConfigDict:
     # validation_fraction 0: validation is fold `fold` of a stratified 5-fold of the 456
     # examples the stratified 20% test split (113) leaves: 91 or 92 validate, 364 or 365
     # (136 malignant) train.
-    c.data = dict(name="breast_cancer", split_seed=0, validation_fraction=0.0,
-                  test_fraction=0.2, folds=5, fold=0, sampling="shuffle", batch_size=32,
-                  eval_batch_size=128, augmentation="none")
+    c.data = dict(name="breast_cancer", split_seed=0, validation_fraction=0.0, test_fraction=0.2,
+                  folds=5, fold=0, batch_size=32, eval_batch_size=128, augmentation="none")
     c.train = dict(duration="100 epochs", log_every="10 epochs", eval_every="10 epochs")
     c.checkpoint = dict(every="50 epochs", keep_last=1, keep_best=1,
                         monitor="validation/accuracy", mode="max")
-    c.early_stopping = dict(patience=0, min_delta=0.0)
-    c.guard = dict(skip_nonfinite=False)
-    c.init_from = ""
-    c.optimizer = dict(name="adam", learning_rate=1e-3, momentum=0.9, b1=0.9, b2=0.999,
-                       eps=1e-8, rmsprop_decay=0.9, adagrad_initial_accumulator=0.1,
-                       weight_decay=0.0, weight_decay_mask="no_bias_no_norm",
-                       grad_clip_norm=0.0, grad_accum_steps=1)
-    c.schedule = dict(name="constant", warmup="0 steps", boundaries="", decay_factor=0.1,
-                      decay_every="1 epoch", final_lr_factor=0.0, pct_start=0.3,
-                      div_factor=25.0, final_div_factor=1e4, plateau_factor=0.1,
-                      plateau_patience=10, plateau_cooldown=0, plateau_rtol=1e-4,
-                      plateau_accumulation=1)
+    c.optimizer = dict(name="adam", learning_rate=1e-3)
+    c.schedule = dict(name="constant")
     c.precision = "fp32"
-    c.parallel = dict(backend="sharded", num_devices=0, host_devices=0, max_in_flight=8)
-    c.logging = dict(tensorboard=True, progress=True, plot=True)
+    c.parallel = dict(backend="sharded")
     return c
 
 

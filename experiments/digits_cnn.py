@@ -27,21 +27,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.train = dict(duration="40 epochs", log_every="1 epoch", eval_every="5 epochs")
     c.checkpoint = dict(every="10 epochs", keep_last=2, keep_best=1, monitor="validation/accuracy",
                         mode="max")
-    c.early_stopping = dict(patience=0, min_delta=0.0)
-    c.guard = dict(skip_nonfinite=False)
-    c.init_from = ""
-    c.optimizer = dict(name="adam", learning_rate=3e-3, momentum=0.0, b1=0.9, b2=0.999, eps=1e-8,
-                       rmsprop_decay=0.9, adagrad_initial_accumulator=0.1, weight_decay=0.0,
-                       weight_decay_mask="no_bias_no_norm", grad_clip_norm=0.0,
-                       grad_accum_steps=1)
-    c.schedule = dict(name="warmup_cosine", warmup="1 epoch", boundaries="", decay_factor=0.1,
-                      decay_every="1 epoch", final_lr_factor=0.01, pct_start=0.3,
-                      div_factor=25.0, final_div_factor=1e4, plateau_factor=0.1,
-                      plateau_patience=10, plateau_cooldown=0, plateau_rtol=1e-4,
-                      plateau_accumulation=1)
+    c.optimizer = dict(name="adam", learning_rate=3e-3)
+    c.schedule = dict(name="warmup_cosine", warmup="1 epoch", final_lr_factor=0.01)
     c.precision = "fp32"
-    c.parallel = dict(backend="sharded", num_devices=0, host_devices=0, max_in_flight=8)
-    c.logging = dict(tensorboard=True, progress=True, plot=True)
+    c.parallel = dict(backend="sharded")
     return c
 
 

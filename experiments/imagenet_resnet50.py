@@ -49,30 +49,17 @@ def get_config() -> ml_collections.ConfigDict:
                   test_fraction=0.0, batch_size=BATCH_SIZE, eval_batch_size=1024,
                   augmentation="horizontal_flip(p=0.5)"
                                f"+normalize(mean={IMAGENET_MEAN},std={IMAGENET_STD})",
-                  data_dir="",
-                  pipeline="auto", prefetch=2,
                   options=dict(train_split="train[1%:]", validation_split="train[:1%]",
                                test_split="validation", image_size=224, streaming=True,
                                num_workers=0))
     c.train = dict(duration="90 epochs", log_every="100 steps", eval_every="1 epoch")
     c.checkpoint = dict(every="1 epoch", keep_last=2, keep_best=1,
                         monitor="validation/accuracy", mode="max")
-    c.early_stopping = dict(patience=0, min_delta=0.0)
-    c.guard = dict(skip_nonfinite=False)
-    c.init_from = ""
     c.optimizer = dict(name="nesterov", learning_rate=BASE_LEARNING_RATE * BATCH_SIZE / 256,
-                       momentum=0.9, b1=0.9, b2=0.999, eps=1e-8, rmsprop_decay=0.9,
-                       adagrad_initial_accumulator=0.1, weight_decay=1e-4,
-                       weight_decay_mask="no_bias_no_norm", grad_clip_norm=0.0,
-                       grad_accum_steps=1)
-    c.schedule = dict(name="warmup_cosine", warmup="5 epochs", boundaries="", decay_factor=0.1,
-                      decay_every="1 epoch", final_lr_factor=0.0, pct_start=0.3,
-                      div_factor=25.0, final_div_factor=1e4, plateau_factor=0.1,
-                      plateau_patience=10, plateau_cooldown=0, plateau_rtol=1e-4,
-                      plateau_accumulation=1)
+                       momentum=0.9, weight_decay=1e-4, weight_decay_mask="no_bias_no_norm")
+    c.schedule = dict(name="warmup_cosine", warmup="5 epochs")
     c.precision = "bf16"
-    c.parallel = dict(backend="sharded", num_devices=0, host_devices=0, max_in_flight=8)
-    c.logging = dict(tensorboard=True, progress=True, plot=True)
+    c.parallel = dict(backend="sharded")
     return c
 
 

@@ -26,27 +26,15 @@ def get_config() -> ml_collections.ConfigDict:
     c.task = dict(name="classification", loss="softmax_cross_entropy", label_smoothing=0.0)
     # MNIST ships its 10,000-image test split; validation is 5,000/60,000 of each class of
     # the train images, rounded per class: 5,002 images, leaving 54,998 to train on.
-    c.data = dict(name="mnist", split_seed=0, validation_fraction=5000 / 60000,
-                  test_fraction=0.0, batch_size=128, eval_batch_size=1000, augmentation="none",
-                  data_dir="")
+    c.data = dict(name="mnist", split_seed=0, validation_fraction=5000 / 60000, test_fraction=0.0,
+                  batch_size=128, eval_batch_size=1000, augmentation="none")
     c.train = dict(duration="10 epochs", log_every="100 steps", eval_every="1 epoch")
     c.checkpoint = dict(every="1 epoch", keep_last=2, keep_best=1, monitor="validation/accuracy",
                         mode="max")
-    c.early_stopping = dict(patience=0, min_delta=0.0)
-    c.guard = dict(skip_nonfinite=False)
-    c.init_from = ""
-    c.optimizer = dict(name="momentum", learning_rate=0.1, momentum=0.9, b1=0.9, b2=0.999,
-                       eps=1e-8, rmsprop_decay=0.9, adagrad_initial_accumulator=0.1,
-                       weight_decay=0.0, weight_decay_mask="no_bias_no_norm", grad_clip_norm=0.0,
-                       grad_accum_steps=1)
-    c.schedule = dict(name="cosine", warmup="0 steps", boundaries="", decay_factor=0.1,
-                      decay_every="1 epoch", final_lr_factor=0.0, pct_start=0.3,
-                      div_factor=25.0, final_div_factor=1e4, plateau_factor=0.1,
-                      plateau_patience=10, plateau_cooldown=0, plateau_rtol=1e-4,
-                      plateau_accumulation=1)
+    c.optimizer = dict(name="momentum", learning_rate=0.1, momentum=0.9)
+    c.schedule = dict(name="cosine")
     c.precision = "fp32"
-    c.parallel = dict(backend="pmap", num_devices=0, host_devices=2, max_in_flight=8)
-    c.logging = dict(tensorboard=True, progress=True, plot=True)
+    c.parallel = dict(backend="pmap", host_devices=2)
     return c
 
 

@@ -40,29 +40,17 @@ def get_config() -> ml_collections.ConfigDict:
                   fd_classifier="", fd_examples=2000)
     # MNIST ships its 10,000-image test split; validation is 5,000/60,000 of each class of
     # the train images, rounded per class: 5,002 images, leaving 54,998 to train on.
-    c.data = dict(name="mnist", split_seed=0, validation_fraction=5000 / 60000,
-                  test_fraction=0.0, batch_size=64, eval_batch_size=500, augmentation="none",
-                  data_dir="")
+    c.data = dict(name="mnist", split_seed=0, validation_fraction=5000 / 60000, test_fraction=0.0,
+                  batch_size=64, eval_batch_size=500, augmentation="none")
     c.train = dict(duration="1500 steps", log_every="100 steps", eval_every="300 steps")
     # The FD needs fd_classifier; without one, monitor validation/g_loss instead.
     c.checkpoint = dict(every="300 steps", keep_last=2, keep_best=1,
                         monitor="validation/frechet_distance", mode="min")
-    c.early_stopping = dict(patience=0, min_delta=0.0)
-    c.guard = dict(skip_nonfinite=False)
-    c.init_from = ""
     # DCGAN's Adam: lr 2e-4, beta1 0.5, constant.
-    c.optimizer = dict(name="adam", learning_rate=2e-4, momentum=0.0, b1=0.5, b2=0.999,
-                       eps=1e-8, rmsprop_decay=0.9, adagrad_initial_accumulator=0.1,
-                       weight_decay=0.0, weight_decay_mask="no_bias_no_norm", grad_clip_norm=0.0,
-                       grad_accum_steps=1)
-    c.schedule = dict(name="constant", warmup="0 steps", boundaries="", decay_factor=0.1,
-                      decay_every="1 epoch", final_lr_factor=0.0, pct_start=0.3,
-                      div_factor=25.0, final_div_factor=1e4, plateau_factor=0.1,
-                      plateau_patience=10, plateau_cooldown=0, plateau_rtol=1e-4,
-                      plateau_accumulation=1)
+    c.optimizer = dict(name="adam", learning_rate=2e-4, b1=0.5)
+    c.schedule = dict(name="constant")
     c.precision = "fp32"
-    c.parallel = dict(backend="pmap", num_devices=0, host_devices=2, max_in_flight=8)
-    c.logging = dict(tensorboard=True, progress=True, plot=True)
+    c.parallel = dict(backend="pmap", host_devices=2)
     return c
 
 

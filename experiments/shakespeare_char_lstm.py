@@ -53,29 +53,17 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     window = 128 if gpu else 64
     c.data = dict(name="shakespeare_char", split_seed=0, validation_fraction=0.0,
                   test_fraction=0.0, batch_size=128 if gpu else 32,
-                  eval_batch_size=512 if gpu else 256, augmentation="none", data_dir="",
+                  eval_batch_size=512 if gpu else 256, augmentation="none",
                   options=dict(window=window, stride=window // 2, validation_fraction=0.02,
                                test_fraction=0.02))
     c.train = dict(duration="10 epochs" if gpu else "2000 steps",
                    log_every="100 steps", eval_every="1 epoch" if gpu else "500 steps")
     c.checkpoint = dict(every="1 epoch" if gpu else "500 steps", keep_last=1, keep_best=1,
                         monitor="validation/bits_per_char", mode="min")
-    c.early_stopping = dict(patience=0, min_delta=0.0)
-    c.guard = dict(skip_nonfinite=False)
-    c.init_from = ""
-    c.optimizer = dict(name="adam", learning_rate=2e-3, momentum=0.9, b1=0.9, b2=0.999,
-                       eps=1e-8, rmsprop_decay=0.9, adagrad_initial_accumulator=0.1,
-                       weight_decay=0.0, weight_decay_mask="no_bias_no_norm", grad_clip_norm=1.0,
-                       grad_accum_steps=1)
-    c.schedule = dict(name="cosine", warmup="100 steps", boundaries="", decay_factor=0.1,
-                      decay_every="1 epoch", final_lr_factor=0.0, pct_start=0.3,
-                      div_factor=25.0, final_div_factor=1e4, plateau_factor=0.1,
-                      plateau_patience=10, plateau_cooldown=0, plateau_rtol=1e-4,
-                      plateau_accumulation=1)
+    c.optimizer = dict(name="adam", learning_rate=2e-3, grad_clip_norm=1.0)
+    c.schedule = dict(name="cosine", warmup="100 steps")
     c.precision = "bf16" if gpu else "fp32"
-    c.parallel = dict(backend="sharded" if gpu else "pmap", num_devices=0,
-                      host_devices=0 if gpu else 2, max_in_flight=8)
-    c.logging = dict(tensorboard=True, progress=True, plot=True)
+    c.parallel = dict(backend="sharded" if gpu else "pmap", host_devices=0 if gpu else 2)
     return c
 
 

@@ -65,11 +65,16 @@ def _variant_of(get_config: Callable[..., ml_collections.ConfigDict], argv: list
 def _override_error(error: Exception, defaults: ml_collections.ConfigDict,
                     argv: Sequence[str]) -> str:
     """One line naming the --config.* override in `argv` that cannot apply, with the valid
-    keys."""
+    keys (for the optimizer or schedule: the fields of the one named)."""
+    from jaxdl import config as config_lib
     for arg in argv:
         if not arg.startswith("--config."):
             continue
         path = arg[len("--config."):].split("=")[0].split(".")
+        if len(path) == 2 and path[0] in ("optimizer", "schedule") and path[0] in defaults:
+            problem = config_lib.not_read(path[0], defaults[path[0]].get("name"), path[1])
+            if problem is not None:
+                return problem
         section, parents = defaults, []
         for key in path:
             if not isinstance(section, ml_collections.ConfigDict) or key not in section:
@@ -186,7 +191,7 @@ def load_config(experiment: str | ml_collections.ConfigDict,
         raise config_lib.ConfigError(f"{bad[0]}: overrides are --config.KEY=VALUE")
     argv = ["load_config", *overrides]  # not sys.argv: a tool has flags of its own
     flag_values = absl_flags.FlagValues()
-    defaults = config_lib.with_defaults(base)
+    defaults = config_lib.with_defaults(base, overrides)
     try:  # config_flags applies the overrides while defining and parsing the flag
         config_flags.DEFINE_config_dict("config", defaults, "experiment config",
                                         flag_values=flag_values, lock_config=True,
@@ -452,13 +457,15 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
     from ml_collections import config_flags
     # Backend-probing INFO lines (no TPU here) would bury the one line a user must read.
     absl_logging.set_verbosity(absl_logging.WARNING)
+    from jaxdl import config as config_lib
+    # A --config.optimizer.name (schedule) override brings in that one's fields, so its
+    # other fields can be set on the same command line.
+    defaults = config_lib.with_defaults(get_config(), sys.argv[1:])
     try:  # config_flags applies --config.* overrides while defining the flag
-        from jaxdl import config as config_lib
-        config_flags.DEFINE_config_dict("config", config_lib.with_defaults(get_config()),
-                                        "experiment config",
+        config_flags.DEFINE_config_dict("config", defaults, "experiment config",
                                         flag_values=flag_values, lock_config=True)
     except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
-        _fail(_override_error(e, get_config(), sys.argv[1:]))
+        _fail(_override_error(e, defaults, sys.argv[1:]))
 
     def parse(argv):
         try:

@@ -1,9 +1,12 @@
 """The experiment schema: what a config may hold, validation, and durations.
 
-An experiment's `get_config()` pins every hyperparameter. The schema here only says what
-each key means, its type and which values are possible; the few defaults it holds are for
-keys that are not hyperparameters (logging switches, the device count). `validate` turns
-every mistake into one `ConfigError` line, before anything is written.
+An experiment's `get_config()` pins the hyperparameters of what it names: the model, the
+task, the optimizer and the schedule (each declares its own fields, and a field the named one
+does not read is refused). The schema here only says what each key means, its type and which
+values are possible; the defaults it holds are for keys that are not hyperparameters (logging
+switches, the device count, "off") and, for an optimizer or schedule, optax's own defaults.
+`validate` turns every mistake into one `ConfigError` line, before anything is written, and
+returns the complete resolved config (what config.json records).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import ml_collections
 from jaxdl.schema import (REQUIRED, Clock, ConfigError, Field, fraction,  # noqa: F401
                           non_negative, optional, positive)
 from jaxdl.schema import duration as _duration
-from jaxdl.schema import durations as _durations
 
 _REQUIRED = REQUIRED
 
@@ -72,14 +74,12 @@ def _task_names():
     return tasks.task_names()
 
 
-def _optimizer_names():
+def _members() -> dict[str, tuple[dict[str, Field], dict[str, dict[str, Field]]]]:
+    """Sections filled from what their `name` picks: section -> (the fields every member
+    reads, each member's own fields)."""
     from jaxdl.training import optim
-    return optim.OPTIMIZERS
-
-
-def _schedule_names():
-    from jaxdl.training import optim
-    return optim.SCHEDULES
+    return {"optimizer": (optim.SHARED_OPTIMIZER_FIELDS, optim.OPTIMIZER_FIELDS),
+            "schedule": (optim.SHARED_SCHEDULE_FIELDS, optim.SCHEDULE_FIELDS)}
 
 
 def schema() -> dict[str, Any]:
@@ -148,16 +148,18 @@ def schema() -> dict[str, Any]:
             "monitor": Field(str, help="'<split>/<metric>' that ranks the best checkpoints"),
             "mode": Field(str, choices=_choices_from(("max", "min"))),
         },
+        # Off unless asked for: "off" is no hyperparameter choice.
         "early_stopping": {
-            "patience": Field(int, check=non_negative,
+            "patience": Field(int, default=0, check=non_negative,
                               help="evaluations without improvement of checkpoint.monitor "
                                    "before stopping; 0 = never stop early"),
-            "min_delta": Field(float, check=non_negative,
+            "min_delta": Field(float, default=0.0, check=non_negative,
                                help="a smaller change of the monitor is no improvement"),
         },
         "guard": {
-            "skip_nonfinite": Field(bool, help="skip a step with a non-finite loss, gradient "
-                                               "or updated parameters instead of stopping the run"),
+            "skip_nonfinite": Field(bool, default=False,
+                                    help="skip a step with a non-finite loss, gradient or "
+                                         "updated parameters instead of stopping the run"),
             "max_skipped_fraction": Field(float, default=0.5, check=fraction,
                                           help="with skip_nonfinite: stop the run when more "
                                                "than this share of a log window's steps "
@@ -165,36 +167,8 @@ def schema() -> dict[str, Any]:
         },
         "init_from": Field(str, default="", help="a run's workdir whose latest weights start "
                                                  "this run ('' = initialise from the seed)"),
-        "optimizer": {
-            "name": Field(str, choices=_optimizer_names),
-            "learning_rate": Field(float, check=non_negative),
-            "momentum": Field(float, check=fraction),
-            "b1": Field(float, check=fraction),
-            "b2": Field(float, check=fraction),
-            "eps": Field(float, check=positive),
-            "rmsprop_decay": Field(float, check=fraction),
-            "adagrad_initial_accumulator": Field(float, check=non_negative),
-            "weight_decay": Field(float, check=non_negative),
-            "weight_decay_mask": Field(str, choices=_choices_from(("no_bias_no_norm", "all"))),
-            "grad_clip_norm": Field(float, check=non_negative, help="0 = no clipping"),
-            "grad_accum_steps": Field(int, check=positive, help="1 = no accumulation"),
-        },
-        "schedule": {
-            "name": Field(str, choices=_schedule_names),
-            "warmup": Field(str, check=_duration),
-            "boundaries": Field(str, check=_durations, help="piecewise: '32000 steps, 48000 steps'"),
-            "decay_factor": Field(float, check=non_negative),
-            "decay_every": Field(str, check=_duration),
-            "final_lr_factor": Field(float, check=non_negative),
-            "pct_start": Field(float, check=fraction),
-            "div_factor": Field(float, check=positive),
-            "final_div_factor": Field(float, check=positive),
-            "plateau_factor": Field(float, check=fraction),
-            "plateau_patience": Field(int, check=non_negative),
-            "plateau_cooldown": Field(int, check=non_negative),
-            "plateau_rtol": Field(float, check=non_negative),
-            "plateau_accumulation": Field(int, check=positive),
-        },
+        # The fields every optimizer (schedule) reads; the one `name` picks adds its own.
+        **{section: dict(shared) for section, (shared, _) in _members().items()},
         "precision": Field(str, choices=_choices_from(("fp32", "bf16"))),
         "parallel": {
             "backend": Field(str, choices=_choices_from(("pmap", "sharded"))),
@@ -289,9 +263,9 @@ def _article(kind: type) -> str:
     return f"an {kind.__name__}" if kind.__name__[0] in "aeiou" else f"a {kind.__name__}"
 
 
-# Sections whose other keys belong to what they name (the model's or the task's fields,
-# the data source loader's keyword arguments).
-_OPEN = ("model", "task", "data.options")
+# Sections whose other keys belong to what they name (the model's, the task's, the
+# optimizer's or the schedule's fields, the data source loader's keyword arguments).
+_OPEN = ("model", "task", "optimizer", "schedule", "data.options")
 
 
 def _check_task_fields(task: dict[str, Any]) -> None:
@@ -302,13 +276,45 @@ def _check_task_fields(task: dict[str, Any]) -> None:
         if key != "name" and key not in spec:
             raise ConfigError(f"config.task.{key}: unknown field of task {task['name']!r}; "
                               f"valid: {', '.join(sorted(spec)) or 'none'}")
+    _fill_declared("task", task, spec)
+
+
+def _fill_declared(section: str, given: dict[str, Any], spec: Mapping[str, Field]) -> None:
+    """Checks each field of `spec` that `given` holds, fills the default of each it leaves
+    out, and names a missing required one. None stands for a field not pinned (what
+    `with_defaults` leaves where a --config override may set a required field)."""
     for key, field in spec.items():
-        if key in task:
-            task[key] = _check_value(f"task.{key}", field, task[key])
+        if key in given and not (given[key] is None and field.default is _REQUIRED):
+            given[key] = _check_value(f"{section}.{key}", field, given[key])
         elif field.default is _REQUIRED:
-            raise ConfigError(f"config.task.{key}: missing; task {task['name']!r} requires it")
+            raise ConfigError(f"config.{section}.{key}: missing; {section} "
+                              f"{given['name']!r} requires it")
         else:
-            task[key] = field.default
+            given[key] = field.default
+
+
+def not_read(section: str, name: str, key: str) -> str | None:
+    """The one-line error for `config.<section>.<key>` where `section` (optimizer or
+    schedule) names `name`, naming the fields it reads; None when `name` reads `key` or is
+    unknown (the name's own error says so)."""
+    shared, own = _members()[section]
+    if name not in own or key in shared or key in own[name]:
+        return None
+    fields = ", ".join(sorted({*shared, *own[name]}))
+    if any(key in spec for spec in own.values()):
+        return (f"config.{section}.{key}: {section} {name!r} does not read it; its fields: "
+                f"{fields}")
+    return f"config.{section}.{key}: unknown key; fields of {section} {name!r}: {fields}"
+
+
+def _check_member_fields(section: str, given: dict[str, Any]) -> None:
+    """config.optimizer (schedule) holds the shared fields (checked by the schema) and the
+    fields of the one it names: each pinned one checked, each left out filled."""
+    _, own = _members()[section]
+    for key in given:
+        if (problem := not_read(section, given["name"], key)) is not None:
+            raise ConfigError(problem)
+    _fill_declared(section, given, own[given["name"]])
 
 
 def _validate_section(spec: Mapping[str, Any], given: Mapping[str, Any], prefix: str,
@@ -424,11 +430,14 @@ def _check_monitor(config: Mapping[str, Any]) -> None:
 
 
 def validate(config: ml_collections.ConfigDict | Mapping[str, Any]) -> ml_collections.ConfigDict:
-    """Checks every key, type and value; fills non-hyperparameter defaults; returns it locked."""
+    """Checks every key, type and value; fills the defaults (the schema's, and those of the
+    task, optimizer and schedule it names); returns the complete config, locked."""
     given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
     resolved = _validate_section(schema(), given, "")
     _check_model_fields(resolved["model"])
     _check_task_fields(resolved["task"])
+    for section in _members():
+        _check_member_fields(section, resolved[section])
     _check_monitor(resolved)
     data = resolved["data"]
     if data["validation_fraction"] + data["test_fraction"] >= 1:
@@ -460,10 +469,45 @@ def _check_folds(data: Mapping[str, Any]) -> None:
                           f"{data['validation_fraction']}")
 
 
-def with_defaults(config: ml_collections.ConfigDict | Mapping[str, Any]
-                  ) -> ml_collections.ConfigDict:
-    """`config` plus every key it leaves out that has a default (the schema's, and its task's
-    fields'), unchecked: so `--config.KEY=VALUE` can set a key the experiment did not pin."""
+def switch(config: ml_collections.ConfigDict | Mapping[str, Any], section: str, name: str
+           ) -> ml_collections.ConfigDict:
+    """`config` with `config.<section>.name = name` (section: optimizer or schedule). Where
+    that changes the name, the fields the experiment pinned for the one it named are dropped
+    (the shared ones stay), so the new one starts from its own defaults, not from values
+    chosen for another (an Adam's betas, a momentum that would turn RMSprop into something
+    else)."""
+    given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+    pinned = dict(given.get(section) or {})
+    if pinned.get("name") != name:
+        shared, _ = _members()[section]
+        pinned = {key: value for key, value in pinned.items() if key in shared}
+    given[section] = {**pinned, "name": name}
+    return ml_collections.ConfigDict(given)
+
+
+def _named_in(overrides: Sequence[str], section: str) -> str | None:
+    """The last `--config.<section>.name=X` (or `... X`) of command-line `overrides`."""
+    name, flag = None, f"--config.{section}.name"
+    for i, arg in enumerate(overrides):
+        if arg.startswith(flag + "="):
+            name = arg.partition("=")[2]
+        elif arg == flag and i + 1 < len(overrides):
+            name = overrides[i + 1]
+    return name
+
+
+def with_defaults(config: ml_collections.ConfigDict | Mapping[str, Any],
+                  overrides: Sequence[str] = ()) -> ml_collections.ConfigDict:
+    """`config` plus every key it leaves out that has a default (the schema's, and the
+    fields of its task, optimizer and schedule), unchecked: so `--config.KEY=VALUE` can set a
+    key the experiment did not pin. `overrides`: the command line's `--config.*` arguments;
+    a `--config.optimizer.name=X` (or schedule) there switches the section to X first (see
+    `switch`), so X's fields are the ones filled and settable. A required field of the
+    optimizer or schedule is left as None of its type, for an override to set (`validate`
+    names it when none does)."""
+    for section in _members():
+        if (name := _named_in(overrides, section)) is not None:
+            config = switch(config, section, name)
     given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
 
     def fill(spec: Mapping[str, Any], section: dict[str, Any]) -> None:
@@ -484,6 +528,15 @@ def with_defaults(config: ml_collections.ConfigDict | Mapping[str, Any]
     for key, field in spec.items():
         if key not in task and field.default is not _REQUIRED:
             task[key] = field.default
+    for section, (_, own) in _members().items():
+        pinned = given.get(section)
+        if not isinstance(pinned, dict) or pinned.get("name") not in own:
+            continue  # an unknown name: validate says so later
+        for key, field in own[pinned["name"]].items():
+            if key not in pinned:
+                typed = field.kind if isinstance(field.kind, type) else object
+                pinned[key] = (ml_collections.FieldReference(None, field_type=typed)
+                               if field.default is _REQUIRED else field.default)
     return ml_collections.ConfigDict(given)
 
 
@@ -510,6 +563,8 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: st
         if path in RESUMABLE_CHANGES:
             continue
         a, b = saved.get(key), current.get(key)
+        if key not in current and prefix in ("optimizer.", "schedule."):
+            continue  # a field the old flat layout recorded though the optimizer never read it
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             out += differences(a, b, path + ".")
         elif _jsonable(a) != _jsonable(b):

@@ -62,10 +62,22 @@ def make_config(experiment: str = "digits_cnn", **overrides):
 
     from jaxdl import config as config_lib
     config = importlib.import_module(f"experiments.{experiment}").get_config()
+    return config_lib.validate(override(config, overrides))
+
+
+def override(config, overrides: dict):
+    """`config` with dotted-key overrides. A new optimizer or schedule name switches that
+    section first, as on the command line."""
+    from jaxdl import config as config_lib
+    for section in ("optimizer", "schedule"):
+        if f"{section}.name" in overrides:
+            config = config_lib.switch(config, section, overrides[f"{section}.name"])
     for dotted, value in overrides.items():
         section = config
         *parents, leaf = dotted.split(".")
         for name in parents:
+            if name not in section:  # a section the experiment leaves to its defaults
+                section[name] = {}
             section = section[name]
         section[leaf] = value
-    return config_lib.validate(config)
+    return config

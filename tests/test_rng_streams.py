@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import make_config
+from conftest import make_config, override
 from experiments import digits_cnn
 from jaxdl import config as config_lib
 from jaxdl.models import layers
@@ -86,12 +86,7 @@ def _make_user_config(name, fields, **overrides):
     """digits_cnn's config training the model `user_models.<name>` with `fields`."""
     config = digits_cnn.get_config()
     config.model = {"name": f"user_models:{name}", **fields}
-    for dotted, value in {**PLAIN, **overrides}.items():
-        section, (*parents, leaf) = config, dotted.split(".")
-        for part in parents:
-            section = section[part]
-        section[leaf] = value
-    return config_lib.validate(config)
+    return config_lib.validate(override(config, {**PLAIN, **overrides}))
 
 
 @pytest.mark.parametrize("name, fields", [

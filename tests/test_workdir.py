@@ -274,12 +274,14 @@ def test_a_finished_run_is_extended_from_its_checkpoint(finished_run, cache, tmp
 def test_extension_refused_for_a_schedule_shaped_by_the_run_length(
         schedule, finished_run, tmp_path, capsys):
     workdir = copy_of(finished_run, tmp_path / "run")
+    no_warmup = {"schedule.warmup": "0 steps"} if "warmup" in optim.SCHEDULE_FIELDS[schedule] \
+        else {}
+    longer = make_config(**{"train.duration": "2 epochs", "schedule.name": schedule,
+                            **no_warmup})
     saved = json.loads((workdir / "config.json").read_text())
-    saved["config"]["schedule"]["name"] = schedule  # as if the run had trained with it
+    saved["config"]["schedule"] = longer.schedule.to_dict()  # as if the run had trained with it
     (workdir / "config.json").write_text(json.dumps(saved))
     before = snapshot(workdir)
-    longer = make_config(**{"train.duration": "2 epochs", "schedule.name": schedule,
-                            "schedule.warmup": "0 steps"})
     err = check_workdir_refuses(capsys, workdir, longer, overwrite=False)
     assert f"config.schedule.name={schedule!r}" in err and "cannot be extended" in err
     assert snapshot(workdir) == before

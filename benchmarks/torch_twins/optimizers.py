@@ -22,7 +22,7 @@ def make_schedule(schedule: Mapping[str, Any], total_updates: int, to_updates=No
             if unit not in ("step", "steps"):
                 raise UnsupportedConfig(f"schedule duration {text!r}: give it in steps")
             return int(amount)
-    warmup = to_updates(schedule["warmup"])
+    warmup = to_updates(schedule["warmup"]) if "warmup" in schedule else 0  # one_cycle: none
 
     def cosine(decay: int, alpha: float):
         def factor(count: int) -> float:

@@ -1,11 +1,16 @@
-"""Optimizer and learning-rate schedule construction from config sections.
+"""Optimizers and learning-rate schedules: the config fields each one reads, and their
+construction from the validated `optimizer` / `schedule` config sections.
 
-Every number comes from the `opt` / `sched` config sections; this module holds
-no defaults of its own.
+Each optimizer and each schedule declares its own fields (`OPTIMIZER_FIELDS`,
+`SCHEDULE_FIELDS`) beside the fields every one of them reads (`SHARED_OPTIMIZER_FIELDS`,
+`SHARED_SCHEDULE_FIELDS`). Validation (`jaxdl.config`) requires or fills exactly those and
+refuses a field the named optimizer or schedule does not read. A default here is optax's own
+default of that argument (read from its signature, so no number is restated) or "off".
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -15,22 +20,138 @@ import ml_collections
 import optax
 import optax.contrib
 
+from jaxdl.schema import Field, duration, durations, fraction, non_negative, positive
+
 Schedule = Callable[[int], Any]
 
-OPTIMIZERS = ('sgd', 'momentum', 'nesterov', 'adam', 'adamw', 'adagrad', 'rmsprop')
-SCHEDULES = (
-    'constant',
-    'piecewise',
-    'exponential',
-    'cosine',
-    'warmup_cosine',
-    'one_cycle',
-    'plateau',
-)
 # Schedules whose shape is set by the run's length (they decay to its last update): a
 # longer run would change the learning rate of every step already taken.
 SCHEDULES_SHAPED_BY_TOTAL = ('cosine', 'warmup_cosine', 'one_cycle')
 WEIGHT_DECAY_MASKS = ('no_bias_no_norm', 'all')
+
+
+def _optax_default(fn: Callable[..., Any], argument: str) -> Any:
+    """The default optax gives `argument` of `fn` (the published value, e.g. adam's b1)."""
+    default = inspect.signature(fn).parameters[argument].default
+    if default is inspect.Parameter.empty:  # an optax that no longer has one: say so at import
+        raise TypeError(f'optax.{fn.__name__} has no default for {argument!r}')
+    return default
+
+
+# --- the fields each optimizer reads ---------------------------------------------------------
+
+# Read by every optimizer. A new shared knob is one more entry here.
+SHARED_OPTIMIZER_FIELDS: dict[str, Field] = {
+    'name': Field(str, choices=lambda: OPTIMIZERS),
+    'learning_rate': Field(float, check=non_negative, help='peak learning rate of the schedule'),
+    # Off unless asked for: "off" is no hyperparameter choice.
+    'weight_decay': Field(float, default=0.0, check=non_negative,
+                          help='coupled L2 before the optimizer (decoupled for adamw); 0 = off'),
+    'weight_decay_mask': Field(str, default='no_bias_no_norm', choices=WEIGHT_DECAY_MASKS,
+                               help="which parameters decay: 'no_bias_no_norm' (the leaves "
+                                    "with ndim > 1) or 'all'"),
+    'grad_clip_norm': Field(float, default=0.0, check=non_negative,
+                            help='clip the global gradient norm to this; 0 = no clipping'),
+    'grad_accum_steps': Field(int, default=1, check=positive,
+                              help='micro-batches summed into one update; 1 = no accumulation'),
+}
+
+
+def _momentum(**default) -> Field:
+    return Field(float, check=fraction, help='decay of the velocity trace', **default)
+
+
+def _adam_fields(fn) -> dict[str, Field]:
+    return {
+        'b1': Field(float, default=_optax_default(fn, 'b1'), check=fraction,
+                    help='decay of the first-moment average'),
+        'b2': Field(float, default=_optax_default(fn, 'b2'), check=fraction,
+                    help='decay of the second-moment average'),
+        'eps': Field(float, default=_optax_default(fn, 'eps'), check=positive,
+                     help='added to the root of the second moment'),
+    }
+
+
+# Each optimizer's own fields: what `_base_optimizer` reads besides the shared ones.
+OPTIMIZER_FIELDS: dict[str, dict[str, Field]] = {
+    'sgd': {},
+    # optax has no default momentum (None = plain SGD): an experiment names its value.
+    'momentum': {'momentum': _momentum()},
+    'nesterov': {'momentum': _momentum()},
+    'adam': _adam_fields(optax.adam),
+    'adamw': _adam_fields(optax.adamw),
+    'adagrad': {
+        'adagrad_initial_accumulator': Field(
+            float, default=_optax_default(optax.adagrad, 'initial_accumulator_value'),
+            check=non_negative, help='starting value of the squared-gradient sum'),
+        'eps': Field(float, default=_optax_default(optax.adagrad, 'eps'), check=positive),
+    },
+    'rmsprop': {
+        'rmsprop_decay': Field(float, default=_optax_default(optax.rmsprop, 'decay'),
+                               check=fraction, help='decay of the squared-gradient average'),
+        'eps': Field(float, default=_optax_default(optax.rmsprop, 'eps'), check=positive),
+        'momentum': _momentum(default=0.0),  # 0 = plain RMSprop (optax's None)
+    },
+}
+OPTIMIZERS = tuple(OPTIMIZER_FIELDS)
+
+# --- the fields each schedule reads ----------------------------------------------------------
+
+SHARED_SCHEDULE_FIELDS: dict[str, Field] = {
+    'name': Field(str, choices=lambda: SCHEDULES),
+}
+_WARMUP_HELP = 'linear ramp from 0 to the learning rate, e.g. "1 epoch"'
+# A schedule that may start with a warmup has none unless asked for.
+_WARMUP = Field(str, default='0 steps', check=duration, help=_WARMUP_HELP)
+_FINAL_LR_FACTOR = Field(float, default=_optax_default(optax.cosine_decay_schedule, 'alpha'),
+                         check=non_negative, help='the last learning rate, as a factor of the peak')
+_DECAY_FACTOR = Field(float, check=non_negative, help='the learning rate is multiplied by this')
+_PLATEAU = optax.contrib.reduce_on_plateau
+
+# Each schedule's own fields: what `make_schedule` (and the plateau transform) reads.
+SCHEDULE_FIELDS: dict[str, dict[str, Field]] = {
+    'constant': {'warmup': _WARMUP},
+    'piecewise': {
+        'warmup': _WARMUP,
+        'boundaries': Field(str, check=durations,
+                            help="absolute update counts, e.g. '32000 steps, 48000 steps'"),
+        'decay_factor': _DECAY_FACTOR,
+    },
+    'exponential': {
+        'warmup': _WARMUP,
+        'decay_every': Field(str, check=duration, help='the span of one decay_factor'),
+        'decay_factor': _DECAY_FACTOR,
+    },
+    'cosine': {'warmup': _WARMUP, 'final_lr_factor': _FINAL_LR_FACTOR},
+    # The warmup is what this schedule is named for: an experiment gives its length.
+    'warmup_cosine': {'warmup': Field(str, check=duration, help=_WARMUP_HELP),
+                      'final_lr_factor': _FINAL_LR_FACTOR},
+    # one_cycle has its own ramp (pct_start), so no warmup.
+    'one_cycle': {
+        key: Field(float, default=_optax_default(optax.cosine_onecycle_schedule, key),
+                   check=check, help=text)
+        for key, check, text in (
+            ('pct_start', fraction, 'share of the run spent rising to the peak'),
+            ('div_factor', positive, 'the first learning rate is the peak / div_factor'),
+            ('final_div_factor', positive, 'the last is the first / final_div_factor'))
+    },
+    'plateau': {
+        'warmup': _WARMUP,
+        'plateau_factor': Field(float, default=_optax_default(_PLATEAU, 'factor'),
+                                check=fraction, help='the scale is multiplied by this'),
+        'plateau_patience': Field(int, default=_optax_default(_PLATEAU, 'patience'),
+                                  check=non_negative,
+                                  help='evaluations without improvement before a reduction'),
+        'plateau_cooldown': Field(int, default=_optax_default(_PLATEAU, 'cooldown'),
+                                  check=non_negative,
+                                  help='evaluations after a reduction before counting again'),
+        'plateau_rtol': Field(float, default=_optax_default(_PLATEAU, 'rtol'),
+                              check=non_negative, help='a smaller relative change is no improvement'),
+        'plateau_accumulation': Field(int, default=_optax_default(_PLATEAU, 'accumulation_size'),
+                                      check=positive, help='evaluations averaged per observation'),
+    },
+}
+SCHEDULES = tuple(SCHEDULE_FIELDS)
 
 
 def _check_name(kind: str, name: str, valid: tuple[str, ...]) -> None:
@@ -54,7 +175,7 @@ def make_schedule(
     name = sched.name
     _check_name('schedule', name, SCHEDULES)
     lr = learning_rate
-    warmup = int(to_updates(sched.warmup))
+    warmup = int(to_updates(sched.warmup)) if 'warmup' in SCHEDULE_FIELDS[name] else 0
 
     if name == 'warmup_cosine':
         # optax raises when the warmup leaves no decay steps (tiny runs); keep one
@@ -67,12 +188,6 @@ def make_schedule(
             end_value=lr * sched.final_lr_factor,
         )
     if name == 'one_cycle':
-        if warmup > 0:
-            # one_cycle has its own ramp (pct_start); a second warmup is a config error.
-            raise ValueError(
-                f'config.schedule.warmup={sched.warmup!r}: schedule one_cycle has its own '
-                f"warmup (config.schedule.pct_start); set config.schedule.warmup='0 steps'"
-            )
         return optax.cosine_onecycle_schedule(
             transition_steps=total_updates,
             peak_value=lr,
