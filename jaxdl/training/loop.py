@@ -16,7 +16,7 @@ from typing import Any
 
 from jaxdl import runs
 from jaxdl.training.build import (EVAL_SPLITS, TEST, TRAIN, Plan, Trainer,  # noqa: F401
-                                  build, is_test, load_splits)
+                                  build, load_splits)
 from jaxdl.training.context import open_run, truncate_metrics
 from jaxdl.training.errors import (CheckpointWriteError, NonFiniteError,  # noqa: F401
                                    OutOfMemoryError, RunInterrupted, explain_out_of_memory)
