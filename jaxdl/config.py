@@ -22,6 +22,7 @@ import ml_collections
 from jaxdl.schema import (REQUIRED, Clock, ConfigError, Field, fraction,  # noqa: F401
                           non_negative, optional, positive)
 from jaxdl.schema import duration as _duration
+from jaxdl.schema import interval as _interval
 
 _REQUIRED = REQUIRED
 
@@ -142,7 +143,9 @@ def schema() -> dict[str, Any]:
                                           "(default: once, at the end)"),
         },
         "checkpoint": {
-            "every": Field(str, check=_duration, help="'0 steps' = only at the end and on a signal"),
+            "every": Field(str, check=_interval,
+                           help="steps, epochs, or wall time ('10 minutes'); '0 steps' = only "
+                                "at the end and on a signal"),
             "keep_last": Field(int, check=positive),
             "keep_best": Field(int, check=non_negative),
             "monitor": Field(str, help="'<split>/<metric>' that ranks the best checkpoints"),
@@ -183,6 +186,9 @@ def schema() -> dict[str, Any]:
             "tensorboard": Field(bool, default=True),
             "progress": Field(bool, default=True),
             "plot": Field(bool, default=True),
+            "profile_steps": Field(str, default="", check=_profile_steps,
+                                   help="'START:END': a jax.profiler trace of train steps "
+                                        "START..END in <workdir>/plugins/profile; '' = off"),
         },
     }
 
@@ -409,6 +415,22 @@ def _check_model_fields(model: dict[str, Any]) -> None:
                                              model[field.name])
 
 
+def _profile_steps(value) -> str | None:
+    """'' or 'START:END', 1 <= START <= END (the run's length is checked once known)."""
+    if value == "":
+        return None
+    start, colon, end = value.partition(":")
+    if not (colon and start.strip().isdigit() and end.strip().isdigit()):
+        return "write 'START:END' (train steps, e.g. '10:20') or '' for no profile"
+    if not 1 <= int(start) <= int(end):
+        return "needs 1 <= START <= END"
+    return None
+
+
+# The eval splits of the EMA weights are named '<split>_ema' (validation_ema, test_ema).
+EMA_SUFFIX = "_ema"
+
+
 def _check_monitor(config: Mapping[str, Any]) -> None:
     """`checkpoint.monitor` names an eval split and a metric the task reports there. (Whether
     the split has rows is known once the data is loaded: the run checks that before it
@@ -419,6 +441,12 @@ def _check_monitor(config: Mapping[str, Any]) -> None:
     names = tasks.metric_names(task["name"], task)
     valid = ", ".join(f"{split}/{name}" for split in EVAL_SPLITS for name in names)
     split, _, metric = monitor.partition("/")
+    if split.endswith(EMA_SUFFIX) and split[:-len(EMA_SUFFIX)] in EVAL_SPLITS:
+        if not config["optimizer"]["ema_decay"] > 0:
+            raise ConfigError(f"config.checkpoint.monitor={monitor!r} names the EMA weights, "
+                              "which config.optimizer.ema_decay=0.0 turns off; set ema_decay "
+                              f"> 0 or monitor {split[:-len(EMA_SUFFIX)]}/{metric}")
+        split = split[:-len(EMA_SUFFIX)]
     if split not in EVAL_SPLITS or not metric:
         raise ConfigError(f"config.checkpoint.monitor={monitor!r}: write '<eval split>/"
                           f"<metric>'; valid: {valid}")

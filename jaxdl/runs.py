@@ -29,6 +29,9 @@ CURVES_FILENAME = "curves.png"
 PREVIEW_FILENAME = "augmentation_preview.png"
 TENSORBOARD_DIRNAME = "tensorboard"
 CHECKPOINTS_DIRNAME = "checkpoints"
+# jax.profiler traces (logging.profile_steps): TensorBoard's profile plugin and xprof list
+# <this>/plugins/profile/<run>/<host>.xplane.pb; open with --logdir=<workdir>/profile.
+PROFILE_DIRNAME = "profile"
 # What tasks write after an evaluation (`Task.on_eval`).
 CONFUSION_JSON = "confusion_matrix.json"
 CONFUSION_PNG = "confusion_matrix.png"
@@ -43,7 +46,7 @@ IMAGES_DIRNAME = "images"  # autoencoders: reconstructions, samples, embeddings 
 # nothing else. A new file a run writes must be named here.
 RUN_ENTRIES = frozenset({
     CONFIG_FILENAME, ENV_FILENAME, METRICS_FILENAME, SUMMARY_FILENAME, SUMMARY_TMP_FILENAME,
-    CURVES_FILENAME, PREVIEW_FILENAME, TENSORBOARD_DIRNAME, CHECKPOINTS_DIRNAME,
+    CURVES_FILENAME, PREVIEW_FILENAME, TENSORBOARD_DIRNAME, CHECKPOINTS_DIRNAME, PROFILE_DIRNAME,
     CONFUSION_JSON, CONFUSION_PNG, MISCLASSIFIED_PNG, HYDROGRAPH_PNG, SAMPLES_TXT, SAMPLES_PNG,
     SAMPLES_DIRNAME, IMAGES_DIRNAME})
 
@@ -64,6 +67,11 @@ class RunDir:
     @property
     def summary(self) -> Path:
         return self.path / SUMMARY_FILENAME
+
+    @property
+    def profile(self) -> Path:
+        """Where jax.profiler writes its traces (the directory given to start_trace)."""
+        return self.path / PROFILE_DIRNAME
 
     def looks_like_run(self) -> bool:
         """A run writes its config.json and metrics.jsonl first of all."""

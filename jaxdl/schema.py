@@ -103,6 +103,32 @@ def durations(value) -> str | None:
     return None
 
 
+_SECONDS = {"s": 1.0, "sec": 1.0, "second": 1.0, "seconds": 1.0, "min": 60.0, "minute": 60.0,
+            "minutes": 60.0, "h": 3600.0, "hour": 3600.0, "hours": 3600.0}
+
+
+def parse_interval(text: str) -> tuple[float, str]:
+    """(amount, unit) of a cadence that may also be wall time: '10 minutes' -> (600.0,
+    'seconds'), '30 s' -> (30.0, 'seconds'); anything else as `parse_duration`."""
+    match = _DURATION.match(text) if isinstance(text, str) else None
+    if match and match.group(2).lower() in _SECONDS:
+        return float(match.group(1)) * _SECONDS[match.group(2).lower()], "seconds"
+    try:
+        return parse_duration(text)
+    except ConfigError:
+        raise ConfigError(f"cannot read interval {text!r}; write '<number> steps|epochs|"
+                          "examples' or wall time '<number> s|minutes|hours'") from None
+
+
+def interval(value) -> str | None:
+    """The check of a cadence key that also takes wall time ('10 minutes')."""
+    try:
+        parse_interval(value)
+    except ConfigError as e:
+        return str(e)
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Clock:
     """Converts durations into steps once, from the epoch length and the global batch."""

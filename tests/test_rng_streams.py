@@ -127,7 +127,7 @@ def _masks_under_pmap(steps, devices=4, per_device=2):
     """Dropout masks as the train step draws them under pmap: the step's key, and each
     device's rows of the global batch. [step, global row, units]."""
     state = TrainState(step=jnp.zeros((), jnp.int32), params={}, model_state={}, opt_state=(),
-                       rng=jax.random.PRNGKey(7), monitor=jnp.float32(jnp.nan))
+                       rng=jax.random.PRNGKey(7))
 
     def masks(step):
         rows = example_rows({"mask": jnp.ones(per_device)}, "data")

@@ -143,7 +143,7 @@ class Task(abc.ABC):
 
     def learn(self, tx: optax.GradientTransformation, params, model_state, opt_state,
               batch: Mapping[str, jax.Array], mask: jax.Array, rng: jax.Array, *,
-              monitor: jax.Array, reduce: Callable) -> Learned:
+              reduce: Callable) -> Learned:
         """One update from `batch`: the gradient of the masked mean loss, averaged over
         devices by `reduce` (identity under the sharded backend), applied by `tx`.
 
@@ -161,7 +161,7 @@ class Task(abc.ABC):
         (_, (values, new_model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             params)
         grads = reduce(grads)
-        updates, opt_state = tx.update(grads, opt_state, params, value=monitor)
+        updates, opt_state = tx.update(grads, opt_state, params)
         return Learned(params=optax.apply_updates(params, updates),
                        model_state=new_model_state, opt_state=opt_state, values=values,
                        grads=grads, updates=updates)

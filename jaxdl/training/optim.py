@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +54,9 @@ SHARED_OPTIMIZER_FIELDS: dict[str, Field] = {
                             help='clip the global gradient norm to this; 0 = no clipping'),
     'grad_accum_steps': Field(int, default=1, check=positive,
                               help='micro-batches summed into one update; 1 = no accumulation'),
+    'ema_decay': Field(float, default=0.0, check=fraction,
+                       help="keep an exponential moving average of the weights with this decay "
+                            "and evaluate it too (split '<name>_ema'); 0 = off"),
 }
 
 
@@ -295,7 +298,7 @@ def observe_when_given(plateau: optax.GradientTransformationExtraArgs):
     """reduce_on_plateau that counts only real observations: `value=NaN` (no new evaluation
     since the last step) scales the updates by the current factor and leaves the plateau's
     state alone, so patience is counted in evaluations of the monitored metric, not in
-    steps. The training loop hands each monitored evaluation to the next step."""
+    steps. `observed` hands it each monitored evaluation, at the next step."""
 
     def update(updates, state, params=None, *, value, **extra):
         del extra
@@ -309,6 +312,47 @@ def observe_when_given(plateau: optax.GradientTransformationExtraArgs):
     return optax.GradientTransformationExtraArgs(plateau.init, update)
 
 
+class ObservedState(NamedTuple):
+    """The state of `observed`: the last monitored value handed to the optimizer (NaN when
+    none arrived since the last update) and the wrapped transformation's state."""
+
+    value: jax.Array
+    inner: Any
+
+
+def observed(inner: optax.GradientTransformationExtraArgs) -> optax.GradientTransformationExtraArgs:
+    """Feeds `inner` (reduce_on_plateau) the value `observe` put in the optimizer state,
+    then clears it: the monitored metric reaches optax through the state, which is
+    checkpointed with the rest, so neither the train state nor the task's update knows of it."""
+
+    def init(params):
+        return ObservedState(value=jnp.full((), jnp.nan, jnp.float32), inner=inner.init(params))
+
+    def update(updates, state, params=None, **extra):
+        # optax's own way, `tx.update(..., value=v)`, still works and wins.
+        value = extra.get("value", state.value)
+        updates, inner_state = inner.update(updates, state.inner, params, value=value)
+        return updates, ObservedState(value=jnp.full_like(state.value, jnp.nan),
+                                      inner=inner_state)
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+def observe(opt_state, value, place: Callable[[Any], Any] = jnp.asarray):
+    """`opt_state` with `value` (lower is better) waiting in every `observed`
+    transformation for its next update. `place(value)` puts one copy where the state lives
+    (the backend's `put_state` for a state on the devices), a new one for each."""
+    is_observed = lambda x: isinstance(x, ObservedState)
+    return jax.tree.map(lambda x: x._replace(value=place(value)) if is_observed(x) else x,
+                        opt_state, is_leaf=is_observed)
+
+
+def observes(opt_state) -> bool:
+    """Whether `opt_state` holds an `observed` transformation (a plateau schedule)."""
+    is_observed = lambda x: isinstance(x, ObservedState)
+    return any(map(is_observed, jax.tree.leaves(opt_state, is_leaf=is_observed)))
+
+
 def make_optimizer(
     opt: ml_collections.ConfigDict,
     sched: ml_collections.ConfigDict,
@@ -316,7 +360,8 @@ def make_optimizer(
     total_updates: int,
     to_updates: Callable[[str], int],
 ) -> tuple[optax.GradientTransformationExtraArgs, Schedule]:
-    """Returns (tx, schedule_fn); call `tx.update(grads, state, params, value=loss)`."""
+    """Returns (tx, schedule_fn). A plateau schedule observes the value `observe` puts in
+    the optimizer state."""
     _check_name('optimizer', opt.name, OPTIMIZERS)
     _check_name('schedule', sched.name, SCHEDULES)
     mask = _decay_mask(opt.weight_decay_mask)
@@ -334,7 +379,7 @@ def make_optimizer(
     parts.append(optax.inject_hyperparams(_base_optimizer(opt, mask))(learning_rate=schedule))
     if sched.name == 'plateau':
         # After the optimizer so its scale multiplies the final update (i.e. the lr).
-        parts.append(
+        parts.append(observed(
             observe_when_given(
                 optax.contrib.reduce_on_plateau(
                     factor=sched.plateau_factor,
@@ -344,8 +389,7 @@ def make_optimizer(
                     accumulation_size=sched.plateau_accumulation,
                 )
             )
-        )
-    # chain drops extra args (value=) for members that do not take them.
+        ))
     tx = optax.chain(*parts)
 
     if opt.grad_accum_steps > 1:

@@ -52,8 +52,15 @@ def _masked_sums(values: dict[str, jax.Array], mask: jax.Array) -> dict[str, jax
     return sums
 
 
+def ema_update(ema_params, params, decay: float):
+    """One step of the exponential moving average: decay * ema + (1 - decay) * params."""
+    return jax.tree.map(lambda e, p: (decay * e + (1.0 - decay) * p).astype(e.dtype),
+                        ema_params, params)
+
+
 def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | None,
-                    skip_nonfinite: bool, augmentation: tuple = ()) -> Callable:
+                    skip_nonfinite: bool, augmentation: tuple = (),
+                    ema_decay: float = 0.0) -> Callable:
     """`train_step(state, batch) -> (state, metrics)`.
 
     metrics: `sums` (per-example values summed, with `count`) to be merged over steps then
@@ -61,7 +68,9 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
     rate, and `finite` (1 when the loss, the gradient norm and the updated parameters are
     finite). With
     `skip_nonfinite` a non-finite step leaves parameters, optimizer and model state as they
-    were (the step counter still advances, so the next batch is drawn).
+    were (the step counter still advances, so the next batch is drawn). With `ema_decay`
+    > 0 the state's `ema_params` follow the kept parameters (`ema_update`): the parameters
+    are the same on every device, so the average is too.
     """
 
     def train_step(state: TrainState, batch):
@@ -78,7 +87,7 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
         reduce = ((lambda tree: lax.pmean(tree, axis_name)) if axis_name is not None
                   else (lambda tree: tree))
         learned = task.learn(tx, state.params, state.model_state, state.opt_state, batch,
-                             mask, rng, monitor=state.monitor, reduce=reduce)
+                             mask, rng, reduce=reduce)
         values, updates = learned.values, learned.updates
         sums = _masked_sums(values, mask)
         if axis_name is not None:
@@ -96,8 +105,10 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
             learned = jax.tree.map(lambda new, old: jnp.where(finite, new, old), learned, kept)
         params, model_state, opt_state = learned
         new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
-                                  opt_state=opt_state,
-                                  monitor=jnp.full_like(state.monitor, jnp.nan))
+                                  opt_state=opt_state)
+        if ema_decay > 0:  # a skipped step kept the parameters, so the average stays too
+            new_state = new_state.replace(
+                ema_params=ema_update(state.ema_params, params, ema_decay))
         scalars = {
             "grad_norm": grad_norm,
             "param_norm": global_norm(params),
