@@ -26,7 +26,7 @@ def test_load_config_is_the_experiments_validated_config_with_overrides():
 @pytest.mark.parametrize("experiment, overrides, match", [
     ("no_such_experiment", [], "no experiment 'no_such_experiment'"),
     ("digits_cnn", ["--config.optimizer.no_such_key=1"],
-     r"config.optimizer.no_such_key: unknown key; fields of optimizer 'adam': b1, b2, eps"),
+     r"config.optimizer.no_such_key: unknown key; fields of optimizer 'adam': b1, b2, ema_decay, eps"),
     ("digits_cnn", ["--seed=1"], "--seed=1: overrides are --config.KEY=VALUE"),
     ("digits_cnn", ["--config.data.batch_size=0"], "batch_size"),
 ])

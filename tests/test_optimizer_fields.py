@@ -87,13 +87,13 @@ def test_a_switched_schedule_takes_its_required_fields_from_the_command_line():
 @pytest.mark.parametrize("section, key, value, message", [
     ("optimizer", "rmsprop_decay", 0.9,
      r"^config\.optimizer\.rmsprop_decay: optimizer 'adam' does not read it; its fields: b1, "
-     r"b2, eps, grad_accum_steps, grad_clip_norm, learning_rate, name, weight_decay, "
+     r"b2, ema_decay, eps, grad_accum_steps, grad_clip_norm, learning_rate, name, weight_decay, "
      r"weight_decay_mask$"),
     ("schedule", "plateau_patience", 10,
      r"^config\.schedule\.plateau_patience: schedule 'warmup_cosine' does not read it; its "
      r"fields: final_lr_factor, name, warmup$"),
     ("optimizer", "lr", 0.1,
-     r"^config\.optimizer\.lr: unknown key; fields of optimizer 'adam': b1, b2, eps, "),
+     r"^config\.optimizer\.lr: unknown key; fields of optimizer 'adam': b1, b2, ema_decay, eps, "),
 ])
 def test_a_field_the_named_one_does_not_read_is_refused(section, key, value, message):
     config = digits_cnn.get_config()
@@ -110,7 +110,7 @@ def test_the_command_line_refuses_an_unread_field_in_one_line(tmp_path):
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]
     assert last == ("error: config.optimizer.b1: optimizer 'sgd' does not read it; its fields: "
-                    "grad_accum_steps, grad_clip_norm, learning_rate, name, weight_decay, "
+                    "ema_decay, grad_accum_steps, grad_clip_norm, learning_rate, name, weight_decay, "
                     "weight_decay_mask")
     assert not workdir.exists()
 
