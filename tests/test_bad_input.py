@@ -486,7 +486,14 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
+# The cases that train to a checkpoint first are in the slow tier (each 10-30 s of CPU).
+SLOW_CASES = {"disk_full_after_a_checkpoint", "disk_full_first_checkpoint",
+              "checkpoint_of_another_model", "workdir_holds_another_run"}
+
+
+@pytest.mark.parametrize("case", [
+    pytest.param(case, id=case.id, marks=[pytest.mark.slow] if case.id in SLOW_CASES else [])
+    for case in CASES])
 def test_bad_input(case: Case, tmp_path: Path, cache: Path, request):
     ctx = Ctx(tmp=tmp_path, workdir=tmp_path / "run", cache=cache, request=request)
     if case.custom is not None:

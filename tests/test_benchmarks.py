@@ -28,6 +28,7 @@ def _env() -> dict[str, str]:
 
 
 @pytest.mark.parametrize("backend", ["pmap", "sharded"])
+@pytest.mark.slow
 def test_step_throughput_tiny(backend, tmp_path):
     out = tmp_path / "bench.jsonl"
     result = subprocess.run(

@@ -3,6 +3,7 @@
 import json
 import os
 
+import pytest
 from conftest import run_cli
 from jaxdl.training import environment
 from jaxdl.training.writers import read_metrics
@@ -20,6 +21,7 @@ def _train(workdir, *flags):
     return values, json.loads((workdir / "env.json").read_text())
 
 
+@pytest.mark.slow
 def test_deterministic_is_recorded_in_env_json(tmp_path):
     """What the flag sets is in env.json. (Reruns are identical on CPU with or without it,
     test_experiments.py::test_same_config_gives_identical_metrics; its seeding of Python's

@@ -130,6 +130,7 @@ def test_out_of_memory_names_the_sizes_that_decide_it():
             raise jax.errors.JaxRuntimeError("INTERNAL: something else")
 
 
+@pytest.mark.slow
 def test_augmentation_runs_in_the_train_step_only():
     """lr 0 and no dropout: the loss of a step that flips every image equals the plain
     model's loss on flipped images; evaluation does not flip."""

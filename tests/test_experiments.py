@@ -21,6 +21,7 @@ def _values(records):
 
 
 @pytest.mark.parametrize("module", EXPERIMENTS)
+@pytest.mark.slow
 def test_experiment_runs_end_to_end(module, tmp_path, repo):
     workdir = tmp_path / "run"
     relative = os.path.relpath(workdir, repo)  # as `make run` passes it: relative to the repo
@@ -64,6 +65,7 @@ def test_experiment_runs_end_to_end(module, tmp_path, repo):
     assert summary["train_examples_per_second"] > 0
 
 
+@pytest.mark.slow
 def test_same_config_gives_identical_metrics(tmp_path):
     """Reproducible on CPU: dropout on, two runs, the same values in every logged line."""
     runs = []
@@ -76,6 +78,7 @@ def test_same_config_gives_identical_metrics(tmp_path):
     assert runs[0] == runs[1]
 
 
+@pytest.mark.slow
 def test_default_experiment_reaches_its_target(tmp_path):
     """What `make run` runs, unshrunk: the documented >= 98% test accuracy."""
     result = run_cli("experiments.digits_cnn", f"--workdir={tmp_path / 'run'}",
@@ -101,6 +104,7 @@ class TinyMLP(nn.Module):
 '''
 
 
+@pytest.mark.slow
 def test_a_model_from_the_users_own_file_trains(tmp_path, monkeypatch):
     """The README's bring-your-own-model example, through the CLI, without editing jaxdl."""
     (tmp_path / "my_models.py").write_text(MY_MODEL)

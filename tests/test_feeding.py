@@ -117,6 +117,7 @@ def test_device_feed_refuses_a_lazily_read_split():
     assert isinstance(lazy, feeding.HostFeed) and isinstance(in_memory, feeding.DeviceFeed)
 
 
+@pytest.mark.slow
 def test_host_and_device_pipelines_train_the_same_run(tmp_path):
     shrink = {"train.duration": "12 steps", "train.eval_every": "6 steps",
               "train.log_every": "3 steps", "logging.progress": False,

@@ -221,6 +221,7 @@ def _classifier_run(workdir):
     saver.close()
 
 
+@pytest.mark.slow
 def test_mnist_dcgan_end_to_end_on_digits_with_a_classifier(tmp_path):
     """A digits CNN scores a shrunken mnist_dcgan run (pmap over 2 devices): the Fréchet
     distance is in every eval record and is the best-checkpoint monitor, and the sample

@@ -50,6 +50,7 @@ DIVERGE = {"optimizer.name": "sgd", "optimizer.learning_rate": 1e30, "schedule.n
            "schedule.warmup": "0 steps", "train.duration": "2 epochs"}
 
 
+@pytest.mark.slow
 def test_a_non_finite_step_stops_the_run_naming_it_and_keeps_good_checkpoints(tmp_path):
     # Checkpointing every step, a diverging run must stop at its first bad step and save
     # nothing from that step on.
@@ -171,6 +172,7 @@ def test_a_skipped_step_leaves_the_state_unchanged():
                                                         jax.tree.leaves(moved)))
 
 
+@pytest.mark.slow
 def test_init_from_loads_matching_weights_and_reports_the_rest(tmp_path):
     _train(tmp_path / "source", **{"train.duration": "1 epoch"})
     loaded, _ = checkpoints.read_weights(tmp_path / "source")
@@ -204,6 +206,7 @@ def test_init_from_loads_matching_weights_and_reports_the_rest(tmp_path):
         np.testing.assert_array_equal(merged[layer][name], fresh[layer][name])
 
 
+@pytest.mark.slow
 def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     _train(tmp_path, **{"train.duration": "2 epochs", "checkpoint.every": "1 epoch"})
     saved = checkpoints.Checkpoints(tmp_path / "checkpoints", keep_last=2, keep_best=0,

@@ -100,6 +100,7 @@ def _run(tmp_path, *command: str, timeout: float):
     return workdir, env
 
 
+@pytest.mark.slow
 def test_mnist_cnn_setting_survives_evaluations_of_many_batches(tmp_path):
     """mnist_cnn's pinned setting (pmap over 2 host devices, the device feed, its model and
     step cost) on MNIST-shaped random images, evaluated on 100 batches twice: on the

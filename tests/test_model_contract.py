@@ -54,6 +54,7 @@ def test_batch_norm_without_axis_name_is_refused_under_pmap_over_devices(tmp_pat
     {"parallel.backend": "pmap", "parallel.num_devices": 1},  # one device: nothing to sync
     {"parallel.backend": "sharded", "precision": "bf16"},  # it has a dtype field
 ], ids=["sharded", "pmap-1-device", "bf16-with-dtype"])
+@pytest.mark.slow
 def test_the_same_model_trains_where_nothing_is_lost(overrides):
     trainer = loop.build(_config(*NO_AXIS_NAME, **overrides))
     state, metrics = trainer.train_step(trainer.state, trainer.backend.put_batch(

@@ -148,7 +148,9 @@ def train_losses(family: Family) -> dict[str, np.ndarray]:
     return results
 
 
-@pytest.mark.parametrize("family", list(FAMILIES))
+# The MLP stays in the fast tier; the convolutional families (20-25 s of CPU each) are slow.
+@pytest.mark.parametrize("family", [
+    pytest.param(name, marks=[] if name == "mlp" else [pytest.mark.slow]) for name in FAMILIES])
 def test_family_learns(family):
     # rbg keys: XLA compiles a model's init 2-3x faster on CPU than under threefry (resnet20:
     # 3.8 s against 8.7 s of CPU), and the step's dropout keys follow the same choice.

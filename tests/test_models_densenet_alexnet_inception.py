@@ -58,6 +58,7 @@ def count(tree) -> int:
 
 @pytest.mark.parametrize("name,fields,expected", TORCHVISION_PARAMS,
                          ids=[f"{n}-{f}" if f else n for n, f, _ in TORCHVISION_PARAMS])
+@pytest.mark.slow
 def test_params_equal_torchvision(name, fields, expected):
     model = build(name, **fields)
     variables = shapes(model, type(model).default_input_shape)
@@ -98,6 +99,7 @@ def test_forward_shape_and_bf16_logits(name, input_shape):
     ("inception_v3", {"aux_logits": False}, 75, "at least 75x75"),
     ("inception_v3", {"aux_logits": True}, 299, "at least 299x299; set aux_logits=False"),
 ])
+@pytest.mark.slow
 def test_smallest_input(name, fields, smallest, message):
     """The smallest input works; one pixel less is an error, not NaN logits from an empty
     feature map."""
@@ -137,6 +139,7 @@ def random_variables(model, input_shape):
     return variables
 
 
+@pytest.mark.slow
 def test_densenet121_real_forward_bf16():
     """A real bfloat16 forward of DenseNet-121 at 32x32 with float32 variables."""
     model = build("densenet121", num_classes=10, dtype=jnp.bfloat16)

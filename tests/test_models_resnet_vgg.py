@@ -209,6 +209,7 @@ def test_train_mode_updates_batch_stats(resnet20):
                zip(jax.tree.leaves(same["batch_stats"]), jax.tree.leaves(old)))
 
 
+@pytest.mark.slow
 def test_resnet20_trains_a_few_steps():
     model = make("resnet20", num_classes=4)
     x = images(1, (16, 32, 32, 3))

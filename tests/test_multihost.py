@@ -53,6 +53,7 @@ def _params(workdir):
 # Each backend with one of the two feeds: the host feed has each process read and place
 # only its own rows; the device feed has every process hold the splits and gather its rows.
 @pytest.mark.parametrize("backend,pipeline", [("sharded", "device"), ("pmap", "host")])
+@pytest.mark.slow
 def test_two_processes_match_one_process_with_four_devices(backend, pipeline, tmp_path):
     one = run_cli("experiments.digits_cnn", f"--workdir={tmp_path / 'one'}",
                   f"--compilation_cache_dir={tmp_path / 'cache'}", *SHRINK,

@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 
+import pytest
 from conftest import REPO, cli_env
 
 STEPS = 190  # 10 epochs of 19 steps
@@ -45,6 +46,7 @@ def _committed(workdir) -> list[int]:
     return sorted(int(p.name) for p in (workdir / "checkpoints").glob("*") if p.name.isdigit())
 
 
+@pytest.mark.slow
 def test_a_lost_process_stops_the_other_with_one_line_and_the_rerun_resumes(tmp_path):
     workdir, cache = tmp_path / "run", tmp_path / "cache"
     procs = _start(workdir, cache, tmp_path, "first")

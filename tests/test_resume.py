@@ -81,6 +81,7 @@ def reference(tmp_path_factory):
     return root / "run"
 
 
+@pytest.mark.slow
 def test_sigkill_at_three_points_then_resume_is_bitwise_identical(reference, tmp_path):
     workdir, cache = tmp_path / "run", tmp_path / "cache"
     total = json.loads((reference / "summary.json").read_text())["steps"]
@@ -125,6 +126,7 @@ HANDLER_ONLY = ["--config.checkpoint.every=1000 steps", "--config.checkpoint.kee
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.slow
 def test_a_signal_checkpoints_the_current_step_and_the_rerun_finishes_identically(
         sig, reference, tmp_path):
     """SIGTERM or Ctrl-C (SIGINT): a checkpoint at the step where the run stopped, exit
@@ -177,6 +179,7 @@ def reference_without_dropout(tmp_path_factory):
     (["--config.parallel.backend=pmap", "--config.parallel.num_devices=1"],
      ["--config.parallel.backend=sharded"]),
 ], ids=["4-sharded-to-1-pmap", "1-pmap-to-4-sharded"])
+@pytest.mark.slow
 def test_resume_on_another_device_count_and_backend(first, second, reference_without_dropout,
                                                     tmp_path):
     reference = reference_without_dropout

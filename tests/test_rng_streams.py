@@ -74,6 +74,7 @@ def test_dropout_gives_the_same_run_on_any_device_count_and_backend():
                        for layout in (("sharded", 1), ("pmap", 4), ("sharded", 4))})
 
 
+@pytest.mark.slow
 def test_augmentation_and_mixup_give_the_same_run_on_any_device_count_and_backend():
     overrides = tuple({**DROPOUT, "task.mixup_alpha": 0.4,
                        "data.augmentation": "random_crop(pad=1,pad_mode=zeros)"
@@ -93,6 +94,7 @@ def _make_user_config(name, fields, **overrides):
     ("DropoutMLP", {"width": 32, "num_classes": 10, "dropout_rate": 0.5}),
     ("NoisyMLP", {"width": 32, "num_classes": 10, "noise_std": 0.5}),
 ], ids=["stock-nn.Dropout", "declared-noise-stream"])
+@pytest.mark.slow
 def test_a_user_models_draws_do_not_depend_on_the_layout(name, fields):
     """A researcher's model with stock nn.Dropout, or drawing from a stream it declares
     (`rng_streams = ("noise",)`, per example through layers.ExampleKeys)."""

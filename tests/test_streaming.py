@@ -155,6 +155,7 @@ def _config(prepared, file_format, **options):
             "logging.progress": False, "logging.plot": False})
 
 
+@pytest.mark.slow
 def test_a_run_trains_on_streamed_splits(prepared, tmp_path):
     config = _config(prepared, "array_record", streaming=True)
     dataset, splits = loop.load_splits(config)

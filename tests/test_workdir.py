@@ -240,6 +240,7 @@ def test_truncate_tensorboard_drops_later_steps_and_a_torn_record(tmp_path):
 # --- item 12: extending a finished run -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_finished_run_is_extended_from_its_checkpoint(finished_run, cache, tmp_path):
     """1 epoch, then 2: the run continues at step 20 with its optimizer state, so it ends
     where an uninterrupted 2-epoch run ends, to the bit."""
