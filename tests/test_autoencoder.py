@@ -187,6 +187,7 @@ def _images(workdir):
     return sorted(p.name for p in (workdir / "images").iterdir() if p.stat().st_size > 0)
 
 
+@pytest.mark.slow
 def test_vae_experiment_on_digits_through_the_cli(tmp_path):
     """Always runs: the MNIST VAE config moved to sklearn's 8x8 digits, 20 steps."""
     workdir = tmp_path / "run"

@@ -171,6 +171,7 @@ def test_every_model_family_resolves_to_a_valid_config():
     assert _family_config("dcgan").data.batch_size == 64
 
 
+@pytest.mark.slow
 def test_lstm_lm_and_dcgan_through_the_harness(capsys):
     """`--model lstm_lm` and `--model dcgan`, shrunken, for 2 steps in this process: the
     experiments' own steps (language model; the GAN's D + G update) compile and run."""

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO, cli_env, run_cli
 from jaxdl.training.writers import read_metrics
 
@@ -25,6 +26,7 @@ def _train(workdir, cache):
     return tuple(map(int, found[0])), values
 
 
+@pytest.mark.slow
 def test_second_run_hits_the_cache(tmp_path):
     cache = tmp_path / "cache"
     (hits, misses), first = _train(tmp_path / "a", cache)

@@ -73,6 +73,7 @@ def _train_on_mock_data(experiment, workdir):
     return written
 
 
+@pytest.mark.slow
 def test_cifar10_resnet20_trains_on_mock_data(mock_tfds, tmp_path):
     summary = _train_on_mock_data("cifar10_resnet20", tmp_path)
     assert summary["final"]["test"]["examples"] == MOCK_EXAMPLES

@@ -167,6 +167,7 @@ def _quiet(**overrides):
                           **overrides})
 
 
+@pytest.mark.slow
 def test_a_crash_before_the_curves_leaves_the_run_incomplete(tmp_path, monkeypatch):
     """Killed after the last checkpoint but before curves.png: the run must not count as
     complete, and the rerun finishes it, curves included."""
