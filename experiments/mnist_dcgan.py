@@ -5,22 +5,20 @@ Commands (the classifier first: its penultimate layer is the feature space of th
     python -m experiments.mnist_dcgan --workdir=runs/mnist_dcgan \
         --config.task.fd_classifier=runs/mnist_cnn_1ep
 
-Measured 2026-11-21 on the 2-core AMD EPYC CPU dev machine (no GPU, jax 0.10.2, pmap over 2
-host devices, the cores shared with other jobs), before latents were drawn per example and
-when the test split was still evaluated at every evaluation (today it is evaluated at the end
-unless --config.train.test_every_eval=True); not re-measured since. The 1-epoch classifier: test accuracy 0.9818,
-181 s loop. The DCGAN, 1,500 steps of 64 images (1.7 epochs), Fréchet distance over 2,000
-real and 2,000 generated images per eval split:
+Measured 2026-12-07 on the 2-core AMD EPYC CPU dev machine (no GPU, jax 0.10.2, pmap over 2
+host devices, nothing else running), the two commands above. The 1-epoch classifier: test
+accuracy 0.9812, 34 s run. The DCGAN, 1,500 steps of 64 images (1.7 epochs), Fréchet distance
+over 2,000 real and 2,000 generated images per eval split (the test split once, at the end):
 
     step          300     600     900    1200    1500
-    validation   67.50   36.19   25.31   19.69   17.37
-    test         62.95   32.97   22.97   17.96   16.13
+    validation   67.71   37.48   25.39   20.03   17.36
+    test                                         15.93
 
-For scale, real against real in the same features (2,000 train vs 2,000 validation images):
-0.46. At step 1500 the discriminator gives real validation images 0.72 and samples 0.23 on
-average; most samples of the fixed 8x8 grid (samples.png) read as digits. 610 s of CPU time
-for the whole command (1,224 s wall on the shared cores; compile 18 s). The FD was still
-falling: train longer for better samples.
+For scale, real against real in the same kind of features (2,000 train vs 2,000 validation
+images, with the 2026-11-21 classifier): 0.46. At step 1500 the discriminator gives real
+validation images 0.64 and samples 0.17 on average; in the fixed 8x8 grid (samples.png) some
+samples read as digits (0, 3, 7, 9), many are still malformed. Loop 70 s, whole run 88 s of
+wall time (compile 8.9 s). The FD was still falling: train longer for better samples.
 """
 
 import ml_collections
