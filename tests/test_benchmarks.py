@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from benchmark_families import TINY_DCGAN, TINY_LSTM, family_config, family_dataset
 
 REPO = Path(__file__).parents[1]
 NUM_DEVICES = 2
@@ -126,27 +127,7 @@ FAMILIES = {"mlp": ("mlp", "classification"), "mnist_cnn": ("cnn", "classificati
             "densenet121": ("densenet121", "classification"),
             "lstm_lm": ("lstm_lm", "language_model"), "dcgan": ("dcgan", "gan"),
             "vae": ("vae", "vae")}
-# Shrunken lstm_lm and dcgan: the same code paths, compiled in seconds.
-TINY_LSTM = ["--config.model.hidden_size=8", "--config.model.embed_dim=8",
-             "--config.data.options.shape=(6,)"]
-TINY_DCGAN = ["--config.model.generator_width=4", "--config.model.discriminator_width=4"]
 FEWER_BLOCKS = ["--config.model.generator_blocks=1", "--config.model.discriminator_blocks=1"]
-
-
-def _family_config(name: str, *extra: str, batches: int = 4):
-    from benchmarks import step_throughput
-
-    args, overrides = step_throughput.parse_args(
-        ["--model", name, "--batches", str(batches), *extra])
-    return step_throughput.load_config(args, overrides)
-
-
-def _family_dataset(config):
-    """The family's synthetic data with 2 training rows (the ImageNet shapes stay small)."""
-    from jaxdl import data as data_lib
-
-    options = {**config.data.options, "examples": 2}
-    return data_lib.load_source(config.data.name, **options)
 
 
 def test_every_model_family_resolves_to_a_valid_config():
@@ -157,18 +138,18 @@ def test_every_model_family_resolves_to_a_valid_config():
 
     assert set(step_throughput.MODEL_FAMILIES) == set(FAMILIES)
     for name, (model, task) in FAMILIES.items():
-        config = _family_config(name, "--batch_size", "8")
+        config = family_config(name, "--batch_size", "8")
         assert (config.model.name, config.task.name) == (model, task), name
         assert config.data.name == step_throughput.SYNTHETIC_SOURCE
         assert config.data.batch_size == config.data.eval_batch_size == 8
         assert config.data.options.examples == 8 * 4
-        dataset = _family_dataset(config)
+        dataset = family_dataset(config)
         assert dataset.features.shape[1:] == tuple(config.data.options.shape), name
         tasks.build_task(config, dataset, axis_name=None)  # raises ConfigError on a mismatch
-    assert _family_config("lstm_lm").data.batch_size == 32
-    assert _family_config("lstm_lm").data.options.shape == (100,)
-    assert _family_config("lstm_lm").model.hidden_size == 256
-    assert _family_config("dcgan").data.batch_size == 64
+    assert family_config("lstm_lm").data.batch_size == 32
+    assert family_config("lstm_lm").data.options.shape == (100,)
+    assert family_config("lstm_lm").model.hidden_size == 256
+    assert family_config("dcgan").data.batch_size == 64
 
 
 @pytest.mark.slow

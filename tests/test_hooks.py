@@ -67,6 +67,21 @@ def test_ema_is_the_formula_of_the_parameters_each_step():
     assert not np.allclose(host.ema_params["Dense_0"]["kernel"], params[-1]["Dense_0"]["kernel"])
 
 
+def test_a_skipped_non_finite_step_leaves_the_average_unchanged():
+    trainer = loop.build(_config(**{"optimizer.ema_decay": 0.9, "guard.skip_nonfinite": True,
+                                    "parallel.num_devices": 1}))
+    state = trainer.state
+    for step in range(2):  # the average now differs from the parameters
+        state, _ = trainer.train_step(state, trainer.backend.put_batch(trainer.train_batch(step)))
+    before = trainer.backend.get_state(state).ema_params
+    batch = {name: (np.full_like(value, np.nan) if np.issubdtype(value.dtype, np.floating)
+                    else value) for name, value in trainer.train_batch(2).items()}
+    state, metrics = trainer.train_step(state, trainer.backend.put_batch(batch))
+    assert trainer.backend.get_metrics(metrics["scalars"]["finite"]) == 0
+    jax.tree.map(np.testing.assert_array_equal,
+                 trainer.backend.get_state(state).ema_params, before)
+
+
 def test_ema_is_off_by_default_and_the_state_keeps_no_average():
     trainer = loop.build(_config(**{"parallel.num_devices": 1}))
     assert trainer.abstract_state.ema_params is None

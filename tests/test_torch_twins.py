@@ -9,33 +9,13 @@ import importlib.util
 import math
 
 import pytest
+from benchmark_families import TINY_DCGAN, TINY_LSTM, family_config, family_dataset
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("torch") is None,
     reason="torch is an optional 'bench' extra (pip install -e '.[bench]'); CI installs only "
            "'.[test]', so this skips there")
 
-# Shrunken lstm_lm and dcgan: the same code paths, built in seconds.
-TINY_LSTM = ["--config.model.hidden_size=8", "--config.model.embed_dim=8",
-             "--config.data.options.shape=(6,)"]
-TINY_DCGAN = ["--config.model.generator_width=4", "--config.model.discriminator_width=4"]
-
-
-def _family_config(name: str, *extra: str, batches: int = 4):
-    """The validated config `benchmarks.step_throughput --model NAME` times."""
-    from benchmarks import step_throughput
-
-    args, overrides = step_throughput.parse_args(
-        ["--model", name, "--batches", str(batches), *extra])
-    return step_throughput.load_config(args, overrides)
-
-
-def _family_dataset(config):
-    """The family's synthetic data with 2 training rows (the ImageNet shapes stay small)."""
-    from jaxdl import data as data_lib
-
-    options = {**config.data.options, "examples": 2}
-    return data_lib.load_source(config.data.name, **options)
 
 
 def _jaxdl_variables(config, dataset):
@@ -80,8 +60,8 @@ def test_torch_char_lstm_is_jaxdls_model():
     import jax
     import numpy as np
 
-    config = _family_config("lstm_lm", *TINY_LSTM, "--config.model.num_layers=2")
-    dataset = _family_dataset(config)
+    config = family_config("lstm_lm", *TINY_LSTM, "--config.model.num_layers=2")
+    dataset = family_dataset(config)
     task, variables = _jaxdl_variables(config, dataset)
     step = _torch_twin(config, dataset, variables)
     batch = {"inputs": dataset.features, "targets": dataset.targets}
@@ -99,8 +79,8 @@ def test_torch_dcgan_is_jaxdls_model():
 
     from benchmarks import step_throughput
 
-    config = _family_config("dcgan", *TINY_DCGAN)
-    dataset = _family_dataset(config)
+    config = family_config("dcgan", *TINY_DCGAN)
+    dataset = family_dataset(config)
     task, variables = _jaxdl_variables(config, dataset)
     step = _torch_twin(config, dataset, variables)
     batch = {"inputs": dataset.features, "targets": dataset.targets}
@@ -118,7 +98,7 @@ def test_torch_resnet50_parameter_count():
     count, which tests/test_models_resnet_vgg.py pins (torchvision's)."""
     from benchmarks import torch_twins
 
-    config = _family_config("resnet50")
+    config = family_config("resnet50")
     model, family = torch_twins.build_model(config.model, (224, 224, 3))
     assert family == "imagenet_resnet"
     assert sum(p.numel() for p in model.parameters()) == 25_557_032
@@ -137,7 +117,7 @@ def test_classification_twin_trains_as_jaxdl(family):
 
     # A learning rate of 0.01 keeps 3 steps of batch 8 well-conditioned: at the families'
     # 0.1 float32 rounding grows to 0.3% by step 3 on ResNet-20.
-    config = _family_config(family, "--batch_size", "8", "--config.data.augmentation=none",
+    config = family_config(family, "--batch_size", "8", "--config.data.augmentation=none",
                             "--config.optimizer.learning_rate=0.01", batches=2)
     trainer = loop.build(config)
     initial = trainer.backend.get_state(trainer.state)  # before the first step donates it
@@ -163,7 +143,7 @@ def test_twin_refuses_what_it_does_not_mirror():
     from benchmarks import torch_twins
     from jaxdl.schema import Clock
 
-    config = _family_config("resnet20", "--config.data.augmentation=none").to_dict()
+    config = family_config("resnet20", "--config.data.augmentation=none").to_dict()
     config["optimizer"] = {**config["optimizer"], "name": "rmsprop"}
     clock = Clock(steps_per_epoch=4, batch_size=config["data"]["batch_size"])
     with pytest.raises(torch_twins.UnsupportedConfig, match="optimizer 'rmsprop' is not mirrored"):

@@ -106,9 +106,12 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
         params, model_state, opt_state = learned
         new_state = state.replace(step=state.step + 1, params=params, model_state=model_state,
                                   opt_state=opt_state)
-        if ema_decay > 0:  # a skipped step kept the parameters, so the average stays too
-            new_state = new_state.replace(
-                ema_params=ema_update(state.ema_params, params, ema_decay))
+        if ema_decay > 0:
+            ema_params = ema_update(state.ema_params, params, ema_decay)
+            if skip_nonfinite:  # a skipped step leaves the average where it was too
+                ema_params = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                          ema_params, state.ema_params)
+            new_state = new_state.replace(ema_params=ema_params)
         scalars = {
             "grad_norm": grad_norm,
             "param_norm": global_norm(params),
