@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["displayable", "image_grid_png", "matrix_png"]
+__all__ = ["displayable", "image_grid_png", "matrix_png", "scatter_panels_png",
+           "parallel_coordinates_png", "curve_png"]
 
 # Inches per image panel and per matrix cell, and around them for labels and titles: a
 # 10x10 matrix or a 4x4 grid fits a screen with room for the annotations. Both figures are
@@ -129,4 +130,98 @@ def matrix_png(values, path, *, shading=None, title: str = "", xlabel: str = "",
             text = f"{value:.3g}" if np.issubdtype(values.dtype, np.floating) else str(value)
             ax.text(j, i, text, ha="center", va="center", fontsize=7,
                     color="white" if shading[i, j] > middle else "black")
+    return _save(fig, path)
+
+
+_PANEL_PLOT_INCHES = 3.0  # one scatter panel, and the height of a line figure
+
+
+def scatter_panels_png(panels: Sequence[tuple[str, Sequence, bool]], ys, path, *,
+                       ylabel: str, title: str = "") -> Path:
+    """One scatter panel per (name, x values, log x) against the same `ys`: an objective
+    against each hyperparameter. x values that are not numbers are placed as categories."""
+    ys = np.asarray(ys, np.float64)
+    n = max(1, len(panels))
+    fig = _figure(_PANEL_PLOT_INCHES * n + 0.5, _PANEL_PLOT_INCHES + _TITLE_INCHES)
+    for i, (name, xs, log) in enumerate(panels):
+        ax = fig.add_subplot(1, n, i + 1)
+        positions, labels = _positions(xs)
+        ax.scatter(positions, ys, s=18)
+        if labels is not None:
+            ax.set_xticks(range(len(labels)), labels, fontsize=7)
+        elif log:
+            ax.set_xscale("log")
+        ax.set_xlabel(name, fontsize=8)
+        if i == 0:
+            ax.set_ylabel(ylabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _positions(values) -> tuple[np.ndarray, list[str] | None]:
+    """Numbers as they are, or (for any non-number) the index of each distinct value."""
+    try:
+        return np.asarray([float(v) for v in values], np.float64), None
+    except (TypeError, ValueError):
+        labels = sorted({str(v) for v in values})
+        return np.asarray([labels.index(str(v)) for v in values], np.float64), labels
+
+
+def parallel_coordinates_png(axes: Sequence[tuple[str, Sequence, bool]], colors, path, *,
+                             color_label: str, title: str = "") -> Path:
+    """One vertical axis per (name, values, log), one line per row through them, coloured
+    by `colors` (an objective): which settings the good trials share."""
+    colors = np.asarray(colors, np.float64)
+    fig = _figure(max(4.0, 1.6 * len(axes) + 1.5), _PANEL_PLOT_INCHES + _TITLE_INCHES)
+    ax = fig.add_axes((0.08, 0.12, 0.75, 0.75))
+    scaled = []
+    for name, values, log in axes:
+        positions, labels = _positions(values)
+        if labels is None and log:
+            positions = np.log10(positions)
+        low, high = positions.min(), positions.max()
+        scaled.append((positions - low) / (high - low) if high > low else positions * 0 + 0.5)
+        low_text = labels[0] if labels else f"{(10 ** low if log else low):.3g}"
+        high_text = labels[-1] if labels else f"{(10 ** high if log else high):.3g}"
+        ax.text(len(scaled) - 1, -0.08, low_text, ha="center", va="top", fontsize=7)
+        ax.text(len(scaled) - 1, 1.04, high_text, ha="center", va="bottom", fontsize=7)
+    from matplotlib import cm, colors as mcolors
+    norm = mcolors.Normalize(np.nanmin(colors), np.nanmax(colors)) if len(colors) else None
+    for row in range(len(colors)):
+        ax.plot(range(len(scaled)), [s[row] for s in scaled], alpha=0.8,
+                color=cm.viridis(norm(colors[row])))
+    ax.set_xticks(range(len(axes)), [name for name, _, _ in axes], fontsize=7)
+    ax.set_yticks([])
+    ax.set_ylim(-0.15, 1.15)
+    for i in range(len(axes)):
+        ax.axvline(i, color="gray", linewidth=0.8)
+    if norm is not None:
+        bar = fig.add_axes((0.87, 0.12, 0.03, 0.75))
+        fig.colorbar(cm.ScalarMappable(norm=norm, cmap="viridis"), cax=bar, label=color_label)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _save(fig, path)
+
+
+def curve_png(xs, ys, path, *, xlabel: str, ylabel: str, log_x: bool = False,
+              marks: Sequence[tuple[float, str]] = (), title: str = "") -> Path:
+    """A line of `ys` against `xs`, with a labelled vertical line at each (x, label) of
+    `marks`: a loss against the learning rate, with the suggested rate."""
+    fig = _figure(1.6 * _PANEL_PLOT_INCHES, _PANEL_PLOT_INCHES + _TITLE_INCHES)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(np.asarray(xs, np.float64), np.asarray(ys, np.float64))
+    if log_x:
+        ax.set_xscale("log")
+    for x, label in marks:
+        ax.axvline(x, color="red", linestyle="--", linewidth=1)
+        ax.text(x, 0.98, f" {label}", transform=ax.get_xaxis_transform(), color="red",
+                fontsize=7, va="top")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
     return _save(fig, path)

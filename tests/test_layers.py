@@ -16,7 +16,8 @@ level with it or above; imports inside functions and under `TYPE_CHECKING` count
   6  jaxdl.analysis | jaxdl.sweep | jaxdl.summary
                          tools over models and finished runs
   7  jaxdl.app           flags and process set-up
-  8  experiments | benchmarks
+  8  experiments | benchmarks | jaxdl.sweep.__main__
+                         what runs on the app: the sweep command reuses its set-up
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("jaxdl.config",),
     ("jaxdl.analysis", "jaxdl.sweep", "jaxdl.summary", "jaxdl.cluster"),
     ("jaxdl.app",),
-    ("experiments", "benchmarks"),
+    ("experiments", "benchmarks", "jaxdl.sweep.__main__"),
 )
 # Groups that hold only the module of that name, not what lies under it: the package's
 # __init__, which imports nothing.

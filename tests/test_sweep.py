@@ -1,0 +1,254 @@
+"""python -m jaxdl.sweep: grids, Optuna search with pruning, k-fold CV and the results table
+over ordinary runs; resumable after SIGKILL, safe with several workers; bad input refused
+in one line before anything is written."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, cli_env
+from jaxdl.schema import ConfigError
+from jaxdl.sweep import __main__ as cli, lr_find, results, space, study
+
+# digits_mlp at its smallest: 19 steps an epoch, a checkpoint and an evaluation each epoch.
+TINY = ["--config.train.duration=4 epochs", "--config.train.eval_every=1 epoch",
+        "--config.train.log_every=1 epoch", "--config.checkpoint.every=1 epoch",
+        "--config.logging.plot=False"]
+GRID = ["--grid", "optimizer.learning_rate=0.05,0.1", "--grid", "model.dropout_rate=0,0.1"]
+
+
+@pytest.fixture
+def own_signals():
+    """The sweep's SIGTERM/SIGINT handlers are the process's; pytest gets its own back."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    yield
+    for sig, handler in saved.items():
+        signal.signal(sig, handler)
+
+
+def sweep_cli(*args: str, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "jaxdl.sweep", *args], cwd=REPO,
+                            env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kwargs)
+
+
+def table_rows(directory: Path) -> list[dict[str, str]]:
+    """results.csv without its wall time: what two sweeps of one command must agree on."""
+    with open(directory / results.RESULTS_CSV) as f:
+        return [{k: v for k, v in row.items() if k != "wall_seconds"} for row in csv.DictReader(f)]
+
+
+# -- bad input: one line, exit 2, nothing written ---------------------------------------
+
+@pytest.mark.parametrize("args, match", [
+    (["--grid", "optimizer.no_such_key=1,2"], "config.optimizer.no_such_key: unknown key"),
+    (["--grid", "optimizer.learning_rate="], "empty value list"),
+    (["--optuna", "optimizer.learning_rate=log:1e-4:big", "--trials", "2"], "'big' is not a number"),
+    (["--optuna", "optimizer.learning_rate=normal:0:1", "--trials", "2"], "KIND one of"),
+    (["--optuna", "optimizer.learning_rate=log:1e-4:1e-1"], "--optuna needs --trials"),
+    (["--grid", "seed=0,1", "--storage", "sqlite:////no/such/folder/study.db"],
+     "--storage=sqlite:////no/such/folder/study.db: cannot open the study database"),
+    (["--grid", "seed=0,1", "--objective", "test/accuracy", "--mode", "max"],
+     "the test split never chooses"),
+])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, args, match):
+    workdir = tmp_path / "sweep"
+    with pytest.raises(SystemExit, match="2") as info:
+        cli.main(["experiments.digits_mlp", f"--workdir={workdir}", *args])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and match in err, err
+    assert not workdir.exists()
+
+
+def test_another_space_in_the_same_directory_is_refused(tmp_path, capsys):
+    spec = space.make_spec("digits_mlp", None, [], ["seed=0,1"], [], 0, 1, None, None,
+                           "validation/accuracy", "max", "none")
+    (tmp_path / study.SPEC_FILENAME).write_text(json.dumps(spec.to_json()))
+    assert study.check_directory(tmp_path, spec)  # the same command continues
+    with pytest.raises(SystemExit, match="2"):
+        cli.main(["experiments.digits_mlp", f"--workdir={tmp_path}", "--grid", "seed=0,1,2"])
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: --workdir={tmp_path} holds a sweep with another grid ([['seed', "
+                   "['0', '1']]] here, [['seed', ['0', '1', '2']]] asked); rerun it with the "
+                   "same command or choose a new --workdir")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [study.SPEC_FILENAME]
+
+
+# -- the pieces -------------------------------------------------------------------------
+
+def test_grid_values_split_outside_brackets_and_points_vary_the_last_key_fastest():
+    assert space.split_values("(64,32),(128, 64)") == ["(64,32)", "(128, 64)"]
+    spec = space.make_spec("digits_mlp", None, [], ["a=1,2", "b=x,y"], [], 5, 2, None, None,
+                           "validation/accuracy", "max", "none")
+    assert spec.grid_points() == [{"a": "1", "b": "x"}, {"a": "1", "b": "y"},
+                                  {"a": "2", "b": "x"}, {"a": "2", "b": "y"}]
+    assert len(spec.members()) == 10 and spec.members()[1] == {"fold": 0, "seed": 1}
+    assert space.parse_optuna(["x=log:1e-4:1e-1", "y=choice:relu,gelu"]) == {
+        "x": {"kind": "log", "low": 1e-4, "high": 1e-1},
+        "y": {"kind": "choice", "choices": ["relu", "gelu"]}}
+    with pytest.raises(ConfigError, match="needs --optuna"):
+        space.make_spec("digits_mlp", None, [], ["a=1"], [], 0, 1, None, None,
+                        "validation/accuracy", "max", "median")
+
+
+def test_the_table_sorts_by_the_validation_objective_never_the_test_split():
+    spec = space.make_spec("digits_mlp", None, [], ["seed=0,1,2"], [], 0, 1, None, None,
+                           "validation/loss", "min", "none").to_json()
+
+    def record(trial, status, validation, test):
+        metrics = {"validation/loss": {"mean": validation, "std": 0.0},
+                   "test/loss": {"mean": test, "std": 0.0}}
+        return {"id": trial, "status": status, "params": {"seed": trial}, "metrics": metrics,
+                "objective": validation, "steps": 10, "wall_seconds": 1.0}
+
+    rows = [record("0", "complete", 0.5, 0.1), record("1", "complete", 0.3, 0.9),
+            record("2", "pruned", 0.1, 0.0)]
+    lines = results.table(spec, rows).splitlines()
+    assert [line.split("|")[2].strip() for line in lines[4:]] == ["1", "0", "2"]
+    assert lines[4].startswith("| best | 1 |")
+    header = lines[2].split("|")
+    assert header.index(" validation/loss ") < header.index(" test/loss ")
+
+
+def test_lr_find_suggests_where_the_loss_falls_fastest_and_stops_at_divergence():
+    rates = np.geomspace(1e-6, 10, 300)
+    # A loss that falls fastest at 1e-2 (a logistic step in log rate), then explodes at 1.
+    losses = 2.0 - 1.5 / (1 + np.exp(-3 * (np.log10(rates) + 2))) + (rates > 1) * rates ** 3
+    found = lr_find.suggest(rates, losses)
+    # The smoothing lags the curve by a few steps: still within a factor ~2 of 1e-2.
+    assert 5e-3 < found["steepest"] < 4e-2
+    assert max(found["rates"]) < 3.0  # cut where it diverged
+    assert found["minimum_over_10"] < max(found["rates"]) / 5
+    overrides = lr_find.overrides(200, 1e-7, 10.0)
+    assert "--config.schedule.decay_factor=100000000.0" in overrides
+
+
+# -- end to end (slow) ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The 4-trial grid run without interruption, in this process."""
+    workdir = tmp_path_factory.mktemp("grid") / "sweep"
+    saved = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        cli.main(["experiments.digits_mlp", f"--workdir={workdir}", *GRID, *TINY])
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+    return workdir
+
+
+@pytest.mark.slow
+def test_a_grid_of_four_runs_every_trial_as_a_run_and_aggregates(uninterrupted):
+    rows = table_rows(uninterrupted)
+    assert len(rows) == 4 and all(r["status"] == "complete" for r in rows)
+    assert [r["best"] for r in rows] == ["1", "0", "0", "0"]
+    accuracies = [float(r["validation/accuracy mean"]) for r in rows]
+    assert accuracies == sorted(accuracies, reverse=True)
+    for trial in ("0000", "0001", "0002", "0003"):
+        saved = json.loads((uninterrupted / "trials" / trial / "config.json").read_text())
+        record = json.loads((uninterrupted / "trials" / f"{trial}.json").read_text())
+        assert saved["config"]["optimizer"]["learning_rate"] == float(
+            record["params"]["optimizer.learning_rate"])
+        assert saved["config"]["model"]["dropout_rate"] == float(record["params"]["model.dropout_rate"])
+    for name in (results.RESULTS_MD, results.OBJECTIVE_PNG, results.PARALLEL_PNG):
+        assert (uninterrupted / name).is_file()
+    trials = study.load_study(uninterrupted).trials
+    assert sorted(t.user_attrs[study.TRIAL_ATTR] for t in trials) == ["0000", "0001", "0002", "0003"]
+
+
+@pytest.mark.slow
+def test_a_sweep_killed_mid_trial_resumes_each_trial_once_with_the_same_table(
+        uninterrupted, tmp_path):
+    workdir = tmp_path / "sweep"
+    args = ["experiments.digits_mlp", f"--workdir={workdir}", *GRID, *TINY]
+    process = sweep_cli(*args)
+    killed = None
+    deadline = time.monotonic() + 240
+    while killed is None and process.poll() is None and time.monotonic() < deadline:
+        for trial in sorted((workdir / "trials").glob("[0-9]*[0-9]")):
+            steps = [p for p in (trial / "checkpoints").glob("*") if p.name.isdigit()]
+            if steps and not (trial / "summary.json").exists():
+                process.send_signal(signal.SIGKILL)
+                killed = trial.name
+                break
+        time.sleep(0.02)
+    process.communicate()
+    assert killed is not None, "the sweep ended before a trial had a checkpoint"
+    finished = sweep_cli(*args)
+    out, err = finished.communicate(timeout=300)
+    assert finished.returncode == 0, err[-2000:]
+    assert table_rows(workdir) == table_rows(uninterrupted)
+    for record in (json.loads(p.read_text()) for p in (workdir / "trials").glob("*.json")):
+        assert record["status"] == "complete"
+        froms = [s["from_step"] for s in record["segments"]]
+        # every trial trained once; the killed one went on from its checkpoint
+        assert froms == ([0, froms[1]] if record["id"] == killed else [0]), record
+        assert record["id"] != killed or froms[1] > 0
+
+
+@pytest.mark.slow
+def test_two_workers_sharing_a_study_never_run_the_same_trial(uninterrupted, tmp_path):
+    workdir = tmp_path / "sweep"
+    process = sweep_cli("experiments.digits_mlp", f"--workdir={workdir}", *GRID, *TINY,
+                        "--workers=2")
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err[-2000:]
+    records = [json.loads(p.read_text()) for p in (workdir / "trials").glob("*.json")]
+    assert sorted(r["id"] for r in records) == ["0000", "0001", "0002", "0003"]
+    assert all(len(r["segments"]) == 1 for r in records)
+    assert table_rows(workdir) == table_rows(uninterrupted)
+
+
+@pytest.mark.slow
+def test_a_trial_the_median_pruner_stops_is_marked_pruned(tmp_path, own_signals):
+    workdir = tmp_path / "sweep"
+    # One rate that learns and one that cannot: the median pruner stops the second at its
+    # first evaluation once one trial finished.
+    cli.main(["experiments.digits_mlp", f"--workdir={workdir}", "--optuna",
+              "optimizer.learning_rate=choice:0.1,1e-07", "--trials=4", "--pruner=median",
+              "--pruner_startup_trials=1", *TINY])
+    rows = table_rows(workdir)
+    statuses = {r["optimizer.learning_rate"]: set() for r in rows}
+    for r in rows:
+        statuses[r["optimizer.learning_rate"]].add(r["status"])
+    assert "pruned" in statuses["1e-07"] and statuses.get("0.1") == {"complete"}, rows
+    import optuna
+    trials = study.load_study(workdir).trials
+    assert sum(t.state == optuna.trial.TrialState.PRUNED for t in trials) == sum(
+        r["status"] == "pruned" for r in rows)
+
+
+@pytest.mark.slow
+def test_five_folds_equal_the_five_hand_run_folds_bitwise(tmp_path, own_signals):
+    from jaxdl import app
+    from jaxdl.training import loop
+    short = ["--config.train.duration=2 epochs", "--config.train.eval_every=1 epoch",
+             "--config.checkpoint.every=2 epochs", "--config.logging.plot=False"]
+    cli.main(["experiments.breast_cancer_mlp", f"--workdir={tmp_path / 'sweep'}", "--folds=5",
+              *short])
+    record = json.loads((tmp_path / "sweep" / "trials" / "0000.json").read_text())
+    assert [r["fold"] for r in record["runs"]] == [0, 1, 2, 3, 4]
+    for run in record["runs"]:
+        by_hand = tmp_path / f"fold{run['fold']}"
+        config = app.load_config("breast_cancer_mlp", [*short, f"--config.data.fold={run['fold']}"])
+        summary = loop.train_and_evaluate(config, by_hand, stream=open(os.devnull, "w"))
+        swept = tmp_path / "sweep" / run["dir"]
+        assert json.loads((swept / "config.json").read_text())["config"] == json.loads(
+            (by_hand / "config.json").read_text())["config"]
+        assert run["metrics"] == {f"{s}/{k}": v for s, m in summary["final"].items()
+                                  for k, v in m.items() if k != "examples"}
+    accuracies = [r["metrics"]["validation/accuracy"] for r in record["runs"]]
+    assert record["metrics"]["validation/accuracy"] == {"mean": float(np.mean(accuracies)),
+                                                        "std": float(np.std(accuracies))}
