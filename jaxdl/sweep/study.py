@@ -173,7 +173,7 @@ class Sweep:
     def check(self) -> None:
         """Validates every override the sweep can make before anything is written: each
         grid point (or each Optuna key at its bounds) with every fold and seed."""
-        if self.spec.grid:
+        if not self.spec.optuna:
             for point in self.spec.grid_points():
                 self.member_configs(_overrides(point))
         else:
@@ -292,9 +292,10 @@ class Sweep:
                                           ).generate_state(1)[0])
 
     def work(self) -> None:
-        """Runs trials until none is left to claim: every grid point, or the Optuna budget."""
+        """Runs trials until none is left to claim: every grid point (no grid: the one
+        config, e.g. its folds), or the Optuna budget."""
         self.trials_dir.mkdir(parents=True, exist_ok=True)
-        if self.spec.grid:
+        if not self.spec.optuna:
             for index, point in enumerate(self.spec.grid_points()):
                 self._claim_and_run(f"{index:04d}", point)
             return
