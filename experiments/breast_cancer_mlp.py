@@ -6,6 +6,10 @@ Command (one run per fold; the test split is the same 20% for every fold):
         python -m experiments.breast_cancer_mlp --workdir=runs/breast_cancer/fold$k \
             --config.data.fold=$k
     done
+or as one command, the same five runs (metrics.jsonl identical but for the time field,
+checked 2026-12-07) in runs/breast_cancer_cv/trials/0000/fold0..4 with the mean +- std table
+in runs/breast_cancer_cv/results.md (96 s wall at load ~12):
+    python -m jaxdl.sweep experiments.breast_cancer_mlp --workdir=runs/breast_cancer_cv --folds 5
 
 Expected result (measured 2026-12-07 on the 2-core AMD EPYC CPU dev machine, no GPU,
 jax 0.10.2, 1 CPU device, sharded backend, dropout masks drawn per example, shared with

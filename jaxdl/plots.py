@@ -176,7 +176,7 @@ def parallel_coordinates_png(axes: Sequence[tuple[str, Sequence, bool]], colors,
     by `colors` (an objective): which settings the good trials share."""
     colors = np.asarray(colors, np.float64)
     fig = _figure(max(4.0, 1.6 * len(axes) + 1.5), _PANEL_PLOT_INCHES + _TITLE_INCHES)
-    ax = fig.add_axes((0.08, 0.12, 0.75, 0.75))
+    ax = fig.add_axes((0.08, 0.12, 0.70, 0.75))
     scaled = []
     for name, values, log in axes:
         positions, labels = _positions(values)
@@ -199,7 +199,7 @@ def parallel_coordinates_png(axes: Sequence[tuple[str, Sequence, bool]], colors,
     for i in range(len(axes)):
         ax.axvline(i, color="gray", linewidth=0.8)
     if norm is not None:
-        bar = fig.add_axes((0.87, 0.12, 0.03, 0.75))
+        bar = fig.add_axes((0.81, 0.12, 0.025, 0.75))
         fig.colorbar(cm.ScalarMappable(norm=norm, cmap="viridis"), cax=bar, label=color_label)
     if title:
         fig.suptitle(title, fontsize=9)

@@ -134,6 +134,69 @@ def test_lr_find_suggests_where_the_loss_falls_fastest_and_stops_at_divergence()
     assert "--config.schedule.decay_factor=100000000.0" in overrides
 
 
+def _sweep(directory: Path, grid=(), optuna=(), budget=0, folds=0, seeds=1) -> study.Sweep:
+    import functools
+
+    from jaxdl import app
+    spec = space.make_spec("digits_mlp", None, [], list(grid), list(optuna), folds, seeds, None,
+                           None, "validation/accuracy", "max", "none")
+    directory.mkdir()
+    (directory / study.SPEC_FILENAME).write_text(json.dumps(spec.to_json()))
+    sweep = study.Sweep(directory=directory, spec=spec, budget=budget,
+                        configure=functools.partial(app.load_config, "digits_mlp"),
+                        storage=study.open_storage(directory, None))
+    sweep.trials_dir.mkdir()
+    return sweep
+
+
+def _record(sweep: study.Sweep, trial_id: str, status: str, **extra) -> None:
+    study._write_json(sweep.record_path(trial_id), {"id": trial_id, "status": status,
+                                                    "params": {}, "segments": [], **extra})
+
+
+def test_each_run_of_a_trial_holds_out_its_fold_with_its_seed(tmp_path):
+    sweep = _sweep(tmp_path / "cv", grid=["optimizer.learning_rate=0.1"], folds=3, seeds=2)
+    runs = sweep.member_configs(["--config.optimizer.learning_rate=0.1"])
+    # digits_mlp validates on a 10% fraction: k-fold takes validation from the fold instead
+    assert [(c.data.folds, c.data.fold, c.data.validation_fraction, c.seed) for _, c in runs] == [
+        (3, 0, 0.0, 0), (3, 0, 0.0, 1), (3, 1, 0.0, 0), (3, 1, 0.0, 1), (3, 2, 0.0, 0), (3, 2, 0.0, 1)]
+    assert all(c.optimizer.learning_rate == 0.1 for _, c in runs)
+    assert sweep.member_dir("0000", runs[3][0]) == sweep.trials_dir / "0000" / "fold1_seed1"
+
+
+def test_a_worker_skips_finished_and_locked_trials_and_takes_up_a_dead_workers_trial(
+        tmp_path, monkeypatch):
+    ran = []
+
+    def run_trial(self, trial_id, params, optuna_trial=None):  # no training: who runs what
+        ran.append((trial_id, params, optuna_trial and optuna_trial.number))
+        _record(self, trial_id, "complete")
+
+    monkeypatch.setattr(study.Sweep, "run_trial", run_trial)
+    grid = _sweep(tmp_path / "grid", grid=["seed=0,1,2,3"])
+    _record(grid, "0000", "complete")
+    _record(grid, "0002", "running")  # its worker died: the lock is free
+    with study._flock(grid.trials_dir / "0001.lock", wait=False) as held:  # a live worker
+        assert held
+        grid.work()
+    assert ran == [("0002", {"seed": "2"}, None), ("0003", {"seed": "3"}, None)]
+
+    ran.clear()
+    search = _sweep(tmp_path / "optuna", optuna=["optimizer.learning_rate=log:1e-3:1e-1"],
+                    budget=3)
+    optuna_study = search.study()
+    for number in (0, 1):  # two trials started; 0000's worker died, 0001's still runs
+        trial = optuna_study.ask({"optimizer.learning_rate": study._distribution(
+            {"kind": "log", "low": 1e-3, "high": 1e-1})})
+        _record(search, f"000{number}", "running", optuna_number=trial.number,
+                params={"optimizer.learning_rate": repr(trial.params["optimizer.learning_rate"])})
+    with study._flock(search.trials_dir / "0001.lock", wait=False) as held:
+        assert held
+        search.work()
+    assert [(trial_id, number) for trial_id, _, number in ran] == [("0000", 0), ("0002", 2)]
+    assert len(search.records()) == 3  # the budget, counting the trial still running
+
+
 # -- end to end (slow) ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

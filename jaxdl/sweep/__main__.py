@@ -182,6 +182,8 @@ def sweep(argv: list[str]) -> None:
         except loop.RunInterrupted as e:
             print(f"{e}; rerun the same command to resume the sweep", file=sys.stderr)
             sys.exit(128 + stop.signal)
+        except ConfigError as e:  # e.g. a trial's checkpoint another config wrote
+            app._fail(str(e))
         write_results()
     print(results.table(*results.load(directory)))
 

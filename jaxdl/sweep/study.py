@@ -20,6 +20,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -218,8 +219,10 @@ class Sweep:
                         # One step axis over the trial's runs, so the pruner compares the
                         # same run of every trial.
                         at = index * _total_steps(workdir) + report["step"]
-                        if at not in optuna_trial.storage.get_trial(
-                                optuna_trial._trial_id).intermediate_values:
+                        with warnings.catch_warnings():
+                            # A resumed run evaluates again the steps after its checkpoint:
+                            # Optuna keeps the first report (the same value) and warns.
+                            warnings.simplefilter("ignore", UserWarning)
                             optuna_trial.report(value, at)
                         if optuna_trial.should_prune():
                             pruned = True
@@ -315,10 +318,13 @@ class Sweep:
                         "id": trial_id, "params": params, "overrides": _overrides(params),
                         "status": RUNNING, "wall_seconds": 0.0, "segments": [],
                         "optuna_number": trial.number})
-                else:
+                else:  # a trial whose worker died: its Optuna trial is still running
                     trial_id, params = orphan["id"], orphan["params"]
-                    trial = optuna.trial.Trial(study, study._storage.get_trial_id_from_study_id_trial_number(
-                        study._study_id, orphan["optuna_number"]))
+                    frozen = next(t for t in study.get_trials(deepcopy=False)
+                                  if t.number == orphan["optuna_number"])
+                    # Optuna has no public call that hands a running trial to another
+                    # process; Trial(study, id) is what study.ask() builds.
+                    trial = optuna.trial.Trial(study, frozen._trial_id)
             # Between the claim and this lock another worker may take it: then move on.
             self._claim_and_run(trial_id, params, trial)
 
