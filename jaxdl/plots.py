@@ -215,10 +215,10 @@ def curve_png(xs, ys, path, *, xlabel: str, ylabel: str, log_x: bool = False,
     ax.plot(np.asarray(xs, np.float64), np.asarray(ys, np.float64))
     if log_x:
         ax.set_xscale("log")
-    for x, label in marks:
+    for i, (x, label) in enumerate(marks):
         ax.axvline(x, color="red", linestyle="--", linewidth=1)
-        ax.text(x, 0.98, f" {label}", transform=ax.get_xaxis_transform(), color="red",
-                fontsize=7, va="top")
+        ax.text(x, 0.98 - 0.07 * i, f" {label}", transform=ax.get_xaxis_transform(),
+                color="red", fontsize=7, va="top")  # stepped down: marks may lie close
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:

@@ -114,8 +114,10 @@ def test_the_table_sorts_by_the_validation_objective_never_the_test_split():
 
     rows = [record("0", "complete", 0.5, 0.1), record("1", "complete", 0.3, 0.9),
             record("2", "pruned", 0.1, 0.0)]
+    rows[2]["pruned_at"] = {"step": 5, "value": 0.25}
     lines = results.table(spec, rows).splitlines()
     assert [line.split("|")[2].strip() for line in lines[4:]] == ["1", "0", "2"]
+    assert "| (0.2500 at step 5) |" in lines[6]
     assert lines[4].startswith("| best | 1 |")
     header = lines[2].split("|")
     assert header.index(" validation/loss ") < header.index(" test/loss ")
@@ -287,6 +289,7 @@ def test_a_trial_the_median_pruner_stops_is_marked_pruned(tmp_path, own_signals)
     assert [r["params"]["optimizer.learning_rate"] for r in records] == ["0.1", "1e-07"]
     assert [r["status"] for r in records] == ["complete", "pruned"]
     assert records[1]["steps"] == 19  # stopped at its first evaluation, of 76 steps
+    assert records[1]["pruned_at"]["step"] == 19
     assert [r["status"] for r in table_rows(workdir)] == ["complete", "pruned"]
     import optuna
     trials = study.load_study(workdir).trials

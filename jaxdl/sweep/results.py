@@ -46,6 +46,15 @@ def _mean_std(cell: dict[str, float] | None, runs: int) -> str:
     return f"{cell['mean']:.4f}" + (f" ± {cell['std']:.4f}" if runs > 1 else "")
 
 
+def _short(value: str) -> str:
+    """A long number (a sampled float) to 3 significant digits; results.csv keeps it exact."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if len(value) <= 6 else f"{number:.3g}"
+
+
 def table(spec: dict[str, Any], records: list[dict[str, Any]]) -> str:
     """The Markdown table of `records` (sorted), with a line saying what it shows."""
     records = sort_records(records, spec["direction"])
@@ -58,8 +67,11 @@ def table(spec: dict[str, Any], records: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for i, r in enumerate(records):
         best = "best" if i == 0 and r["status"] == "complete" else ""
-        cells = [best, r["id"], r["status"], *(r["params"].get(k, "") for k in keys),
-                 *(_mean_std(r.get("metrics", {}).get(m), runs) for m in metrics),
+        values = [_mean_std(r.get("metrics", {}).get(m), runs) for m in metrics]
+        if "pruned_at" in r:  # what the pruner saw
+            values[0] = f"({r['pruned_at']['value']:.4f} at step {r['pruned_at']['step']})"
+        cells = [best, r["id"], r["status"], *(_short(r["params"].get(k, "")) for k in keys),
+                 *values,
                  str(r.get("steps", "")), f"{r.get('wall_seconds', 0.0):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     what = (f"{runs} runs per trial (" + ", ".join(

@@ -227,6 +227,7 @@ class Sweep:
                         if optuna_trial.should_prune():
                             pruned = True
                             steps += report["step"]
+                            record["pruned_at"] = {"step": report["step"], "value": value}
                             break
                 except loop.NonFiniteError as e:
                     error = str(e)
