@@ -185,7 +185,8 @@ def sweep(argv: list[str]) -> None:
         except ConfigError as e:  # e.g. a trial's checkpoint another config wrote
             app._fail(str(e))
         write_results()
-    print(results.table(*results.load(directory)))
+    if WORKER_ENV not in os.environ:  # the sweep's process prints the table, not each worker
+        print(results.table(*results.load(directory)))
 
 
 def report(argv: list[str]) -> None:
