@@ -199,6 +199,21 @@ def test_a_worker_skips_finished_and_locked_trials_and_takes_up_a_dead_workers_t
     assert len(search.records()) == 3  # the budget, counting the trial still running
 
 
+def test_lr_find_reads_the_runs_curve_and_writes_its_plot_and_suggestion(tmp_path):
+    run = tmp_path / lr_find.RUN_DIRNAME
+    run.mkdir()
+    rates = np.geomspace(1e-5, 1.0, 50)
+    loss = 2.0 - 1.5 / (1 + np.exp(-3 * (np.log10(rates) + 2)))
+    rows = [{"step": i + 1, "split": "train", "loss": float(l), "learning_rate": float(r)}
+            for i, (r, l) in enumerate(zip(rates, loss))]
+    rows.insert(10, {"step": 10, "split": "validation", "loss": 9.0})  # not the ramp's
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    found = lr_find.report(tmp_path, "digits_mlp")
+    assert (tmp_path / lr_find.PLOT_FILENAME).read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp_path / lr_find.RESULT_FILENAME).read_text())["steepest"] == found["steepest"]
+    assert len(found["rates"]) == 50 and 3e-3 < found["steepest"] < 5e-2
+
+
 # -- end to end (slow) ------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -319,3 +334,15 @@ def test_five_folds_equal_the_five_hand_run_folds_bitwise(tmp_path, own_signals)
     accuracies = [r["metrics"]["validation/accuracy"] for r in record["runs"]]
     assert record["metrics"]["validation/accuracy"] == {"mean": float(np.mean(accuracies)),
                                                         "std": float(np.std(accuracies))}
+
+
+@pytest.mark.slow
+def test_lr_find_ramps_the_experiments_own_optimizer_and_suggests_a_rate(tmp_path, own_signals,
+                                                                        capsys):
+    cli.main(["lr_find", "experiments.digits_mlp", f"--workdir={tmp_path}", "--steps=30"])
+    saved = json.loads((tmp_path / lr_find.RUN_DIRNAME / "config.json").read_text())["config"]
+    assert saved["optimizer"]["name"] == "momentum" and saved["schedule"]["name"] == "exponential"
+    rates, _ = lr_find.read_curve(tmp_path / lr_find.RUN_DIRNAME)
+    assert len(rates) == 30 and rates[0] == pytest.approx(1e-7) and rates[-1] > 1.0
+    assert "suggested learning rate" in capsys.readouterr().out
+    assert (tmp_path / lr_find.PLOT_FILENAME).is_file()
