@@ -56,6 +56,7 @@ def table_rows(directory: Path) -> list[dict[str, str]]:
     (["--optuna", "optimizer.learning_rate=log:1e-4:big", "--trials", "2"], "'big' is not a number"),
     (["--optuna", "optimizer.learning_rate=normal:0:1", "--trials", "2"], "KIND one of"),
     (["--optuna", "optimizer.learning_rate=log:1e-4:1e-1"], "--optuna needs --trials"),
+    (["--grid", "seed=0,1", "--trials=3"], "--trials counts Optuna trials"),
     (["--grid", "seed=0,1", "--storage", "sqlite:////no/such/folder/study.db"],
      "--storage=sqlite:////no/such/folder/study.db: cannot open the study database"),
     (["--grid", "seed=0,1", "--objective", "test/accuracy", "--mode", "max"],

@@ -6,8 +6,9 @@
     python -m jaxdl.sweep report DIR
     python -m jaxdl.sweep lr_find experiments.NAME --workdir=DIR [--steps N]
 
-The sweep's entry point: like jaxdl/app.py (whose load_config and prepare_process it
-reuses) it reads flags and sets up the process, so it sits at the app's rank. Bad input
+The sweep's entry point: like jaxdl/app.py it reads flags and sets up the process, with
+the app's own load_config and prepare_process, so it sits above the app (with the
+experiments), while the rest of jaxdl.sweep sits below it. Bad input
 ends with one line and exit status 2 before anything is written. Rerunning the same
 command continues a killed sweep; `--workers N` starts N worker processes, each on its
 share of the CPU cores (and of CUDA_VISIBLE_DEVICES when that lists several).
@@ -129,8 +130,9 @@ def sweep(argv: list[str]) -> None:
         spec = space.make_spec(experiment, args.variant, overrides, args.grid, args.optuna,
                                args.folds, args.seeds, args.objective, args.mode,
                                base.checkpoint.monitor, base.checkpoint.mode, args.pruner)
-        if not spec.grid and not spec.optuna and args.trials:
-            raise ConfigError("--trials counts Optuna trials; give the space with --optuna")
+        if not spec.optuna and args.trials:
+            raise ConfigError("--trials counts Optuna trials; give the space with --optuna "
+                              "(a grid runs every point)")
         if spec.optuna and args.trials < 1:
             raise ConfigError("--optuna needs --trials N (N >= 1)")
         if args.workers < 1:
