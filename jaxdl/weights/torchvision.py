@@ -27,6 +27,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import flax.linen as nn
 import jax
 import numpy as np
 from flax import traverse_util
@@ -142,6 +143,8 @@ _PREFIX: dict[str, Callable[[tuple[str, ...], str], str]] = {
     "resnet": _resnet_prefix, "vgg": _vgg_prefix, "vgg_bn": _vgg_prefix,
     "densenet": _densenet_prefix, "alexnet": _alexnet_prefix, "inception": _inception_prefix}
 # jaxdl leaf name (per collection) -> torchvision's.
+# ... and their order within a module in a state_dict.
+_LEAF_ORDER = {"kernel": 0, "scale": 0, "bias": 1, "mean": 2, "var": 3}
 _LEAVES = {("params", "kernel"): "weight", ("params", "bias"): "bias",
            ("params", "scale"): "weight", ("batch_stats", "mean"): "running_mean",
            ("batch_stats", "var"): "running_var"}
@@ -201,23 +204,34 @@ def model_config(name: str, tensors: Mapping[str, np.ndarray]) -> dict[str, Any]
 
 def expected_tensors(config: Mapping[str, Any]) -> dict[str, Tensor]:
     """torchvision state_dict key -> `Tensor`, for the jaxdl model `config` (a model
-    section from `model_config`), in jaxdl's module order."""
+    section from `model_config`), in the order its modules run, which is the order of
+    torchvision's state_dict (jax sorts dict keys, so the traced shapes alone would not
+    say it)."""
     name = config["name"]
     fam = family(name)
     model = models.build_model(name, **{k: v for k, v in config.items() if k != "name"})
     cls = type(model)
     image = getattr(cls, "default_input_shape", _TRACE_IMAGE)
-    shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False),
-                            jax.ShapeDtypeStruct((1, *image), np.float32))
+    order: dict[tuple[str, ...], int] = {}
+
+    def record(next_fun, args, kwargs, context):  # module paths in the order they first run
+        order.setdefault(tuple(context.module.scope.path), len(order))
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        shapes = jax.eval_shape(lambda x: model.init(jax.random.PRNGKey(0), x, train=False),
+                                jax.ShapeDtypeStruct((1, *image), np.float32))
     flatten_layer, pooled = _FLATTENED.get(fam, (None, None))
-    expected = {}
+    tensors = []
     for collection in ("params", "batch_stats"):
         flat = traverse_util.flatten_dict(shapes.get(collection, {}))
         for path, leaf in flat.items():
             *modules, leaf_name = path
             key = f"{_PREFIX[fam](tuple(modules), name)}.{_LEAVES[collection, leaf_name]}"
             flatten = pooled if (modules[0] == flatten_layer and leaf_name == "kernel") else None
-            expected[key] = Tensor(collection, tuple(path), leaf.shape, flatten)
+            rank = (order.get(tuple(modules), len(order)), _LEAF_ORDER[leaf_name])
+            tensors.append((rank, key, Tensor(collection, tuple(path), leaf.shape, flatten)))
+    expected = {key: tensor for _, key, tensor in sorted(tensors, key=lambda t: t[0])}
     return expected
 
 
