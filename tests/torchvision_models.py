@@ -18,7 +18,9 @@ as it is.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.machinery
 import importlib.util
 import sys
 import types
@@ -29,6 +31,8 @@ FAMILIES = ("resnet", "vgg", "densenet", "alexnet", "inception")
 
 def _package_stub(name: str, directory: Path) -> None:
     stub = types.ModuleType(name)
+    stub.__spec__ = importlib.machinery.ModuleSpec(name, None, is_package=True)
+    stub.__spec__.submodule_search_locations = [str(directory)]
     stub.__path__ = [str(directory)]
     stub.__package__ = name
     sys.modules[name] = stub
@@ -37,6 +41,7 @@ def _package_stub(name: str, directory: Path) -> None:
         setattr(sys.modules[parent], child, stub)
 
 
+@functools.cache
 def classification_models() -> types.SimpleNamespace | None:
     """The builders (`resnet18`, `vgg11_bn`, `densenet121`, `alexnet`, `inception_v3`, ...)
     of torchvision's classification families, or None without torch or torchvision."""
