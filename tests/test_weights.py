@@ -312,3 +312,23 @@ def test_the_command_line_exits_2_with_one_line(tmp_path):
     assert result.stderr.strip() == f"error: --state_dict {str(tmp_path / 'absent.pth')!r}: " \
                                     "no such file"
     assert not (tmp_path / "out").exists()
+
+
+def test_old_densenet_key_names_are_renamed_as_torchvision_does():
+    # torchvision's published DenseNet files say `norm.1` where its modules say `norm1`.
+    one = np.ones(3, np.float32)
+    old = {"features.denseblock1.denselayer1.norm.1.weight": one,
+           "features.denseblock4.denselayer16.conv.2.weight": one,
+           "features.transition1.norm.weight": one, "features.norm0.running_var": one}
+    assert list(tv_weights.renamed("densenet121", old)) == [
+        "features.denseblock1.denselayer1.norm1.weight",
+        "features.denseblock4.denselayer16.conv2.weight",
+        "features.transition1.norm.weight", "features.norm0.running_var"]
+    assert list(tv_weights.renamed("resnet18", {"layer1.0.norm.1.weight": one})) == [
+        "layer1.0.norm.1.weight"]
+
+
+def test_a_mapping_with_something_else_than_tensors_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="state_dict: entry 'fc.weight' is a str, not a tensor"):
+        import_torchvision("resnet18", {"fc.weight": "oops"}, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -53,7 +53,7 @@ def import_torchvision(model: str, state_dict: str | Path | Mapping[str, Any],
     torchvision.family(model)  # an unsupported name fails before the file is read
     if isinstance(state_dict, Mapping):
         source = "state_dict"
-        tensors = {str(k): files.to_numpy(v) for k, v in state_dict.items()}
+        tensors = files.as_arrays(state_dict, source)
     else:
         source = str(Path(state_dict).expanduser().absolute())
         tensors = files.read_state_dict(state_dict)

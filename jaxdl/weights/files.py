@@ -32,21 +32,27 @@ def read_state_dict(path: str | Path) -> dict[str, np.ndarray]:
         loaded = _read_safetensors(path)
     else:
         loaded = _read_torch(path)
+    return as_arrays(loaded, f"--state_dict {str(path)!r}")
+
+
+def as_arrays(loaded, source: str) -> dict[str, np.ndarray]:
+    """A loaded state_dict (or a checkpoint wrapping one) as key -> numpy array; `source`
+    names it in the error."""
     for key in _WRAPPERS:
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
             break
     if not isinstance(loaded, Mapping) or not loaded:
-        raise ConfigError(f"--state_dict {str(path)!r} holds a {type(loaded).__name__}, not a "
-                          "state_dict (a mapping of tensor names to tensors)")
+        raise ConfigError(f"{source} holds a {type(loaded).__name__}, not a state_dict (a "
+                          "mapping of tensor names to tensors)")
     if all(isinstance(k, str) and k.startswith(_PARALLEL_PREFIX) for k in loaded):
         loaded = {k.removeprefix(_PARALLEL_PREFIX): v for k, v in loaded.items()}
     out = {}
     for key, value in loaded.items():
         array = to_numpy(value)
         if array is None:
-            raise ConfigError(f"--state_dict {str(path)!r}: entry {key!r} is a "
-                              f"{type(value).__name__}, not a tensor")
+            raise ConfigError(f"{source}: entry {key!r} is a {type(value).__name__}, not a "
+                              "tensor")
         out[str(key)] = array
     return out
 

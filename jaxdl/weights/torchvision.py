@@ -189,6 +189,21 @@ def _shape(shape) -> str:
     return "[" + ", ".join(str(d) for d in shape) + "]"
 
 
+# torchvision's DenseNet weights files predate its module names: `denselayer1.norm.1.weight`
+# for `denselayer1.norm1.weight` (torchvision renames them the same way when it loads them).
+_OLD_DENSENET_KEY = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|"
+    r"running_var))$")
+
+
+def renamed(name: str, tensors: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """`tensors` with old torchvision key names replaced by today's (DenseNet only)."""
+    if family(name) != "densenet":
+        return dict(tensors)
+    return {_OLD_DENSENET_KEY.sub(lambda m: m[1] + m[2], key): value
+            for key, value in tensors.items()}
+
+
 def model_config(name: str, tensors: Mapping[str, np.ndarray]) -> dict[str, Any]:
     """The jaxdl model section (name and fields) of torchvision's `name` with the classes
     and auxiliary head this state_dict has."""
@@ -265,6 +280,7 @@ def convert(name: str, tensors: Mapping[str, np.ndarray], *, source: str = "stat
     """(jaxdl variables {'params', 'batch_stats'?}, jaxdl model section) of torchvision's
     `name` with the weights `tensors` (state_dict key -> array). ConfigError naming the first
     mismatching key and both shapes when the state_dict is not that network's."""
+    tensors = renamed(name, tensors)
     config = model_config(name, tensors)
     expected = expected_tensors(config)
     check(name, tensors, expected, source)
