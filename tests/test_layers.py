@@ -13,8 +13,9 @@ level with it or above; imports inside functions and under `TYPE_CHECKING` count
   5  jaxdl.config        validate(): assembles the schema from what models, tasks, data and
                          training (optimizers, schedules, pipelines) declare, so it sits
                          above all of them and below the app that calls it
-  6  jaxdl.analysis | jaxdl.sweep | jaxdl.summary
-                         tools over models and finished runs
+  6  jaxdl.analysis | jaxdl.sweep | jaxdl.summary | jaxdl.weights
+                         tools over models and finished runs; weights reads another
+                         framework's model and writes a checkpoint through training's code
   7  jaxdl.app           flags and process set-up
   8  experiments | benchmarks | jaxdl.sweep.__main__
                          what runs on the app: the sweep command reuses its set-up
@@ -39,7 +40,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("jaxdl.tasks",),
     ("jaxdl.training",),
     ("jaxdl.config",),
-    ("jaxdl.analysis", "jaxdl.sweep", "jaxdl.summary", "jaxdl.cluster"),
+    ("jaxdl.analysis", "jaxdl.sweep", "jaxdl.summary", "jaxdl.cluster", "jaxdl.weights"),
     ("jaxdl.app",),
     ("experiments", "benchmarks", "jaxdl.sweep.__main__"),
 )
