@@ -200,6 +200,8 @@ def compare_torch(trainer, config, args: argparse.Namespace, max_in_flight: int)
         "loadavg_start": load_start,
         "loadavg_end": os.getloadavg(),
         "sides": results,
+        # jaxdl's side: XLA's FLOPs, MFU and memory, as a plain step_throughput row gives
+        **measure.efficiency(trainer, results["jaxdl"]["ms_per_step_median"]),
         "notes": notes,
         "config_overrides": [],
         "env": environment.describe(backend.devices, backend.kind),
