@@ -76,6 +76,9 @@ class ClassificationTask(Task):
     misclassified_shown: int
     draw_figures: bool  # config.logging.plot: the PNGs (the JSON is always written)
     class_weights: tuple[float, ...] | None = None  # scales each example's loss by its class
+    # tau * log(train prior) per class, added to the logits inside the loss only (Menon et
+    # al. 2021's logit-adjusted loss); predictions and accuracy take the raw logits.
+    logit_offsets: tuple[float, ...] | None = None
     mixup_alpha: float = 0.0  # > 0: training batches are mixed (`mixup`); 0 = off
     axis_name: str | None = None  # pmap's data axis: mixup partners come from every device
     monitor: str = "accuracy"
@@ -129,6 +132,8 @@ class ClassificationTask(Task):
         return values, new_state
 
     def example_loss(self, logits, labels):
+        if self.logit_offsets is not None:
+            logits = logits + jnp.asarray(self.logit_offsets, logits.dtype)
         loss = self.loss_fn(logits, labels)
         if self.class_weights is not None:
             loss = loss * jnp.asarray(self.class_weights, jnp.float32)[labels]
@@ -373,6 +378,16 @@ def _loss_names():
     "mixup_alpha": Field(float, default=0.0, check=non_negative,
                          help="> 0: mix each training batch with a shuffled copy of itself, "
                               "lam ~ Beta(alpha, alpha); 0 = off"),
+    "logit_adjustment": Field(float, default=0.0, check=non_negative,
+                              help="tau > 0: the loss sees logits + tau * log(class prior of "
+                                   "the train split) (Menon et al. 2021, long-tailed labels; "
+                                   "tau = 1 in the paper); predictions use the raw logits; "
+                                   "0 = off"),
+    # 0 = plain cross-entropy, the loss's own "off".
+    "focal_gamma": Field(float, default=0.0, check=non_negative,
+                         help="loss 'softmax_focal' only: the focusing exponent gamma of "
+                              "-(1 - p_true)^gamma log p_true (Lin et al. 2017 use 2); "
+                              "0 = cross-entropy"),
     # Reporting: none of these changes a number the model learns.
     "split_metrics": Field(bool, default=False,
                            help="every evaluation also reports metrics of the whole split's "
@@ -407,6 +422,11 @@ def build_classification(config, dataset, *, axis_name, train_split=None):
     elif config.task.label_smoothing:
         raise ConfigError(f"config.task.label_smoothing applies to softmax_cross_entropy, "
                           f"not to {config.task.loss!r}")
+    if config.task.loss == "softmax_focal":
+        loss_fn = functools.partial(loss_fn, gamma=config.task.focal_gamma)
+    elif config.task.focal_gamma:
+        raise ConfigError(f"config.task.focal_gamma applies to softmax_focal, not to "
+                          f"{config.task.loss!r}")
     kind = split_metrics_kind(config.task)
     positive_class = _positive_class(config.task, dataset.num_classes)
     return ClassificationTask(model=build_model_from_config(config, axis_name=axis_name),
@@ -414,6 +434,7 @@ def build_classification(config, dataset, *, axis_name, train_split=None):
                               misclassified_shown=config.task.misclassified_shown,
                               draw_figures=config.logging.plot,
                               class_weights=_class_weights(config, dataset, train_split),
+                              logit_offsets=_logit_offsets(config, dataset, train_split),
                               mixup_alpha=config.task.mixup_alpha, axis_name=axis_name,
                               split_metrics=kind, positive_class=positive_class,
                               operating_point=config.task.operating_point,
@@ -441,13 +462,27 @@ def _positive_class(task_config, num_classes: int) -> int | None:
 def _class_weights(config, dataset, train_split) -> tuple[float, ...] | None:
     if config.task.class_weighting == "none":
         return None
+    counts = _train_counts("class_weighting='balanced'", "weight", dataset, train_split)
+    return tuple(float(w) for w in balanced_class_weights(counts))
+
+
+def _logit_offsets(config, dataset, train_split) -> tuple[float, ...] | None:
+    tau = config.task.logit_adjustment
+    if not tau:
+        return None
+    counts = _train_counts(f"logit_adjustment={tau}", "prior", dataset, train_split)
+    return tuple(float(tau * np.log(c / counts.sum())) for c in counts)
+
+
+def _train_counts(setting: str, what: str, dataset, train_split) -> np.ndarray:
+    """Each class's count in the train split, which `setting` derives its `what` from."""
     if train_split is None:
-        raise ConfigError("config.task.class_weighting='balanced' weighs classes by the train "
+        raise ConfigError(f"config.task.{setting} takes each class's {what} from the train "
                           "split's counts: build the task with train_split")
     counts = np.bincount(np.asarray(train_split.targets).astype(np.int64),
                          minlength=dataset.num_classes)
     if not counts.all():
-        raise ConfigError(f"config.task.class_weighting='balanced': class(es) "
+        raise ConfigError(f"config.task.{setting}: class(es) "
                           f"{np.flatnonzero(counts == 0).tolist()} have no training example, "
-                          "so their weight is undefined")
-    return tuple(float(w) for w in balanced_class_weights(counts))
+                          f"so their {what} is undefined")
+    return counts
