@@ -51,7 +51,12 @@ def step_imbalance(*, minority_classes, ratio: int, seed: int, data_dir=None
                    ) -> data_lib.Dataset:
     """MNIST with the training pool's `minority_classes` cut to 1 in `ratio` (rounded,
     drawn without replacement by `seed`); the published test split unchanged."""
-    full = mnist.load(mnist.MNIST, None, data_dir)
+    return subsample(mnist.load(mnist.MNIST, None, data_dir), minority_classes, ratio, seed)
+
+
+def subsample(full: data_lib.Dataset, minority_classes, ratio: int, seed: int
+              ) -> data_lib.Dataset:
+    """`full` with its pool's `minority_classes` cut to 1 in `ratio` (see step_imbalance)."""
     rng = np.random.default_rng(seed)
     keep = []
     for c in range(full.num_classes):

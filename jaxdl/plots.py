@@ -112,11 +112,13 @@ def matrix_png(values, path, *, shading=None, title: str = "", xlabel: str = "",
     # A title of several lines (figures under a heading) gets the room it needs.
     lines = title.split("\n")
     title_h = _TITLE_INCHES * (1 + 0.6 * (len(lines) - 1))
-    inches_w = max(_MARGIN_INCHES + plot_w + _COLORBAR_INCHES,
+    # Named rows push the axis label left: room for the longest name.
+    margin_w = _MARGIN_INCHES + _TITLE_CHAR_INCHES * max(map(len, tick_labels or [""]))
+    inches_w = max(margin_w + plot_w + _COLORBAR_INCHES,
                    _TITLE_CHAR_INCHES * max(map(len, lines)))
     inches_h = _MARGIN_INCHES + plot_h + title_h
     fig = _figure(inches_w, inches_h)
-    left, bottom = _MARGIN_INCHES / inches_w, _MARGIN_INCHES / inches_h
+    left, bottom = margin_w / inches_w, _MARGIN_INCHES / inches_h
     ax = fig.add_axes((left, bottom, plot_w / inches_w, plot_h / inches_h))
     bar = fig.add_axes((left + (plot_w + 0.15) / inches_w, bottom, 0.15 / inches_w,
                         plot_h / inches_h))

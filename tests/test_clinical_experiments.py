@@ -8,6 +8,7 @@ import pytest
 from conftest import data_path, make_config
 
 from experiments import breast_cancer_screening, imbalanced_mnist
+from jaxdl.data import mnist
 
 QUIET = ["--config.logging.progress=False", "--config.logging.tensorboard=False"]
 needs_mnist = pytest.mark.skipif(
@@ -34,8 +35,9 @@ def test_configs_validate_and_differ_only_in_the_method():
 @needs_mnist
 def test_step_imbalance_is_seeded_and_leaves_the_test_split_alone():
     a = imbalanced_mnist.step_imbalance(minority_classes=(5, 6, 7, 8, 9), ratio=100, seed=0)
-    b = imbalanced_mnist.step_imbalance(minority_classes=(5, 6, 7, 8, 9), ratio=100, seed=0)
-    c = imbalanced_mnist.step_imbalance(minority_classes=(5, 6, 7, 8, 9), ratio=100, seed=1)
+    full = mnist.load(mnist.MNIST)
+    b = imbalanced_mnist.subsample(full, (5, 6, 7, 8, 9), 100, 0)
+    c = imbalanced_mnist.subsample(full, (5, 6, 7, 8, 9), 100, 1)
     counts = np.bincount(a.targets, minlength=10)
     full = np.array([5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949])  # MNIST
     np.testing.assert_array_equal(counts[:5], full[:5])

@@ -318,13 +318,13 @@ def draw_split_figures(task, context, scored: ScoredSplits, split: str) -> None:
                                   mark_label=f"{name} at threshold {scored.threshold:.3g}: "
                                              f"recall {m['sensitivity']:.3f}, precision "
                                              f"{m['precision']:.3f}"))
-        positive = f"class {task.positive_class} positive; x: {where}"
+        positive = f"class {task.positive_class} positive\nx: {where}"
         plots.curves_png(roc, workdir / runs.ROC_PNG, diagonal=True, legend_loc="lower right",
-                         title=f"ROC at step {step} ({positive})",
+                         title=f"ROC at step {step}, {positive}",
                          xlabel="1 - specificity (false positive rate)",
                          ylabel="sensitivity (true positive rate)")
         plots.curves_png(pr, workdir / runs.PR_PNG, legend_loc="lower left",
-                         title=f"precision-recall at step {step} ({positive})",
+                         title=f"precision-recall at step {step}, {positive}",
                          xlabel="recall (sensitivity)", ylabel="precision (PPV)")
         tn, fp, fn, tp = cm.binary_counts(scored.labels[split] == task.positive_class,
                                           scored.probabilities[split][:, task.positive_class],
@@ -334,10 +334,11 @@ def draw_split_figures(task, context, scored: ScoredSplits, split: str) -> None:
         plots.matrix_png(counts, workdir / runs.OPERATING_POINT_PNG,
                          shading=counts / np.maximum(counts.sum(axis=1, keepdims=True), 1),
                          tick_labels=("negative", "positive"),
-                         title=f"{split} at step {step}\n{where}\nsensitivity "
+                         title=f"{split} at step {step}, class {task.positive_class} positive"
+                               f"\n{where}\nsensitivity "
                                f"{m['sensitivity']:.3f}, specificity {m['specificity']:.3f}\n"
                                f"PPV {m['precision']:.3f}, NPV {m['npv']:.3f}; colour: row share",
-                         xlabel="predicted", ylabel=f"true (positive: class {task.positive_class})")
+                         xlabel="predicted", ylabel="true")
     curves = []
     for name in names:
         probabilities, labels = scored.probabilities[name], scored.labels[name]
