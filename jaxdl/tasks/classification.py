@@ -181,7 +181,7 @@ class ClassificationTask(Task):
         forward = self.forward(context)
         names = list(context.eval_splits)
         if self.operating_point and VALIDATION not in names:
-            if VALIDATION not in context.splits:
+            if VALIDATION not in context.splits:  # checkpoint.monitor already needs one
                 raise ValueError(f"task.operating_point={self.operating_point!r} is chosen "
                                  "on the validation split, and this run has none")
             names.append(VALIDATION)
