@@ -23,7 +23,27 @@ Command (12 runs, then the table):
     python -m experiments.imbalanced_mnist --study --workdir=runs/imbalanced_mnist
 One run: `python -m experiments.imbalanced_mnist --workdir=DIR --variant=focal`.
 
-RESULTS_PLACEHOLDER
+Measured 2026-12-07 on the 2-core AMD EPYC CPU dev VM (no GPU, jax 0.10.2, 1 CPU device,
+sharded backend), shared with other jobs (load average ~12): the 12 runs took 10 min 11 s
+wall in all, each training loop 5-16 s (`train_seconds`), each run 14-43 s with MNIST
+loading, compilation and evaluation. Test split (10,000 images, balanced), final weights,
+mean +- std (ddof=0) over seeds 0, 1, 2:
+
+    method     balanced accuracy   minority recall (5-9)   OvR ROC-AUC        accuracy
+    plain      0.8135 +- 0.0187    0.6366 +- 0.0370        0.9894 +- 0.0012   0.8190 +- 0.0184
+    weighted   0.8978 +- 0.0089    0.8306 +- 0.0254        0.9922 +- 0.0007   0.9001 +- 0.0087
+    balanced   0.8630 +- 0.0048    0.7379 +- 0.0090        0.9926 +- 0.0006   0.8668 +- 0.0047
+    focal      0.8207 +- 0.0260    0.6514 +- 0.0518        0.9913 +- 0.0008   0.8256 +- 0.0257
+
+(majority recall, digits 0-4: plain 0.990-0.991, weighted 0.954-0.975, balanced
+0.987-0.989, focal 0.989-0.991.) Class weighting recovers most of the minority recall
+(0.64 -> 0.83) at a cost of 2-4 points of majority recall; balanced sampling recovers less
+here (each minority image is seen ~100 times per balanced epoch, and the MLP overfits
+them); focal loss alone (no alpha) barely moves the minority recall, as it reweights hard
+examples, not classes. ROC-AUC hardly separates the four (0.989-0.993): ranking survives
+the imbalance, the argmax threshold does not, which is what balanced accuracy and the
+per-class recall show. The validation split (10% of the imbalanced pool, ~6 images per
+minority digit) would be too small to choose a checkpoint or threshold per class.
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ def test_step_imbalance_is_seeded_and_leaves_the_test_split_alone():
     np.testing.assert_array_equal(counts[5:], np.round(full[5:] / 100))
     np.testing.assert_array_equal(a.features, b.features)
     assert not np.array_equal(a.features[a.targets == 5], c.features[c.targets == 5])
-    test_inputs, test_targets = a.predefined_splits["test"]
+    _, test_targets = a.predefined_splits["test"]
     assert len(test_targets) == 10_000 and np.bincount(test_targets).min() > 800
 
 
