@@ -80,11 +80,14 @@ def test_screening_study_runs_on_a_tiny_config(tmp_path):
 @pytest.mark.slow
 @needs_mnist
 def test_imbalanced_mnist_study_runs_on_a_tiny_config(tmp_path):
-    results = imbalanced_mnist.study(tmp_path, QUIET, seeds=(0,), tiny=True)
-    assert list(results) == list(imbalanced_mnist.METHODS)
+    # Two of the four methods (each config is validated in the fast tier): each run costs a
+    # compilation.
+    results = imbalanced_mnist.study(tmp_path, QUIET, methods=("weighted", "focal"),
+                                     seeds=(0,), tiny=True)
+    assert list(results) == ["weighted", "focal"]
     for runs in results.values():
         (run,) = runs
         assert 0 <= run["minority_recall"] <= 1 and len(run["recall"]) == 10
         assert 0 < run["balanced_accuracy"] <= 1 and 0 < run["roc_auc"] <= 1
     text = imbalanced_mnist.table(results)
-    assert text.count("\n") == 4 and "minority_recall" in text
+    assert text.count("\n") == 2 and "minority_recall" in text
