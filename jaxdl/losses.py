@@ -59,6 +59,21 @@ def softmax_cross_entropy(logits, labels, *, label_smoothing=0.0, class_weights=
     return loss
 
 
+def softmax_focal(logits, labels, *, gamma=0.0):
+    """Focal loss per example (Lin et al. 2017, eq. 4, softmax over K classes, alpha left to
+    class weights): -(1 - p_t)^gamma * log p_t with p_t the true class's probability.
+    gamma = 0 is softmax cross-entropy; larger gamma down-weights well-classified
+    examples, so the many easy ones of a frequent class stop dominating the gradient."""
+    log_pt = jnp.take_along_axis(jax.nn.log_softmax(_f32(logits), axis=-1),
+                                 jnp.asarray(labels)[:, None], axis=-1)[:, 0]
+    if gamma == 0:
+        return -log_pt
+    # 1 - p_t floored at the smallest normal float: the factor's gradient at p_t = 1 is
+    # 0 * inf for gamma < 1 otherwise.
+    easy = jnp.maximum(-jnp.expm1(log_pt), jnp.finfo(jnp.float32).tiny)
+    return -jnp.power(easy, gamma) * log_pt
+
+
 def kl_divergence(log_p, log_q):
     """KL(p || q) per example from log-probabilities over the last axis."""
     log_p = _f32(log_p)
@@ -77,6 +92,7 @@ LOSSES = types.MappingProxyType(
         "binary_cross_entropy": binary_cross_entropy_with_logits,
         "hinge": hinge,
         "softmax_cross_entropy": softmax_cross_entropy,
+        "softmax_focal": softmax_focal,
         "kl_divergence": kl_divergence,
     }
 )

@@ -6,14 +6,15 @@ backend and keep figures alive); host numpy in, a file out. Imports nothing from
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["displayable", "image_grid_png", "matrix_png", "scatter_panels_png",
-           "parallel_coordinates_png", "curve_png"]
+__all__ = ["Curve", "curves_png", "curve_png", "displayable", "image_grid_png", "matrix_png",
+           "parallel_coordinates_png", "scatter_panels_png"]
 
 # Inches per image panel and per matrix cell, and around them for labels and titles: a
 # 10x10 matrix or a 4x4 grid fits a screen with room for the annotations. Both figures are
@@ -23,6 +24,7 @@ _CELL_INCHES = 0.5
 _MARGIN_INCHES = 0.75
 _TITLE_INCHES = 0.45
 _COLORBAR_INCHES = 0.9
+_TITLE_CHAR_INCHES = 0.075  # a character of a 9-point title, about
 # Beyond this many rows or columns the per-cell numbers would be unreadable, and the
 # matrix is squeezed into a fixed size.
 _MAX_ANNOTATED = 30
@@ -94,11 +96,12 @@ def image_grid_png(images, titles: Sequence[str], path, *, title: str = "") -> P
 
 
 def matrix_png(values, path, *, shading=None, title: str = "", xlabel: str = "",
-               ylabel: str = "") -> Path:
+               ylabel: str = "", tick_labels: Sequence[str] | None = None) -> Path:
     """Writes the 2-D `values` as a heat map with each cell's value written in it (up to
     30 rows and columns) and row and column indices on the axes. `shading` (same shape)
     colours the cells instead of `values`: a confusion matrix shows counts coloured by
-    row-normalised rates, so a rare class's errors stand out as much as a common one's."""
+    row-normalised rates, so a rare class's errors stand out as much as a common one's.
+    `tick_labels`: names of the rows (and columns) instead of their indices."""
     values = np.asarray(values)
     shading = values if shading is None else np.asarray(shading)
     if values.ndim != 2 or shading.shape != values.shape:
@@ -107,23 +110,29 @@ def matrix_png(values, path, *, shading=None, title: str = "", xlabel: str = "",
     rows, columns = values.shape
     plot_w = min(max(_CELL_INCHES * columns, 2.5), _MAX_PLOT_INCHES)
     plot_h = min(max(_CELL_INCHES * rows, 2.5), _MAX_PLOT_INCHES)
-    inches_w = _MARGIN_INCHES + plot_w + _COLORBAR_INCHES
-    inches_h = _MARGIN_INCHES + plot_h + _TITLE_INCHES
+    # A title of several lines (figures under a heading) gets the room it needs.
+    lines = title.split("\n")
+    title_h = _TITLE_INCHES * (1 + 0.6 * (len(lines) - 1))
+    # Named rows push the axis label left: room for the longest name.
+    margin_w = _MARGIN_INCHES + _TITLE_CHAR_INCHES * max(map(len, tick_labels or [""]))
+    inches_w = max(margin_w + plot_w + _COLORBAR_INCHES,
+                   _TITLE_CHAR_INCHES * max(map(len, lines)))
+    inches_h = _MARGIN_INCHES + plot_h + title_h
     fig = _figure(inches_w, inches_h)
-    left, bottom = _MARGIN_INCHES / inches_w, _MARGIN_INCHES / inches_h
+    left, bottom = margin_w / inches_w, _MARGIN_INCHES / inches_h
     ax = fig.add_axes((left, bottom, plot_w / inches_w, plot_h / inches_h))
     bar = fig.add_axes((left + (plot_w + 0.15) / inches_w, bottom, 0.15 / inches_w,
                         plot_h / inches_h))
     image = ax.imshow(shading, cmap="Blues", interpolation="nearest", aspect="auto")
     fig.colorbar(image, cax=bar)
     if max(rows, columns) <= _MAX_ANNOTATED:
-        ax.set_xticks(range(columns))
-        ax.set_yticks(range(rows))
+        ax.set_xticks(range(columns), labels=tick_labels)
+        ax.set_yticks(range(rows), labels=tick_labels)
     ax.tick_params(labelsize=7 if max(rows, columns) > 12 else 9)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
-        fig.suptitle(title, fontsize=9, y=1.0 - 0.1 * _TITLE_INCHES / inches_h, va="top")
+        fig.suptitle(title, fontsize=9, y=1.0 - 0.1 * title_h / inches_h, va="top")
     if max(rows, columns) <= _MAX_ANNOTATED and values.size:
         middle = (np.nanmin(shading) + np.nanmax(shading)) / 2
         for (i, j), value in np.ndenumerate(values):
@@ -224,4 +233,43 @@ def curve_png(xs, ys, path, *, xlabel: str, ylabel: str, log_x: bool = False,
     if title:
         ax.set_title(title, fontsize=9)
     fig.tight_layout()
+    return _save(fig, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+    """One line of `curves_png`: points (x, y), its legend entry, and optionally one
+    point marked on it (an operating point) with its own legend entry."""
+
+    x: Sequence[float]
+    y: Sequence[float]
+    label: str
+    mark: tuple[float, float] | None = None
+    mark_label: str = ""
+    markers: bool = False  # draw each point (a reliability diagram's bins)
+
+
+def curves_png(curves: Sequence[Curve], path, *, title: str, xlabel: str, ylabel: str,
+               diagonal: bool = False, legend_loc: str = "best") -> Path:
+    """Writes lines on a unit square (ROC, precision-recall, reliability diagrams), each
+    named in the legend, marked points as crosses; `diagonal` draws y = x dashed (chance
+    for ROC, perfect calibration for reliability)."""
+    fig = _figure(6.0, 5.0)
+    ax = fig.add_axes((0.12, 0.11, 0.84, 0.78))
+    if diagonal:
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8, label="y = x")
+    for i, curve in enumerate(curves):
+        colour = f"C{i}"
+        ax.plot(curve.x, curve.y, color=colour, label=curve.label,
+                marker="o" if curve.markers else None, markersize=4)
+        if curve.mark is not None:
+            ax.plot(*curve.mark, marker="X", markersize=10, color=colour, linestyle="none",
+                    markeredgecolor="black", label=curve.mark_label)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc=legend_loc)
+    fig.suptitle(title, fontsize=9)
     return _save(fig, path)

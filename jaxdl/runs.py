@@ -36,6 +36,11 @@ PROFILE_DIRNAME = "profile"
 CONFUSION_JSON = "confusion_matrix.json"
 CONFUSION_PNG = "confusion_matrix.png"
 MISCLASSIFIED_PNG = "misclassified.png"
+# Classification with task.split_metrics / positive_class / operating_point.
+CLASSIFICATION_REPORT_JSON = "classification_report.json"
+ROC_PNG, PR_PNG = "roc.png", "precision_recall.png"
+RELIABILITY_PNG = "reliability.png"
+OPERATING_POINT_PNG = "confusion_at_operating_point.png"
 HYDROGRAPH_PNG = "hydrograph.png"
 SAMPLES_TXT = "samples.txt"  # sequence models: generated text
 SAMPLES_PNG = "samples.png"  # GANs: the latest grid of samples
@@ -48,7 +53,8 @@ RUN_ENTRIES = frozenset({
     CONFIG_FILENAME, ENV_FILENAME, METRICS_FILENAME, SUMMARY_FILENAME, SUMMARY_TMP_FILENAME,
     CURVES_FILENAME, PREVIEW_FILENAME, TENSORBOARD_DIRNAME, CHECKPOINTS_DIRNAME, PROFILE_DIRNAME,
     CONFUSION_JSON, CONFUSION_PNG, MISCLASSIFIED_PNG, HYDROGRAPH_PNG, SAMPLES_TXT, SAMPLES_PNG,
-    SAMPLES_DIRNAME, IMAGES_DIRNAME})
+    SAMPLES_DIRNAME, IMAGES_DIRNAME, CLASSIFICATION_REPORT_JSON, ROC_PNG, PR_PNG,
+    RELIABILITY_PNG, OPERATING_POINT_PNG})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -241,6 +241,43 @@ def test_bf16_softmax_cross_entropy_gives_float32():
     _check(out, _ce_by_hand(LOGITS, LABELS, smoothing=0.1))
 
 
+# --- focal loss ---------------------------------------------------------------------------
+
+
+def _focal_by_hand(logits, labels, gamma):
+    out = []
+    for row, y in zip(logits, labels):
+        p = math.exp(row[y] - _lse(row))
+        out.append(-((1 - p) ** gamma) * math.log(p))
+    return out
+
+
+@pytest.mark.parametrize("gamma", [0.5, 1.0, 2.0, 5.0])
+def test_focal_loss_by_hand(gamma):
+    out = losses.softmax_focal(jnp.array(LOGITS), jnp.array(LABELS), gamma=gamma)
+    _check(out, _focal_by_hand(LOGITS, LABELS, gamma), atol=1e-7)
+
+
+def test_focal_loss_with_gamma_zero_is_cross_entropy():
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(32, 5)) * 3, jnp.float32)
+    labels = jnp.asarray(rng.integers(0, 5, 32))
+    np.testing.assert_array_equal(losses.softmax_focal(logits, labels, gamma=0.0),
+                                  losses.softmax_cross_entropy(logits, labels))
+
+
+def test_focal_loss_down_weights_easy_examples_and_has_finite_gradients():
+    """A confident right answer loses far more of its loss than a wrong one; at p_t = 1
+    (saturated logits) the gradient stays finite for gamma < 1 too."""
+    logits = jnp.array([[6.0, 0.0], [0.0, 0.5], [200.0, 0.0]])
+    labels = jnp.array([0, 0, 0])
+    ce = losses.softmax_cross_entropy(logits, labels)
+    focal = losses.softmax_focal(logits, labels, gamma=2.0)
+    assert focal[0] / ce[0] < 1e-4 < 0.3 < focal[1] / ce[1]
+    grads = jax.grad(lambda x: losses.softmax_focal(x, labels, gamma=0.5).sum())(logits)
+    assert np.isfinite(np.asarray(grads)).all()
+
+
 # --- registry -----------------------------------------------------------------------------
 
 
@@ -251,6 +288,7 @@ def test_get_loss_returns_registered_functions():
         "binary_cross_entropy": losses.binary_cross_entropy_with_logits,
         "hinge": losses.hinge,
         "softmax_cross_entropy": losses.softmax_cross_entropy,
+        "softmax_focal": losses.softmax_focal,
         "kl_divergence": losses.kl_divergence,
     }
     assert dict(losses.LOSSES) == expected

@@ -210,6 +210,40 @@ def test_balanced_class_weights_scale_the_loss_not_the_accuracy():
         _task([0, 1, 1], class_weighting="balanced")
 
 
+def test_logit_adjustment_shifts_the_loss_by_the_log_prior_not_the_predictions():
+    """Menon et al.'s logit-adjusted loss: cross-entropy of logits + tau * log(prior), the
+    prior from the train split's counts (4/7, 2/7, 1/7); accuracy from the raw logits."""
+    train_labels = [0, 0, 0, 0, 1, 1, 2]
+    task = _task(train_labels, logit_adjustment=0.5)
+    plain = _task(train_labels)
+    batch, rng = _batch(), jax.random.PRNGKey(0)
+    variables = task.init(rng, batch["inputs"])
+    logits = np.asarray(task.model.apply(variables, batch["inputs"], train=False))
+    shifted = logits + 0.5 * np.log(np.array([4, 2, 1]) / 7)
+    values, _ = task.apply(variables, batch, train=False, rng=rng)
+    unadjusted, _ = plain.apply(variables, batch, train=False, rng=rng)
+    np.testing.assert_allclose(values["loss"], _cross_entropy(shifted, batch["targets"]),
+                               rtol=1e-5)
+    np.testing.assert_array_equal(values["accuracy"], unadjusted["accuracy"])
+    with pytest.raises(ConfigError, match=r"logit_adjustment=0.5: class\(es\) \[2\] have no "
+                                          "training example, so their prior is undefined"):
+        _task([0, 1, 1], logit_adjustment=0.5)
+
+
+def test_focal_loss_is_a_classification_loss_option():
+    train_labels = [0, 0, 0, 0, 1, 1, 2]
+    focal = _task(train_labels, loss="softmax_focal", focal_gamma=2.0)
+    batch, rng = _batch(), jax.random.PRNGKey(0)
+    variables = focal.init(rng, batch["inputs"])
+    logits = np.asarray(focal.model.apply(variables, batch["inputs"], train=False))
+    ce = _cross_entropy(logits, batch["targets"])
+    values, _ = focal.apply(variables, batch, train=False, rng=rng)
+    np.testing.assert_allclose(values["loss"], (1 - np.exp(-ce)) ** 2 * ce, rtol=1e-5)
+    with pytest.raises(ConfigError, match="focal_gamma applies to softmax_focal, not to "
+                                          "'softmax_cross_entropy'"):
+        _task(train_labels, focal_gamma=2.0)
+
+
 def test_mixup_off_is_the_plain_loss_and_on_mixes_by_hand():
     batch, rng = _batch(), jax.random.PRNGKey(3)
     plain = _task([0, 1, 2])

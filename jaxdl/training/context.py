@@ -121,14 +121,18 @@ class Context:
         self.progress.update(step, {k: metrics[k] for k in ("loss", monitor) if k in metrics})
 
     def log_eval(self, step: int, results: dict[str, dict[str, float]], last: bool) -> None:
-        """Writes an evaluation, keeps it as the final one and the best per split."""
+        """Writes an evaluation, keeps it as the final one and the best per split: best by
+        `checkpoint.monitor`'s metric (the one the best checkpoint is chosen by, so
+        `best.test` is of the same step), the task's headline metric where a split lacks it."""
         task = self.trainer.task
+        _, metric = self.monitor
         for name, result in results.items():
             self.writer.write(step, name, result)
             self.final[name] = result
-            if not is_test(name) and better(result[task.monitor],
-                                            self.best.get(name, {}).get(task.monitor),
-                                            task.monitor_mode):
+            key, mode = ((metric, self.config.checkpoint.mode) if metric in result
+                         else (task.monitor, task.monitor_mode))
+            if not is_test(name) and better(result[key], self.best.get(name, {}).get(key),
+                                            mode):
                 self.best[name] = {**result, "step": step}
         self.message(f"step {step}: " + "  ".join(
             f"{name}{' (not for selection)' if is_test(name) and not last else ''} "
