@@ -43,6 +43,9 @@ EXAMPLES_PER_CLASS = (10, 50, 250)
 SEEDS = (0, 1, 2)
 PRETRAIN_CLASSES = (0, 1, 2, 3, 4)
 TARGET_CLASSES = (5, 6, 7, 8, 9)
+# The runs of the study in the order it trains them (10 per class first).
+VARIANTS = ("pretrain", *(f"{arm}_{n}_{seed}" for n in EXAMPLES_PER_CLASS for arm in ARMS
+                          for seed in SEEDS))
 
 
 class ResNet8(CifarResNet):
@@ -112,10 +115,6 @@ def get_config(variant: str = "pretrain") -> ml_collections.ConfigDict:
     return c
 
 
-def variants() -> list[str]:
-    return [f"{arm}_{n}_{seed}" for n in EXAMPLES_PER_CLASS for arm in ARMS for seed in SEEDS]
-
-
 def _train(variant: str, workdir: Path, pretrain: Path, cache_dir: str) -> dict:
     """Trains (or resumes, or reads) one run of the study; returns its summary."""
     from jaxdl import app, runs
@@ -144,7 +143,7 @@ def study(root: Path, cache_dir: str = "") -> str:
     start = time.perf_counter()
     pretrained = _train("pretrain", root / "pretrain", root / "pretrain", cache_dir)
     results = {}
-    for variant in variants():
+    for variant in VARIANTS[1:]:
         summary = _train(variant, root / variant, root / "pretrain", cache_dir)
         results[variant] = summary["final"]["test"]["accuracy"]
     table = {arm: {n: [results[f"{arm}_{n}_{s}"] for s in SEEDS] for n in EXAMPLES_PER_CLASS}
