@@ -92,8 +92,8 @@ class ResNet8(CifarResNet):
 def _base(seed: int) -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = seed
-    c.model = dict(name="experiments.fashion_mnist_transfer:ResNet8", num_classes=len(TARGET_CLASSES),
-                   bn_momentum=0.9, bn_epsilon=1e-5, se_ratio=0.0, zero_init_last_bn=False)
+    c.model = dict(name="experiments.fashion_mnist_transfer:ResNet8",
+                   num_classes=len(TARGET_CLASSES), bn_momentum=0.9, bn_epsilon=1e-5, se_ratio=0.0, zero_init_last_bn=False)
     c.task = dict(name="classification", loss="softmax_cross_entropy", label_smoothing=0.0)
     # Per-channel mean/std of the 60,000 Fashion-MNIST training images (0.2860, 0.3530).
     c.data = dict(name="fashion_mnist", split_seed=seed, validation_fraction=0.02,

@@ -154,6 +154,22 @@ def test_frozen_batch_norm_runs_in_inference_mode_under_jit():
         assert not np.array_equal(after["live_bn"][name], before["live_bn"][name])
 
 
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_batch_stats_picks_the_frozen_layers_or_none(freeze):
+    model = _WithBatchNorm()
+    x = jax.random.normal(jax.random.PRNGKey(0), (8, 5)) * 3 + 1
+    variables = model.init(jax.random.PRNGKey(1), x, train=False)
+    plan = finetune.plan(_section(trainable="live_bn/**", freeze_batch_stats=freeze),
+                         variables["params"], to_updates=TO_UPDATES, grad_accum_steps=1)
+    assert plan.inference_modules(thawed=False) == (
+        frozenset({"Dense_0", "frozen_bn"}) if freeze else frozenset())
+    _, state = plan.phased(lambda: model.apply(variables, x, train=True,
+                                               mutable=["batch_stats"]), jnp.zeros((), jnp.int32))
+    kept = np.array_equal(state["batch_stats"]["frozen_bn"]["mean"],
+                          variables["batch_stats"]["frozen_bn"]["mean"])
+    assert kept == freeze
+
+
 def _abstract(params, model_state=None):
     shapes = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), np.float32),
                                        tree)

@@ -14,6 +14,9 @@ A staged run (`unfreeze_at`) trains `trainable` alone until then, and everything
 newly thawed parameters ramping up over `unfreeze_warmup`; one state structure and one
 compiled step serve both phases (the step picks the phase from its own counter with
 `lax.cond`), so a run resumes exactly across the boundary.
+
+The step still differentiates every parameter (the logged `grad_norm` covers them all); what
+freezing saves is optimizer state and updates, not the backward pass.
 """
 
 from __future__ import annotations
