@@ -283,3 +283,22 @@ def test_resume_across_the_unfreeze_boundary_is_bitwise_exact(tmp_path):
             np.testing.assert_array_equal(s[key], w[key], err_msg=key)
     # After the thaw everything trained, statistics included.
     _assert_frozen(initial, whole, changed=("",))
+
+
+def test_examples_per_class_is_refused_for_a_regression_dataset():
+    from jaxdl.training import build
+    config = make_config("digits_mlp", **{"data.name": "diabetes", "data.examples_per_class": 5})
+    with pytest.raises(ConfigError, match="examples_per_class needs classes; 'diabetes' is a "
+                                          "regression dataset"):
+        build.load_splits(config)
+
+
+def test_a_task_with_an_optimizer_per_part_is_refused():
+    from test_gan import _task
+    from jaxdl.training import build
+    config = make_config("digits_cnn", **{"finetune.trainable": "generator/**"})
+    plan = build.Plan(steps_per_epoch=10, total_steps=10, log_every=1, eval_every=1,
+                      checkpoint_every=1, total_updates=10)
+    with pytest.raises(ConfigError, match="keeps an optimizer per part of the model"):
+        build._finetune_plan(config, _task(), {"inputs": np.zeros((1, 8, 8, 1), np.float32)},
+                             plan)

@@ -134,6 +134,9 @@ def load_splits(config) -> tuple[data_lib.Dataset, dict[str, Any]]:
         indices = {"validation": pool[parts[held_out]], **indices, TRAIN: pool[np.sort(
             np.concatenate([part for i, part in enumerate(parts) if i != held_out]))]}
     if config.data.examples_per_class:
+        if dataset.num_classes is None:
+            raise ConfigError(f"config.data.examples_per_class needs classes; "
+                              f"{config.data.name!r} is a regression dataset")
         indices[TRAIN] = indices[TRAIN][data_lib.per_class_subsample(
             dataset.targets[indices[TRAIN]], config.data.examples_per_class,
             config.data.split_seed)]
@@ -279,7 +282,14 @@ def _finetune_plan(config, task, example, plan):
                             example["inputs"][:1])["params"]
     finetune = finetune_lib.plan(config.finetune, params, to_updates=plan.to_updates(config),
                                  grad_accum_steps=config.optimizer.grad_accum_steps)
-    return finetune if finetune.active else None
+    if not finetune.active:
+        return None
+    if type(task).init_optimizer is not tasks.Task.init_optimizer:
+        # Its optimizer sees parts of the tree (a GAN's generator), not these paths.
+        raise ConfigError(f"config.finetune: task {config.task.name!r} keeps an optimizer per "
+                          "part of the model; freezing and lr_multipliers need one optimizer "
+                          "over all parameters")
+    return finetune
 
 
 def _place_and_compile(config, dataset, splits, plan, backend, task, tx, example,
