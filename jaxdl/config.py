@@ -75,6 +75,11 @@ def _task_names():
     return tasks.task_names()
 
 
+def _finetune():
+    from jaxdl.training import finetune
+    return finetune
+
+
 def _members() -> dict[str, tuple[dict[str, Field], dict[str, dict[str, Field]]]]:
     """Sections filled from what their `name` picks: section -> (the fields every member
     reads, each member's own fields)."""
@@ -107,6 +112,13 @@ def schema() -> dict[str, Any]:
                                 "what the test split leaves, train the other folds; 0 = off"),
             "fold": Field(int, default=0, check=non_negative,
                           help="which of the `folds` folds validates (0-based)"),
+            "classes": Field(tuple, items=int, default=(), check=non_negative,
+                             help="keep only these classes (every split), relabelled 0, 1, "
+                                  "... in this order, e.g. (5, 6, 7, 8, 9); () = all"),
+            "examples_per_class": Field(int, default=0, check=non_negative,
+                                        help="train on this many examples of each class, "
+                                             "drawn by split_seed from the train split "
+                                             "(nested: 10 of them are among 50); 0 = all"),
             "sampling": Field(str, default="shuffle", choices=_samplings,
                               help="training order: 'shuffle' each epoch, or 'balanced' "
                                    "(every class oversampled to the largest class's count)"),
@@ -170,6 +182,11 @@ def schema() -> dict[str, Any]:
         },
         "init_from": Field(str, default="", help="a run's workdir whose latest weights start "
                                                  "this run ('' = initialise from the seed)"),
+        "init_from_reinit": Field(str, default="", check=lambda v: _finetune().check_patterns(v),
+                                  help="with init_from: comma-separated globs of parameter "
+                                       "paths that keep their fresh initialisation, e.g. "
+                                       "'head/**' for another number of classes"),
+        "finetune": dict(_finetune().FIELDS),
         # The fields every optimizer (schedule) reads; the one `name` picks adds its own.
         **{section: dict(shared) for section, (shared, _) in _members().items()},
         "precision": Field(str, choices=_choices_from(("fp32", "bf16"))),
@@ -472,6 +489,9 @@ def validate(config: ml_collections.ConfigDict | Mapping[str, Any]) -> ml_collec
         raise ConfigError("config.data: validation_fraction + test_fraction must be < 1, got "
                           f"{data['validation_fraction']} + {data['test_fraction']}")
     _check_folds(data)
+    if resolved["init_from_reinit"] and not resolved["init_from"]:
+        raise ConfigError("config.init_from_reinit is set but config.init_from is not: name "
+                          "the run whose weights start this one")
     if resolved["schedule"]["name"] == "plateau" and resolved["optimizer"]["grad_accum_steps"] > 1:
         raise ConfigError("config.schedule.name='plateau' observes each evaluation in the next "
                           "step, which gradient accumulation may skip; use grad_accum_steps=1")

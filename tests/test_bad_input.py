@@ -451,6 +451,9 @@ CASES = [
          ["config.data.eval_batch_size", "130", str(FORCED_DEVICES)]),
     Case("model_import_path_not_found", ["--config.model.name=no_such_pkg.mod:Net"],
          ["config.model.name", "no_such_pkg"]),
+    Case("finetune_pattern_matches_no_parameter", ["--config.finetune.trainable=classifier/**"],
+         ["finetune.trainable", "'classifier/**'", "matches no parameter", "Conv_0, Conv_1, "
+          "Dense_0, Dense_1"]),
     Case("init_from_a_missing_path",
          lambda ctx: [f"--config.init_from={ctx.tmp / 'no_such_run'}"],
          lambda ctx: ["init_from", str(ctx.tmp / "no_such_run")]),

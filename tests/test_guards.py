@@ -10,6 +10,7 @@ import pytest
 
 from conftest import make_config
 from jaxdl import runs
+from jaxdl.schema import ConfigError
 from jaxdl.training import checkpoints, loop
 from jaxdl.training.writers import read_metrics
 
@@ -187,12 +188,19 @@ def test_init_from_loads_matching_weights_and_reports_the_rest(tmp_path):
     final, _ = checkpoints.read_weights(tmp_path / "same")
     for a, b in zip(jax.tree.leaves(final["params"]), jax.tree.leaves(replayed.params)):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
-    # A narrower dense layer: the convolutions and the output bias load; the rest is reported.
-    _, log = _train(tmp_path / "other", **{"train.duration": "1 epoch", "model.dense_width": 64,
-                                           "init_from": str(tmp_path / "source")})
+    # A narrower dense layer: refused, naming the first array of another shape, before
+    # anything is written; named in init_from_reinit, it starts afresh and the rest loads.
+    narrower = {"train.duration": "1 epoch", "model.dense_width": 64,
+                "init_from": str(tmp_path / "source")}
+    with pytest.raises(ConfigError, match=r"params 'Dense_0/bias' has shape \(128,\) in the "
+                                          r"checkpoint but \(64,\) in this model"):
+        _train(tmp_path / "refused", **narrower)
+    assert not (tmp_path / "refused").exists()
+    _, log = _train(tmp_path / "other", **narrower,
+                    init_from_reinit="Dense_0/**, Dense_1/kernel")
     assert "loaded 5 arrays" in log
-    assert ("mismatched: Dense_0/bias (128,) vs (64,), Dense_0/kernel (256, 128) vs (256, 64), "
-            "Dense_1/kernel (128, 10) vs (64, 10)") in log
+    assert ("initialised afresh Dense_0/bias (128,) -> (64,), Dense_0/kernel (256, 128) -> "
+            "(256, 64), Dense_1/kernel (128, 10) -> (64, 10)") in log
     # What loaded is the source's; what did not is the fresh initialisation.
     trainer = loop.build(make_config(**{"model.dense_width": 64}))
     fresh = trainer.backend.get_state(trainer.state).params

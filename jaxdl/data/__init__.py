@@ -28,7 +28,8 @@ from jaxdl.data.pipeline import (
     train_batches,
 )
 from jaxdl.data.dataset import Dataset
-from jaxdl.data.splits import kfold, random_split, stratified_kfold, stratified_split
+from jaxdl.data.splits import (keep_classes, kfold, per_class_subsample, random_split,
+                               stratified_kfold, stratified_split)
 from jaxdl.data.streaming import RecordSplit
 
 __all__ = [
@@ -39,9 +40,11 @@ __all__ = [
     "epoch_length",
     "epoch_order",
     "eval_batches",
+    "keep_classes",
     "kfold",
     "load_source",
     "num_eval_batches",
+    "per_class_subsample",
     "random_split",
     "register_source",
     "source_location",

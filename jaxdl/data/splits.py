@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Mapping
 
@@ -123,3 +124,44 @@ def kfold(n: int, k: int, seed: int) -> list[np.ndarray]:
     """Like `stratified_kfold` without stratification (e.g. for regression)."""
     _check_folds(n, k)
     return _deal(np.random.default_rng(seed).permutation(n), k)
+
+
+def per_class_subsample(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
+    """Sorted indices of `per_class` examples of every class of `labels` (all of a class
+    with fewer), drawn by `seed`: each class is permuted once and its first `per_class`
+    taken, so with one seed 10 per class are among the 50 (the few-shot curves nest)."""
+    labels = np.asarray(labels)
+    rng = np.random.default_rng(seed)
+    classes, inverse = np.unique(labels, return_inverse=True)
+    chosen = [rng.permutation(np.flatnonzero(inverse == c))[:per_class]
+              for c in range(len(classes))]
+    return np.sort(np.concatenate(chosen)).astype(np.int64) if chosen else np.zeros(0, np.int64)
+
+
+def keep_classes(dataset, classes):
+    """`dataset` restricted to `classes` in every split (pool and predefined), relabelled
+    0, 1, ... in the order given (a few-shot task on classes 5-9 becomes a 5-class one)."""
+    classes = [int(c) for c in classes]
+    if dataset.num_classes is None:
+        raise ValueError(f"data.classes needs a classification dataset; {dataset.name!r} "
+                         "has no classes")
+    unknown = sorted(set(c for c in classes if not 0 <= c < dataset.num_classes))
+    if unknown or len(set(classes)) != len(classes):
+        raise ValueError(f"data.classes={tuple(classes)}: each must appear once and be a class "
+                         f"of {dataset.name!r} (0..{dataset.num_classes - 1})")
+    relabel = np.full(dataset.num_classes, -1, np.int64)
+    relabel[classes] = np.arange(len(classes))
+
+    def keep(features, targets):
+        rows = np.flatnonzero(np.isin(targets, classes))
+        return features[rows], relabel[targets[rows]].astype(targets.dtype)
+
+    predefined = dataset.predefined_splits or {}
+    if any(hasattr(split, "take") for split in predefined.values()):
+        raise ValueError(f"data.classes cannot filter the streamed splits of {dataset.name!r}")
+    features, targets = keep(dataset.features, dataset.targets)
+    return dataclasses.replace(
+        dataset, features=features, targets=targets, num_classes=len(classes),
+        predefined_splits={name: keep(*split) for name, split in predefined.items()} or None,
+        description=f"{dataset.description} Classes {tuple(classes)} only, relabelled "
+                    f"0..{len(classes) - 1}.")

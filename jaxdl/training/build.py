@@ -17,7 +17,7 @@ from jaxdl.data import augment
 from jaxdl import tasks
 from jaxdl.models import layers
 from jaxdl.schema import Clock, ConfigError, parse_interval
-from jaxdl.training import feeding, optim, parallel, step as step_lib
+from jaxdl.training import feeding, finetune as finetune_lib, optim, parallel, step as step_lib
 from jaxdl.training.errors import OutOfMemoryError, explain_out_of_memory
 from jaxdl.training.state import create_state
 from jaxdl.training.window import mean_metrics
@@ -98,6 +98,8 @@ def load_splits(config) -> tuple[data_lib.Dataset, dict[str, Any]]:
                           f"{config.data.name!r}: {e}") from None
     except FileNotFoundError as e:  # offline and not prepared: say where and how
         raise ConfigError(str(e)) from None
+    if config.data.classes:
+        dataset = data_lib.keep_classes(dataset, config.data.classes)
     predefined = {name: split if hasattr(split, "take") else data_lib.ArraySplit(*split)
                   for name, split in (dataset.predefined_splits or {}).items()}
     fractions = {"validation": config.data.validation_fraction,
@@ -131,6 +133,13 @@ def load_splits(config) -> tuple[data_lib.Dataset, dict[str, Any]]:
         held_out = config.data.fold
         indices = {"validation": pool[parts[held_out]], **indices, TRAIN: pool[np.sort(
             np.concatenate([part for i, part in enumerate(parts) if i != held_out]))]}
+    if config.data.examples_per_class:
+        if dataset.num_classes is None:
+            raise ConfigError(f"config.data.examples_per_class needs classes; "
+                              f"{config.data.name!r} is a regression dataset")
+        indices[TRAIN] = indices[TRAIN][data_lib.per_class_subsample(
+            dataset.targets[indices[TRAIN]], config.data.examples_per_class,
+            config.data.split_seed)]
     splits = {name: data_lib.ArraySplit(dataset.features[idx], dataset.targets[idx])
               for name, idx in indices.items() if len(idx)}
     splits.update(predefined)
@@ -159,6 +168,8 @@ class Trainer:
     compile_seconds: float
     train_step_cost: dict[str, float]  # XLA's per-device estimate (`_CompiledStep.cost`)
     feed: Any  # `feeding.DeviceFeed` or `feeding.HostFeed`, as config.data.pipeline says
+    finetune: Any = None  # `finetune.Finetune` when config.finetune freezes or scales
+    notes: tuple[str, ...] = ()  # lines for the start log (the finetune groups)
 
     def train_batch(self, step: int) -> dict[str, np.ndarray]:
         """The host batch of global step `step` (0-based), mask included."""
@@ -234,29 +245,55 @@ def build(config) -> Trainer:
                                    max_in_flight=config.parallel.max_in_flight)
         task = tasks.build_task(config, dataset, axis_name=backend.axis_name,
                                 train_split=splits[TRAIN])
-        tx, _ = optim.make_optimizer(config.optimizer, config.schedule,
-                                     total_updates=plan.total_updates,
-                                     to_updates=plan.to_updates(config))
+        example = with_mask(data_lib.train_batch(splits[TRAIN], config.data.batch_size,
+                                                  config.seed, 0))
+        make_tx = functools.partial(optim.make_optimizer, config.optimizer, config.schedule,
+                                    total_updates=plan.total_updates,
+                                    to_updates=plan.to_updates(config))
+        finetune = _finetune_plan(config, task, example, plan)
+        tx, _ = make_tx(finetune=finetune)
     except ValueError as e:
         raise e if isinstance(e, ConfigError) else ConfigError(str(e)) from None
 
-    example = with_mask(data_lib.train_batch(splits[TRAIN], config.data.batch_size,
-                                              config.seed, 0))
     ema = config.optimizer.ema_decay > 0
     abstract_state = jax.eval_shape(lambda x: create_state(task, tx, config.seed, x, ema=ema),
                                     example["inputs"][:1])
+    notes = ()
+    if finetune is not None:
+        unfrozen = jax.eval_shape(make_tx()[0].init, abstract_state.params)
+        notes = tuple(finetune.report(abstract_state.params,
+                                      finetune_lib.state_bytes(abstract_state.opt_state),
+                                      finetune_lib.state_bytes(unfrozen)))
     tasks.check_model_state(config, abstract_state.model_state, axis_name=backend.axis_name,
                             num_devices=backend.num_devices)
     with explain_out_of_memory(config, abstract_state, backend.num_devices):
         try:
-            return _place_and_compile(config, dataset, splits, plan, backend, task, tx,
-                                      example, abstract_state, eval_splits)
+            trainer = _place_and_compile(config, dataset, splits, plan, backend, task, tx,
+                                         example, abstract_state, eval_splits, finetune)
+            return dataclasses.replace(trainer, finetune=finetune, notes=notes)
         except layers.BatchAxisError as e:  # found while tracing the step: the model's fault
             raise ConfigError(f"model {config.model.name!r}: {e}") from None
 
 
+def _finetune_plan(config, task, example, plan):
+    """The `config.finetune` plan over the model's parameter paths; None when it leaves
+    every parameter training at one rate (the plain optimizer)."""
+    params = jax.eval_shape(lambda x: task.init(jax.random.PRNGKey(config.seed), x),
+                            example["inputs"][:1])["params"]
+    finetune = finetune_lib.plan(config.finetune, params, to_updates=plan.to_updates(config),
+                                 grad_accum_steps=config.optimizer.grad_accum_steps)
+    if not finetune.active:
+        return None
+    if type(task).init_optimizer is not tasks.Task.init_optimizer:
+        # Its optimizer sees parts of the tree (a GAN's generator), not these paths.
+        raise ConfigError(f"config.finetune: task {config.task.name!r} keeps an optimizer per "
+                          "part of the model; freezing and lr_multipliers need one optimizer "
+                          "over all parameters")
+    return finetune
+
+
 def _place_and_compile(config, dataset, splits, plan, backend, task, tx, example,
-                       abstract_state, eval_splits) -> Trainer:
+                       abstract_state, eval_splits, finetune=None) -> Trainer:
     state = backend.put_state(create_state(task, tx, config.seed, example["inputs"][:1],
                                            ema=config.optimizer.ema_decay > 0))
     augmentation = augment.parse(config.data.augmentation)
@@ -264,7 +301,8 @@ def _place_and_compile(config, dataset, splits, plan, backend, task, tx, example
         step_lib.make_train_step(task, tx, axis_name=backend.axis_name,
                                  skip_nonfinite=config.guard.skip_nonfinite,
                                  augmentation=augmentation,
-                                 ema_decay=config.optimizer.ema_decay), state,
+                                 ema_decay=config.optimizer.ema_decay, finetune=finetune),
+        state,
         backend.put_batch(example), donate_state=True)
     eval_example = next(data_lib.eval_batches(splits[TRAIN], config.data.eval_batch_size))
     eval_totals = step_lib.eval_totals_zeros(task, abstract_state, eval_example,

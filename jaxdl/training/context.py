@@ -196,6 +196,8 @@ def open_run(config, workdir: Path, trainer: Trainer, hooks: list, stream) -> Co
                 f"{trainer.compile_seconds:.1f}s")
     for name, counts in (class_counts or {}).items():
         ctx.message(_describe_counts(name, counts))
+    for line in trainer.notes:
+        ctx.message(line)
     if start:
         ctx.message(f"resuming from the checkpoint at step {start} in {checkpoints.directory}")
     return ctx

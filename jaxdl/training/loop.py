@@ -38,7 +38,9 @@ def make_hooks(config, trainer: Trainer, workdir: Path,
     so a setting they refuse is bad input. A hook that is off is not in the list."""
     hooks: list[Hook] = []
     if config.init_from:
-        hooks.append(warm_start.WarmStart(config.init_from, workdir))
+        hooks.append(warm_start.WarmStart(config.init_from, workdir,
+                                          reinit=config.init_from_reinit,
+                                          abstract_state=trainer.abstract_state))
     if config.optimizer.ema_decay > 0:
         hooks.append(ema.EMA())
     if not config.guard.skip_nonfinite:

@@ -359,9 +359,11 @@ def make_optimizer(
     *,
     total_updates: int,
     to_updates: Callable[[str], int],
+    finetune=None,
 ) -> tuple[optax.GradientTransformationExtraArgs, Schedule]:
     """Returns (tx, schedule_fn). A plateau schedule observes the value `observe` puts in
-    the optimizer state."""
+    the optimizer state. `finetune` (a `finetune.Finetune` plan, or None) freezes, gates and
+    scales parameters by path around that optimizer."""
     _check_name('optimizer', opt.name, OPTIMIZERS)
     _check_name('schedule', sched.name, SCHEDULES)
     mask = _decay_mask(opt.weight_decay_mask)
@@ -369,7 +371,7 @@ def make_optimizer(
         sched, opt.learning_rate, total_updates=total_updates, to_updates=to_updates
     )
 
-    parts = []
+    parts = [finetune.gate_gradients()] if finetune is not None and finetune.staged else []
     if opt.grad_clip_norm > 0:
         parts.append(optax.clip_by_global_norm(opt.grad_clip_norm))
     if opt.weight_decay > 0 and opt.name != 'adamw':
@@ -390,6 +392,8 @@ def make_optimizer(
                 )
             )
         ))
+    if finetune is not None:  # after the optimizer: multipliers act as per-group rates
+        parts.append(finetune.scale_updates())
     tx = optax.chain(*parts)
 
     if opt.grad_accum_steps > 1:
@@ -397,6 +401,8 @@ def make_optimizer(
         # MultiSteps.gradient_transformation() is typed as a plain transformation,
         # although its update forwards extra args; keep the extra-args type.
         tx = optax.GradientTransformationExtraArgs(multi.init, multi.update)
+    if finetune is not None:  # outermost: frozen leaves hold no state, accumulator included
+        tx = optax.with_extra_args_support(finetune.wrap(tx))
     return tx, schedule
 
 

@@ -60,7 +60,7 @@ def ema_update(ema_params, params, decay: float):
 
 def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | None,
                     skip_nonfinite: bool, augmentation: tuple = (),
-                    ema_decay: float = 0.0) -> Callable:
+                    ema_decay: float = 0.0, finetune=None) -> Callable:
     """`train_step(state, batch) -> (state, metrics)`.
 
     metrics: `sums` (per-example values summed, with `count`) to be merged over steps then
@@ -70,7 +70,8 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
     `skip_nonfinite` a non-finite step leaves parameters, optimizer and model state as they
     were (the step counter still advances, so the next batch is drawn). With `ema_decay`
     > 0 the state's `ema_params` follow the kept parameters (`ema_update`): the parameters
-    are the same on every device, so the average is too.
+    are the same on every device, so the average is too. With a `finetune` plan the
+    BatchNorm layers of frozen parts run in inference mode (`Finetune.phased`).
     """
 
     def train_step(state: TrainState, batch):
@@ -86,8 +87,9 @@ def make_train_step(task, tx: optax.GradientTransformation, *, axis_name: str | 
         # per-device means is the global mean.
         reduce = ((lambda tree: lax.pmean(tree, axis_name)) if axis_name is not None
                   else (lambda tree: tree))
-        learned = task.learn(tx, state.params, state.model_state, state.opt_state, batch,
-                             mask, rng, reduce=reduce)
+        learn = lambda: task.learn(tx, state.params, state.model_state, state.opt_state,
+                                   batch, mask, rng, reduce=reduce)
+        learned = learn() if finetune is None else finetune.phased(learn, state.step)
         values, updates = learned.values, learned.updates
         sums = _masked_sums(values, mask)
         if axis_name is not None:
