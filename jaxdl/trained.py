@@ -28,6 +28,7 @@ from jaxdl import config as config_lib, runs
 from jaxdl.data import augment
 from jaxdl.schema import ConfigError
 from jaxdl.training import build as build_lib
+from jaxdl.training.state import TrainState
 from jaxdl import tasks
 
 BEST, LATEST = "best", "latest"
@@ -45,6 +46,7 @@ class TrainedRun:
     step: int  # the checkpoint's step
     checkpoint: str  # what was asked for: "best", "latest" or the step as text
     ema: bool  # the variables hold the EMA of the weights (optimizer.ema_decay)
+    rng: Any  # the checkpoint's run key: what the eval step hands the task
     _data: tuple[Any, dict[str, Any]]  # (dataset, splits) as the run cut them
 
     @property
@@ -106,7 +108,7 @@ class TrainedRun:
     def _forward(self):
         def forward(variables, x):
             out, _ = self.task.run_model(variables, self.preprocess(x), train=False,
-                                         rng=jax.random.PRNGKey(self.config.seed))
+                                         rng=self.rng)
             return out
         return jax.jit(forward)
 
@@ -129,6 +131,27 @@ class TrainedRun:
         if not outputs:
             raise ConfigError("no inputs given: pass at least one example")
         return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
+
+    @functools.cached_property
+    def _evaluator(self):
+        host_state = TrainState(step=np.asarray(self.step, np.int32),
+                                params=self.variables["params"],
+                                model_state={k: v for k, v in self.variables.items()
+                                             if k != "params"},
+                                opt_state=None, rng=np.asarray(self.rng))
+        return build_lib.build_evaluator(self.config, self.source, self.splits, self.task,
+                                         host_state,
+                                         _devices_for(self.config.data.eval_batch_size))
+
+    def evaluate(self, split: str = build_lib.TEST) -> dict[str, float]:
+        """The metrics of every example of `split`, as the run's evaluations compute them
+        (its compiled eval step, padded batches masked, the task's extra metrics): for the
+        best checkpoint and the test split, what summary.json reports under best/test."""
+        self.dataset(split)  # refuses a split the run lacks
+        evaluator = self._evaluator
+        return evaluator.evaluate_all(evaluator.state, step=self.step, final=False,
+                                      workdir=self.workdir, write_files=False,
+                                      splits=[split])[split]
 
 
 _SCALE_EXAMPLES = 1024  # examples whose value range `input_spec` reports
@@ -216,4 +239,4 @@ def load_run(workdir: str | Path, checkpoint: str | int = BEST, *,
                  **(state.get("model_state") or {})}
     return TrainedRun(workdir=workdir, config=config, task=task, variables=variables,
                       step=step, checkpoint=str(checkpoint), ema=bool(ema),
-                      _data=(dataset, splits))
+                      rng=state["rng"], _data=(dataset, splits))

@@ -86,3 +86,13 @@ def test_inputs_of_the_wrong_shape_name_the_expected_shape_and_scale(digits_run)
                                           r"float32 examples, scaled like its train split "
                                           r"\(0 to 1\)"):
         run.apply(np.zeros((2, 64), np.float32))
+
+
+def test_evaluate_gives_the_metrics_the_run_reported(digits_run):
+    workdir, summary = digits_run
+    best, latest = load_run(workdir), load_run(workdir, "latest")
+    for key in ("accuracy", "loss", "examples"):
+        assert best.evaluate("test")[key] == pytest.approx(summary["best"]["test"][key],
+                                                           rel=1e-6)
+        assert latest.evaluate("validation")[key] == pytest.approx(
+            summary["final"]["validation"][key], rel=1e-6)
