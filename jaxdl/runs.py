@@ -147,8 +147,10 @@ def read_checkpoint(path: str | Path, step: int | None = None, *, role: str = "i
         raise CheckpointError(f"{role}={str(Path(path).expanduser().absolute())!r} has no "
                               f"checkpoint at step {step}; saved steps: "
                               f"{', '.join(map(str, steps))}")
+    # save_interval_steps and create set as read_only implies, or orbax warns it sets them.
     manager = ocp.CheckpointManager(_checkpoints_dir(path), item_names=(STATE, PROGRESS),
-                                    options=ocp.CheckpointManagerOptions(read_only=True))
+                                    options=ocp.CheckpointManagerOptions(
+                                        read_only=True, save_interval_steps=0, create=False))
     try:
         items = {PROGRESS: ocp.args.JsonRestore()}
         if state:

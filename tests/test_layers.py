@@ -18,7 +18,9 @@ level with it or above; imports inside functions and under `TYPE_CHECKING` count
   7  jaxdl.analysis | jaxdl.sweep | jaxdl.summary
                          tools over models and finished runs
   8  jaxdl.app           flags and process set-up
-  9  jaxdl.api           the Python API: the app's config and workdir rules without flags
+  9  jaxdl.api | jaxdl.evaluate | jaxdl.predict
+                         the Python API (the app's config and workdir rules without flags);
+                         the evaluate and predict tools over a trained run
  10  experiments | benchmarks
 """
 
@@ -44,7 +46,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("jaxdl.trained",),
     ("jaxdl.analysis", "jaxdl.sweep", "jaxdl.summary", "jaxdl.cluster"),
     ("jaxdl.app",),
-    ("jaxdl.api",),
+    ("jaxdl.api", "jaxdl.evaluate", "jaxdl.predict"),
     ("experiments", "benchmarks"),
 )
 # Groups that hold only the module of that name, not what lies under it: the package's
