@@ -15,6 +15,7 @@ anything is written.
 from __future__ import annotations
 
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -49,17 +50,31 @@ def load_config(experiment: str | Mapping[str, Any] | ml_collections.ConfigDict,
     return config_lib.validate(config_lib.apply_overrides(base, dict(overrides or {})))
 
 
-def train(experiment, overrides: Mapping[str, Any] | None = None, *, workdir: str | Path,
-          variant: str | None = None, overwrite: bool = False, stream=None,
+def train(experiment, overrides: Mapping[str, Any] | None = None, *,
+          workdir: str | Path | None = None, variant: str | None = None,
+          overwrite: bool = False, fast_dev_run: int = 0, stream=None,
           compilation_cache_dir: str | None = None) -> dict[str, Any]:
     """Trains `experiment` (see `load_config`) in `workdir` and returns the run's summary
     (also in summary.json). As on the command line, a workdir holding this run resumes it
     (a complete one returns its summary at once), one holding another run is refused
-    unless `overwrite` (which removes only a run's files). `stream`: where the progress
-    goes (default stderr)."""
+    unless `overwrite` (which removes only a run's files). `fast_dev_run` = N > 0: a smoke
+    run (`jaxdl.config.fast_dev_run`: N steps, one eval batch per split); only then may
+    `workdir` be None, for a temporary folder removed at the end. `stream`: where the
+    progress goes (default stderr)."""
+    config = load_config(experiment, overrides, variant=variant)
+    if fast_dev_run:
+        config = config_lib.fast_dev_run(config, fast_dev_run)
+    if workdir is None:
+        if not fast_dev_run:
+            raise ConfigError("workdir is required: the directory for this run's files")
+        with tempfile.TemporaryDirectory(prefix="jaxdl-fast-dev-run-") as scratch:
+            return _train(config, scratch, overwrite, stream, compilation_cache_dir)
+    return _train(config, workdir, overwrite, stream, compilation_cache_dir)
+
+
+def _train(config, workdir, overwrite, stream, compilation_cache_dir) -> dict[str, Any]:
     from jaxdl.training import loop, parallel
 
-    config = load_config(experiment, overrides, variant=variant)
     path, done = app.check_workdir(str(workdir), config, overwrite)
     if done is not None:
         return done

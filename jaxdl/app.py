@@ -14,6 +14,7 @@ experiment runs with, `prepare_process(config, ...)` sets up the process as a ru
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib
 import importlib.util
@@ -21,8 +22,10 @@ import inspect
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -189,6 +192,24 @@ def experiment_module(reference: str):
         raise config_lib.ConfigError(f"experiment {reference!r} ({module.__file__}) has no "
                                      "get_config() returning its config")
     return module
+
+
+def import_modules(names: Sequence[str]) -> None:
+    """Imports each module of `names` (a user's models, tasks or sources, which register
+    themselves by name on import); the current directory is searched first, as `python -m`
+    does. ConfigError (one line) for one that is not there."""
+    from jaxdl import config as config_lib
+
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for name in names:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if e.name != name and not name.startswith(f"{e.name}."):
+                raise
+            raise config_lib.ConfigError(f"--import {name}: no module {e.name!r} on the path "
+                                         "(run from the folder that holds it)") from None
 
 
 def load_config(experiment: str | ml_collections.ConfigDict,
@@ -498,6 +519,10 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
                         "persistent XLA compilation cache ('' = off)", flag_values=flag_values)
     flags.DEFINE_string("variant", None, "the experiment's named config, for one whose "
                         "get_config(variant) offers several (e.g. 'gpu')", flag_values=flag_values)
+    flags.DEFINE_integer("fast_dev_run", 0, "N > 0: a smoke run of N train steps, one eval "
+                         "batch per split, one checkpoint; without --workdir its files go to "
+                         "a temporary folder, removed at the end", lower_bound=0,
+                         flag_values=flag_values)
     get_config = _variant_of(get_config, sys.argv)
     from absl import logging as absl_logging
     from ml_collections import config_flags
@@ -520,7 +545,7 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
             _fail(str(e).splitlines()[0])
         if len(rest) > 1:
             _fail(f"unexpected arguments {rest[1:]}")
-        if not flag_values.workdir:
+        if not flag_values.workdir and not flag_values.fast_dev_run:
             _fail("--workdir is required: the directory for this run's files")
         return rest
 
@@ -529,11 +554,17 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
         from jaxdl import config as config_lib
         try:
             config = config_lib.validate(flag_values.config)
+            if flag_values.fast_dev_run:
+                config = config_lib.fast_dev_run(config, flag_values.fast_dev_run)
         except config_lib.ConfigError as e:
             _fail(str(e))
+        scratch = None  # --fast_dev_run without --workdir: nothing is kept
+        if not flag_values.workdir:
+            scratch = tempfile.mkdtemp(prefix="jaxdl-fast-dev-run-")
+            atexit.register(shutil.rmtree, scratch, ignore_errors=True)
         # Only process 0 may empty a workdir: the others see what it leaves.
         overwrite = flag_values.overwrite and not flag_values.process_id
-        workdir, done = _check_workdir(flag_values.workdir, config, overwrite)
+        workdir, done = _check_workdir(flag_values.workdir or scratch, config, overwrite)
         if done is not None:
             print(f"the run in {workdir} is already complete")
             _print_summary(done)
@@ -560,6 +591,8 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
                     at_once = True
             sys.stderr.flush()
             sys.stdout.flush()
+            if scratch:  # os._exit skips atexit
+                shutil.rmtree(scratch, ignore_errors=True)
             if at_once:
                 os._exit(code or 0)
             if code is not None:
@@ -617,7 +650,8 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
                 print(f"compilation cache {flag_values.compilation_cache_dir}: {cache.hits} "
                       f"hits, {cache.misses} misses")
             print(f"run files in {workdir}: " + ", ".join(sorted(p.name for p in
-                                                                 workdir.iterdir())))
+                                                                 workdir.iterdir()))
+                  + (" (removed at exit: pass --workdir to keep them)" if scratch else ""))
         leave()
 
     absl_app.run(main, flags_parser=parse)

@@ -125,6 +125,15 @@ def schema() -> dict[str, Any]:
                                    "All give the same batches"),
             "prefetch": Field(int, default=2, check=positive,
                               help="host pipeline: batches placed on the devices ahead"),
+            # Whole splits unless asked: "no limit" is no hyperparameter.
+            "eval_limit": Field(int, default=0, check=non_negative,
+                                help="evaluate only the first N eval batches of each split "
+                                     "during training (a quick run on big splits); the "
+                                     "final evaluation still reads the whole split. 0 = all"),
+            "eval_limit_at_end": Field(bool, default=False,
+                                       help="apply eval_limit to the final evaluation (and "
+                                            "the test at the best checkpoint) as well: smoke "
+                                            "runs only, its final metrics are of a part"),
             "preview": Field(bool, default=False,
                              help="write augmentation_preview.png (the train split's first "
                                   "examples before and after config.data.augmentation) at "
@@ -531,6 +540,18 @@ def apply_overrides(config: ml_collections.ConfigDict | Mapping[str, Any],
             section = section.setdefault(name, {})  # a section the experiment left default
         section[leaf] = value
     return ml_collections.ConfigDict(given)
+
+
+def fast_dev_run(config: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
+    """The validated `config` cut to a smoke run (Lightning's fast_dev_run): `steps` train
+    steps, then one log, one evaluation of one eval batch per split (`data.eval_limit`,
+    at the end too) and one checkpoint; no early stopping, no profile. Everything else,
+    the model, data, task and optimizer, is the experiment's."""
+    every = f"{steps} steps"
+    return validate(apply_overrides(config, {
+        "train.duration": every, "train.log_every": every, "train.eval_every": every,
+        "checkpoint.every": every, "data.eval_limit": 1, "data.eval_limit_at_end": True,
+        "early_stopping.patience": 0, "logging.profile_steps": ""}))
 
 
 def _named_in(overrides: Sequence[str], section: str) -> str | None:

@@ -1,6 +1,7 @@
 """Metrics of a trained run's checkpoint on one of its splits:
 
     python -m jaxdl.evaluate --run DIR [--checkpoint best|latest|STEP] [--split test]
+                             [--json FILE] [--import MODULE]
 
 `best` (the default) is the checkpoint `checkpoint.monitor` chose on validation. The run's
 own data cut, eval-time preprocessing and compiled eval step are used (`jaxdl.trained`),
@@ -36,6 +37,9 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
                      description="Metrics of a trained run's checkpoint on one split.")
     parser.add_argument("--run", required=True, help="the workdir of a jaxdl run")
     parser.add_argument("--checkpoint", default="best", help="best, latest or a step number")
+    parser.add_argument("--import", dest="imports", action="append", default=[],
+                        metavar="MODULE", help="import a module first: the one that registers "
+                        "the run's model (task, source) by name")
     parser.add_argument("--split", default="test", help="train, validation or test")
     parser.add_argument("--json", default=None, help="also write the metrics to this file")
     return parser.parse_args(argv)
@@ -49,7 +53,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parse(sys.argv[1:] if argv is None else argv)
         if args.json and not Path(args.json).parent.is_dir():
             raise _Fail(f"--json={args.json}: its folder does not exist")
-        from jaxdl import trained
+        from jaxdl import app, trained
+        app.import_modules([m for names in args.imports for m in names.split(",") if m])
         run = trained.load_run(args.run, args.checkpoint)
         metrics = run.evaluate(args.split)
     except (_Fail, ConfigError) as e:

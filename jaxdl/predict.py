@@ -1,7 +1,7 @@
 """A trained run's outputs for new inputs:
 
     python -m jaxdl.predict --run DIR --input FILE.npy|IMAGES_DIR --output FILE.npy|FILE.csv
-                            [--checkpoint best|latest|STEP]
+                            [--checkpoint best|latest|STEP] [--import MODULE]
 
 The inputs are raw examples scaled like the run's data (the run's eval-time preprocessing,
 such as `normalize`, applies): a .npy array [N, ...], or a folder of images (PNG, JPEG,
@@ -49,6 +49,9 @@ def _parse(argv: Sequence[str]) -> argparse.Namespace:
                         "of images")
     parser.add_argument("--output", required=True, help="where the outputs go: .npy or .csv")
     parser.add_argument("--checkpoint", default="best", help="best, latest or a step number")
+    parser.add_argument("--import", dest="imports", action="append", default=[],
+                        metavar="MODULE", help="import a module first: the one that registers "
+                        "the run's model (task, source) by name")
     return parser.parse_args(argv)
 
 
@@ -114,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise _Fail(f"--output={output}: give a .npy or .csv file name")
         if not output.parent.is_dir():
             raise _Fail(f"--output={output}: its folder does not exist")
-        from jaxdl import trained
+        from jaxdl import app, trained
+        app.import_modules([m for names in args.imports for m in names.split(",") if m])
         run = trained.load_run(args.run, args.checkpoint)
         inputs, names = read_inputs(Path(args.input), run.input_spec)
         outputs = run.apply(inputs)

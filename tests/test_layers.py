@@ -18,9 +18,10 @@ level with it or above; imports inside functions and under `TYPE_CHECKING` count
   7  jaxdl.analysis | jaxdl.sweep | jaxdl.summary
                          tools over models and finished runs
   8  jaxdl.app           flags and process set-up
-  9  jaxdl.api | jaxdl.evaluate | jaxdl.predict
+  9  jaxdl.api | jaxdl.evaluate | jaxdl.predict | jaxdl.run
                          the Python API (the app's config and workdir rules without flags);
-                         the evaluate and predict tools over a trained run
+                         the evaluate and predict tools over a trained run; any experiment
+                         from any directory
  10  experiments | benchmarks
 """
 
@@ -46,7 +47,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("jaxdl.trained",),
     ("jaxdl.analysis", "jaxdl.sweep", "jaxdl.summary", "jaxdl.cluster"),
     ("jaxdl.app",),
-    ("jaxdl.api", "jaxdl.evaluate", "jaxdl.predict"),
+    ("jaxdl.api", "jaxdl.evaluate", "jaxdl.predict", "jaxdl.run"),
     ("experiments", "benchmarks"),
 )
 # Groups that hold only the module of that name, not what lies under it: the package's

@@ -16,6 +16,7 @@ from jaxdl import evaluate as evaluate_tool, predict as predict_tool
 from jaxdl.schema import ConfigError
 from jaxdl.trained import load_run
 from jaxdl.training import loop
+from jaxdl.training.writers import read_metrics
 
 QUIET = {"logging.tensorboard": False, "logging.progress": False, "logging.plot": False}
 
@@ -26,7 +27,8 @@ def digits_run(tmp_path_factory):
     (test accuracy about 0.57 at 10, 0.81 at 30). The monitor is the validation loss with
     mode 'max', so the checkpoint it keeps as best is the first one (the loss falls), not
     the latest; the normalisation (inputs mapped from 0..1 to -1..1) changes every
-    prediction that skips the run's eval-time preprocessing."""
+    prediction that skips the run's eval-time preprocessing. `data.eval_limit=1`: the
+    evaluations at 10 and 20 read one batch of 128 of each split, the final one all."""
     workdir = tmp_path_factory.mktemp("trained") / "run"
     config = make_config("digits_cnn", **QUIET, **{
         "train.duration": "30 steps", "train.eval_every": "10 steps",
@@ -36,7 +38,7 @@ def digits_run(tmp_path_factory):
         "data.augmentation": "normalize(mean=(0.5,),std=(0.5,))",
         "model.features": (8,), "model.dense_width": 32, "model.dropout_rate": 0.0,
         "optimizer.learning_rate": 0.01, "schedule.warmup": "0 steps",
-        "parallel.num_devices": 1})
+        "parallel.num_devices": 1, "data.eval_limit": 1})
     summary = loop.train_and_evaluate(config, workdir, stream=io.StringIO())
     return workdir, summary
 
@@ -191,3 +193,13 @@ def test_the_tools_run_as_modules(digits_run, tmp_path):
                      "--output", "y.npy", timeout=300)
     assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
         "error: ") and "is not a jaxdl run" in result.stderr
+
+
+def test_eval_limit_reads_the_first_batches_during_training_and_all_at_the_end(digits_run):
+    workdir, summary = digits_run
+    examples = {(r["step"], r["split"]): r["examples"]
+                for r in read_metrics(workdir / "metrics.jsonl") if "examples" in r}
+    assert examples == {(10, "validation"): 128, (20, "validation"): 128,
+                        (30, "validation"): 179, (30, "test"): 361}
+    # The test at the best checkpoint (step 10) is an end-of-run report: the whole split.
+    assert summary["best"]["test"]["examples"] == 361

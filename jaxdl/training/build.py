@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -166,21 +167,33 @@ class Trainer:
                                      self.config.seed, step, self.config.data.sampling)
         return with_mask(batch)
 
-    def evaluate(self, state, split_name: str) -> dict[str, float]:
-        """Metrics over every example of the split: the last batch is padded and masked."""
+    def eval_limit(self, final: bool) -> int:
+        """Eval batches per split for an evaluation (`data.eval_limit`; 0 = all): during
+        training, and at the end only with `data.eval_limit_at_end`."""
+        data = self.config.data
+        return data.eval_limit if (not final or data.eval_limit_at_end) else 0
+
+    def evaluate(self, state, split_name: str, limit: int = 0) -> dict[str, float]:
+        """Metrics over every example of the split (the first `limit` batches when > 0):
+        the last batch is padded and masked."""
         totals = self.backend.put_state(self.eval_totals)
-        for batch in self.feed.eval(split_name):
+        batches = self.feed.eval(split_name)
+        for batch in itertools.islice(batches, limit or None):
             totals = self.eval_step(state, batch, totals)
+        if hasattr(batches, "close"):
+            batches.close()  # a prefetching thread stops when the limit cut it short
         sums = {k: float(v) for k, v in self.backend.get_metrics(totals).items()}
         return {**mean_metrics(sums), "examples": sums["count"]}
 
 
     def evaluate_all(self, state, *, step: int, final: bool, workdir: Path,
-                     write_files: bool, splits=None) -> dict[str, dict[str, float]]:
-        """The metrics of `splits` (default: every eval split), plus what the task adds on
-        the host after them (`Task.on_eval`: samples, plots, metrics over a whole split)."""
+                     write_files: bool, splits=None, limit: int = 0
+                     ) -> dict[str, dict[str, float]]:
+        """The metrics of `splits` (default: every eval split; the first `limit` batches of
+        each when > 0), plus what the task adds on the host after them (`Task.on_eval`:
+        samples, plots, metrics over a whole split)."""
         splits = self.eval_splits if splits is None else list(splits)
-        results = {name: self.evaluate(state, name) for name in splits}
+        results = {name: self.evaluate(state, name, limit) for name in splits}
         self.backend.wait_all()  # nothing of ours queued beside what on_eval dispatches
         rng = jax.random.PRNGKey(self.config.seed)
         context = tasks.EvalContext(

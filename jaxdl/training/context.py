@@ -100,12 +100,12 @@ class Context:
                 "best": self.best, "final": self.final, "train_seconds": self.train_seconds,
                 "examples_seen": self.examples_seen, "early_stopping": self.stopping}
 
-    def evaluate(self, state, *, step: int, final: bool, splits, write_files: bool
-                 ) -> dict[str, dict[str, float]]:
-        """Metrics of `splits` for `state`, plus what hooks evaluate beside them (the EMA
-        weights' '<split>_ema')."""
+    def evaluate(self, state, *, step: int, final: bool, splits, write_files: bool,
+                 limit: int = 0) -> dict[str, dict[str, float]]:
+        """Metrics of `splits` for `state` (the first `limit` eval batches when > 0), plus
+        what hooks evaluate beside them (the EMA weights' '<split>_ema', whole splits)."""
         results = self.trainer.evaluate_all(state, step=step, final=final, workdir=self.workdir,
-                                            write_files=write_files, splits=splits)
+                                            write_files=write_files, splits=splits, limit=limit)
         for hook in self.hooks:
             results.update(hook.evaluations(self, state, step=step, splits=splits))
         return results
