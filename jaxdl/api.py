@@ -38,7 +38,7 @@ def load_config(experiment: str | Mapping[str, Any] | ml_collections.ConfigDict,
     dotted keys, Python values). `experiment`: a name ('digits_cnn'), a dotted module, a
     .py file with get_config(), or a config (dict or ConfigDict) built in the notebook."""
     if isinstance(experiment, str):
-        module = app.experiment_module(experiment)
+        module = config_lib.experiment_module(experiment)
         try:
             base = module.get_config() if variant is None else module.get_config(variant)
         except (TypeError, ValueError) as e:  # no variants, or not this one

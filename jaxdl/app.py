@@ -17,7 +17,6 @@ from __future__ import annotations
 import atexit
 import functools
 import importlib
-import importlib.util
 import inspect
 import json
 import logging
@@ -160,40 +159,6 @@ def enable_compilation_cache(jax, directory: str) -> _CacheCounter:
     return counter
 
 
-def experiment_module(reference: str):
-    """The experiment module `reference` names: 'NAME' (experiments/NAME.py, found as `-m`
-    finds it, so this module imports no experiment), a dotted module ('experiments.NAME',
-    'my_lab.exp1') or the path of a .py file. Raises ConfigError (one line) when there is
-    none or it has no get_config()."""
-    from jaxdl import config as config_lib
-
-    if reference.endswith(".py") or os.sep in reference:
-        path = Path(reference).expanduser()
-        if not path.is_file():
-            raise config_lib.ConfigError(f"no experiment {reference!r}: no such file")
-        # A name of its own, so two files with one stem never share a module.
-        name = f"_jaxdl_experiment_{abs(hash(str(path.resolve())))}_{path.stem}"
-        spec = importlib.util.spec_from_file_location(name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # dataclasses and pickling look their module up there
-        spec.loader.exec_module(module)
-    else:
-        name = reference if "." in reference else f"experiments.{reference}"
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as e:
-            if not name.startswith(f"{e.name}.") and e.name != name:
-                raise
-            where = (f"there is no module experiments/{reference}.py (run from the repository "
-                     "root, or give a file path)" if name != reference else
-                     f"module {e.name!r} is not importable from here")
-            raise config_lib.ConfigError(f"no experiment {reference!r}: {where}") from None
-    if not callable(getattr(module, "get_config", None)):
-        raise config_lib.ConfigError(f"experiment {reference!r} ({module.__file__}) has no "
-                                     "get_config() returning its config")
-    return module
-
-
 def import_modules(names: Sequence[str]) -> None:
     """Imports each module of `names` (a user's models, tasks or sources, which register
     themselves by name on import); the current directory is searched first, as `python -m`
@@ -217,8 +182,8 @@ def load_config(experiment: str | ml_collections.ConfigDict,
                 ) -> ml_collections.ConfigDict:
     """The validated config `python -m experiments.NAME` would run with these overrides.
 
-    `experiment` names an experiment module (`experiment_module`: 'NAME', a dotted module
-    or a .py file), or is a config a tool built itself; its
+    `experiment` names an experiment module (`config.experiment_module`: 'NAME', a dotted
+    module or a .py file), or is a config a tool built itself; its
     `get_config(variant)` is called with `variant` when given. `overrides` are
     `--config.KEY=VALUE` arguments, applied as on the command line. Raises ConfigError
     (one line) for an unknown experiment, key or value.
@@ -229,7 +194,7 @@ def load_config(experiment: str | ml_collections.ConfigDict,
     from jaxdl import config as config_lib
 
     if isinstance(experiment, str):
-        module = experiment_module(experiment)
+        module = config_lib.experiment_module(experiment)
         if variant is None:
             base = module.get_config()
         else:

@@ -12,7 +12,12 @@ returns the complete resolved config (what config.json records).
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
+import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -520,6 +525,38 @@ def switch(config: ml_collections.ConfigDict | Mapping[str, Any], section: str, 
         pinned = {key: value for key, value in pinned.items() if key in shared}
     given[section] = {**pinned, "name": name}
     return ml_collections.ConfigDict(given)
+
+
+def experiment_module(reference: str):
+    """The experiment module `reference` names: 'NAME' (experiments/NAME.py, found as `-m`
+    finds it, so this module imports no experiment), a dotted module ('experiments.NAME',
+    'my_lab.exp1') or the path of a .py file. Raises ConfigError (one line) when there is
+    none or it has no get_config()."""
+    if reference.endswith(".py") or os.sep in reference:
+        path = Path(reference).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"no experiment {reference!r}: no such file")
+        # A name of its own, so two files with one stem never share a module.
+        name = f"_jaxdl_experiment_{abs(hash(str(path.resolve())))}_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses and pickling look their module up there
+        spec.loader.exec_module(module)
+    else:
+        name = reference if "." in reference else f"experiments.{reference}"
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if not name.startswith(f"{e.name}.") and e.name != name:
+                raise
+            where = (f"there is no module experiments/{reference}.py (run from the repository "
+                     "root, or give a file path)" if name != reference else
+                     f"module {e.name!r} is not importable from here")
+            raise ConfigError(f"no experiment {reference!r}: {where}") from None
+    if not callable(getattr(module, "get_config", None)):
+        raise ConfigError(f"experiment {reference!r} ({module.__file__}) has no "
+                          "get_config() returning its config")
+    return module
 
 
 def apply_overrides(config: ml_collections.ConfigDict | Mapping[str, Any],

@@ -2,11 +2,12 @@
 
     python -m jaxdl.run REFERENCE --workdir=DIR [--import MODULE ...] [--config.KEY=VALUE ...]
 
-REFERENCE is a stock experiment's name (`digits_cnn`), a dotted module
-(`experiments.digits_cnn`, `my_lab.exp1`) or the path of a .py file with a `get_config()`
-(`app.experiment_module`). `--import MODULE` (repeatable, or comma-separated) imports a
-module first, so the models, tasks and data sources it registers by name can be named in
-the config (`--import my_models --config.model.name=my_mlp`). Every other flag is the
+REFERENCE (the first argument) is a stock experiment's name (`digits_cnn`), a dotted
+module (`experiments.digits_cnn`, `my_lab.exp1`) or the path of a .py file with a
+`get_config()` (`jaxdl.config.experiment_module`). `--import MODULE` (repeatable, or
+comma-separated) imports a module first, so the models, tasks and data sources it
+registers by name can be named in the config (`--import my_models
+--config.model.name=my_mlp`). Every other flag is the
 experiment's own (`python -m experiments.NAME --help`): the run is the same as through
 `python -m experiments.NAME`. Bad input is one `error:` line and exit status 2.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from jaxdl import app
+from jaxdl import app, config as config_lib
 
 IMPORT_FLAG = "--import"
 
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             raise ConfigError("name the experiment first: python -m jaxdl.run "
                               "NAME|MODULE|FILE.py --workdir=DIR")
         app.import_modules(imports)
-        module = app.experiment_module(reference)
+        module = config_lib.experiment_module(reference)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(app.EXIT_BAD_INPUT)
