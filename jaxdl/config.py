@@ -98,14 +98,20 @@ def schema() -> dict[str, Any]:
         },
         "task": {
             # Other keys of `task` are the ones the named task declares (`task_fields`).
-            "name": Field(str, choices=_task_names),
+            "name": Field(str, choices=_task_names,
+                          help="what the model learns: the loss and metrics; its own fields "
+                               "follow"),
         },
         "data": {
             "name": Field(str, check=_known_source,
                           help="a registered source or tfds:NAME[:VERSION]"),
             "split_seed": Field(int, help="seed of the stratified train/validation/test split"),
-            "validation_fraction": Field(float, check=fraction),
-            "test_fraction": Field(float, check=fraction),
+            "validation_fraction": Field(float, check=fraction,
+                                         help="share of the examples held out for validation "
+                                              "(0 when the source ships one, or with folds)"),
+            "test_fraction": Field(float, check=fraction,
+                                   help="share held out for the test split (0 when the "
+                                        "source ships one); it never chooses anything"),
             # k-fold cross-validation is off unless asked for: "off" is no hyperparameter.
             "folds": Field(int, default=0, check=non_negative,
                            help="k >= 2: validation is fold `fold` of a stratified k-fold of "
@@ -116,7 +122,9 @@ def schema() -> dict[str, Any]:
                               help="training order: 'shuffle' each epoch, or 'balanced' "
                                    "(every class oversampled to the largest class's count)"),
             "batch_size": Field(int, check=positive, help="global batch, over all devices"),
-            "eval_batch_size": Field(int, check=positive),
+            "eval_batch_size": Field(int, check=positive,
+                                     help="global batch of evaluations; the last is padded "
+                                          "and masked"),
             "augmentation": Field(str, check=_augmentation,
                                   help="ops joined by '+', e.g. 'random_crop(pad=4,"
                                        "pad_mode=reflect)+horizontal_flip(p=0.5)', or 'none'"),
@@ -149,8 +157,10 @@ def schema() -> dict[str, Any]:
         },
         "train": {
             "duration": Field(str, check=_duration, help="e.g. '30 epochs', '5000 steps'"),
-            "log_every": Field(str, check=_duration),
-            "eval_every": Field(str, check=_duration),
+            "log_every": Field(str, check=_duration,
+                               help="how often train metrics are logged and shown"),
+            "eval_every": Field(str, check=_duration,
+                                help="how often the eval splits are evaluated (and the end)"),
             "test_every_eval": Field(bool, default=False,
                                      help="also evaluate the test split at every evaluation, "
                                           "for curves only; it never chooses anything "
@@ -160,10 +170,13 @@ def schema() -> dict[str, Any]:
             "every": Field(str, check=_interval,
                            help="steps, epochs, or wall time ('10 minutes'); '0 steps' = only "
                                 "at the end and on a signal"),
-            "keep_last": Field(int, check=positive),
-            "keep_best": Field(int, check=non_negative),
+            "keep_last": Field(int, check=positive, help="the latest checkpoints kept"),
+            "keep_best": Field(int, check=non_negative,
+                               help="the best checkpoints by `monitor` kept besides; 0 = none "
+                                    "(then no test at the best checkpoint)"),
             "monitor": Field(str, help="'<split>/<metric>' that ranks the best checkpoints"),
-            "mode": Field(str, choices=_choices_from(("max", "min"))),
+            "mode": Field(str, choices=_choices_from(("max", "min")),
+                          help="whether a higher or a lower `monitor` is better"),
         },
         # Off unless asked for: "off" is no hyperparameter choice.
         "early_stopping": {
@@ -186,9 +199,13 @@ def schema() -> dict[str, Any]:
                                                  "this run ('' = initialise from the seed)"),
         # The fields every optimizer (schedule) reads; the one `name` picks adds its own.
         **{section: dict(shared) for section, (shared, _) in _members().items()},
-        "precision": Field(str, choices=_choices_from(("fp32", "bf16"))),
+        "precision": Field(str, choices=_choices_from(("fp32", "bf16")),
+                           help="what the model computes in (the model's `dtype`); "
+                                "parameters stay float32"),
         "parallel": {
-            "backend": Field(str, choices=_choices_from(("pmap", "sharded"))),
+            "backend": Field(str, choices=_choices_from(("pmap", "sharded")),
+                             help="data parallelism: 'sharded' (jit over a device mesh) or "
+                                  "'pmap'; the same numbers"),
             "num_devices": Field(int, default=0, check=non_negative,
                                  help="local devices to use; 0 = all"),
             "host_devices": Field(int, default=0, check=non_negative,
@@ -197,9 +214,11 @@ def schema() -> dict[str, Any]:
                                    help="train steps dispatched ahead of the device at most"),
         },
         "logging": {
-            "tensorboard": Field(bool, default=True),
-            "progress": Field(bool, default=True),
-            "plot": Field(bool, default=True),
+            "tensorboard": Field(bool, default=True,
+                                 help="write TensorBoard event files in <workdir>/tensorboard"),
+            "progress": Field(bool, default=True, help="show the progress bar on stderr"),
+            "plot": Field(bool, default=True,
+                          help="draw curves.png and the task's figures"),
             "profile_steps": Field(str, default="", check=_profile_steps,
                                    help="'START:END': a jax.profiler trace of train steps "
                                         "START..END in <workdir>/plugins/profile; '' = off"),

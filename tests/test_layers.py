@@ -47,7 +47,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("jaxdl.trained",),
     ("jaxdl.analysis", "jaxdl.sweep", "jaxdl.summary", "jaxdl.cluster"),
     ("jaxdl.app",),
-    ("jaxdl.api", "jaxdl.evaluate", "jaxdl.predict", "jaxdl.run"),
+    ("jaxdl.api", "jaxdl.evaluate", "jaxdl.predict", "jaxdl.run", "jaxdl.reference"),
     ("experiments", "benchmarks"),
 )
 # Groups that hold only the module of that name, not what lies under it: the package's

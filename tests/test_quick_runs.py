@@ -155,7 +155,7 @@ def test_fast_dev_run_on_every_experiment(experiment, tmp_path, monkeypatch):
     summary = api.train(experiment, {**QUIET, **OVERRIDES.get(experiment, {})},
                         fast_dev_run=2, stream=io.StringIO())
     seconds = time.process_time() - start
-    config = api.load_config(experiment)
+    config = api.load_config(experiment, OVERRIDES.get(experiment))
     assert summary["steps"] == 2
     for split, metrics in summary["final"].items():
         assert 0 < metrics["examples"] <= config.data.eval_batch_size, split
