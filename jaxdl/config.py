@@ -217,6 +217,9 @@ def schema() -> dict[str, Any]:
             "tensorboard": Field(bool, default=True,
                                  help="write TensorBoard event files in <workdir>/tensorboard"),
             "progress": Field(bool, default=True, help="show the progress bar on stderr"),
+            "csv": Field(bool, default=False,
+                         help="also write metrics.csv (metrics.jsonl as one table: step, "
+                              "split, a column per metric), at the end of each segment"),
             "plot": Field(bool, default=True,
                           help="draw curves.png and the task's figures"),
             "profile_steps": Field(str, default="", check=_profile_steps,

@@ -21,6 +21,8 @@ STATE, PROGRESS = "state", "progress"
 CONFIG_FILENAME = "config.json"
 ENV_FILENAME = "env.json"
 METRICS_FILENAME = "metrics.jsonl"
+METRICS_CSV_FILENAME = "metrics.csv"  # with logging.csv: metrics.jsonl as a table
+METRICS_CSV_TMP_FILENAME = ".metrics.csv.tmp"  # written, then renamed to metrics.csv
 # The completion marker: written last (atomically, through its temporary name), after the
 # final checkpoint, plots and every task file, so a run killed before it is resumed.
 SUMMARY_FILENAME = "summary.json"
@@ -45,7 +47,8 @@ IMAGES_DIRNAME = "images"  # autoencoders: reconstructions, samples, embeddings 
 # Every top-level name a jaxdl run may create in its workdir: --overwrite removes these and
 # nothing else. A new file a run writes must be named here.
 RUN_ENTRIES = frozenset({
-    CONFIG_FILENAME, ENV_FILENAME, METRICS_FILENAME, SUMMARY_FILENAME, SUMMARY_TMP_FILENAME,
+    CONFIG_FILENAME, ENV_FILENAME, METRICS_FILENAME, METRICS_CSV_FILENAME,
+    METRICS_CSV_TMP_FILENAME, SUMMARY_FILENAME, SUMMARY_TMP_FILENAME,
     CURVES_FILENAME, PREVIEW_FILENAME, TENSORBOARD_DIRNAME, CHECKPOINTS_DIRNAME, PROFILE_DIRNAME,
     CONFUSION_JSON, CONFUSION_PNG, MISCLASSIFIED_PNG, HYDROGRAPH_PNG, SAMPLES_TXT, SAMPLES_PNG,
     SAMPLES_DIRNAME, IMAGES_DIRNAME})

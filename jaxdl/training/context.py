@@ -166,7 +166,8 @@ def open_run(config, workdir: Path, trainer: Trainer, hooks: list, stream) -> Co
         # Steps after the checkpoint are replayed: drop what they logged the first time.
         truncate_metrics(workdir / writers.METRICS_FILENAME, start)
         writers.truncate_tensorboard(workdir / writers.TENSORBOARD_DIRNAME, start)
-        writer = writers.MetricWriter(workdir, tensorboard=config.logging.tensorboard)
+        writer = writers.MetricWriter(workdir, tensorboard=config.logging.tensorboard,
+                                      csv=config.logging.csv)
         progress = writers.Progress(plan.total_steps, initial_step=start,
                                     examples_per_step=config.data.batch_size, stream=stream,
                                     tty=None if config.logging.progress else False)
