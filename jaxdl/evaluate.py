@@ -20,44 +20,32 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from jaxdl.schema import ConfigError
+from jaxdl.trained import ToolParser
+
 EXIT_BAD_INPUT = 2
 
 
-class _Fail(Exception):
-    """Bad input: one `error:` line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line instead of argparse's usage + message
-        raise _Fail(message)
-
-
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
-    parser = _Parser(prog="python -m jaxdl.evaluate",
-                     description="Metrics of a trained run's checkpoint on one split.")
-    parser.add_argument("--run", required=True, help="the workdir of a jaxdl run")
-    parser.add_argument("--checkpoint", default="best", help="best, latest or a step number")
-    parser.add_argument("--import", dest="imports", action="append", default=[],
-                        metavar="MODULE", help="import a module first: the one that registers "
-                        "the run's model (task, source) by name")
+    parser = ToolParser(prog="python -m jaxdl.evaluate",
+                        description="Metrics of a trained run's checkpoint on one split.")
     parser.add_argument("--split", default="test", help="train, validation or test")
     parser.add_argument("--json", default=None, help="also write the metrics to this file")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from jaxdl.schema import ConfigError
     # orbax warns on every read-only checkpoint it opens; the one line that matters is ours.
     logging.getLogger("absl").setLevel(logging.ERROR)
     try:
         args = _parse(sys.argv[1:] if argv is None else argv)
         if args.json and not Path(args.json).parent.is_dir():
-            raise _Fail(f"--json={args.json}: its folder does not exist")
+            raise ConfigError(f"--json={args.json}: its folder does not exist")
         from jaxdl import app, trained
-        app.import_modules([m for names in args.imports for m in names.split(",") if m])
+        app.import_modules(args.imports)
         run = trained.load_run(args.run, args.checkpoint)
         metrics = run.evaluate(args.split)
-    except (_Fail, ConfigError) as e:
+    except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "examples")

@@ -26,32 +26,21 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxdl.schema import ConfigError
+from jaxdl.trained import ToolParser
+
 EXIT_BAD_INPUT = 2
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif")
 OUTPUT_SUFFIXES = (".npy", ".csv")
 PIXEL_MAX = 255.0  # 8-bit images
 
 
-class _Fail(Exception):
-    """Bad input: one `error:` line, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line instead of argparse's usage + message
-        raise _Fail(message)
-
-
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
-    parser = _Parser(prog="python -m jaxdl.predict",
-                     description="A trained run's outputs for new inputs.")
-    parser.add_argument("--run", required=True, help="the workdir of a jaxdl run")
+    parser = ToolParser(prog="python -m jaxdl.predict",
+                        description="A trained run's outputs for new inputs.")
     parser.add_argument("--input", required=True, help="a .npy array [N, ...] or a folder "
                         "of images")
     parser.add_argument("--output", required=True, help="where the outputs go: .npy or .csv")
-    parser.add_argument("--checkpoint", default="best", help="best, latest or a step number")
-    parser.add_argument("--import", dest="imports", action="append", default=[],
-                        metavar="MODULE", help="import a module first: the one that registers "
-                        "the run's model (task, source) by name")
     return parser.parse_args(argv)
 
 
@@ -61,11 +50,12 @@ def read_images(folder: Path, spec: dict) -> tuple[np.ndarray, list[str]]:
     from PIL import Image
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise _Fail(f"--input={folder}: no images ({', '.join(IMAGE_SUFFIXES)}) in it")
+        raise ConfigError(f"--input={folder}: no images ({', '.join(IMAGE_SUFFIXES)}) "
+                          "in it")
     shape = spec["shape"]
     if len(shape) != 3 or shape[-1] not in (1, 3):
-        raise _Fail(f"--input={folder}: this run takes inputs of shape {list(shape)}, not "
-                    "images; give a .npy array")
+        raise ConfigError(f"--input={folder}: this run takes inputs of shape "
+                          f"{list(shape)}, not images; give a .npy array")
     low, high = spec["range"]
     images = []
     for path in files:
@@ -73,9 +63,9 @@ def read_images(folder: Path, spec: dict) -> tuple[np.ndarray, list[str]]:
             pixels = np.asarray(image.convert("L" if shape[-1] == 1 else "RGB"), np.float32)
         pixels = pixels.reshape(*pixels.shape[:2], shape[-1])
         if pixels.shape != tuple(shape):
-            raise _Fail(f"--input={path}: an image of {pixels.shape[1]}x{pixels.shape[0]} "
-                        f"pixels; this run takes {shape[1]}x{shape[0]} (images are not "
-                        "resized)")
+            raise ConfigError(f"--input={path}: an image of {pixels.shape[1]}x"
+                              f"{pixels.shape[0]} pixels; this run takes {shape[1]}x{shape[0]} "
+                              "(images are not resized)")
         images.append(low + pixels / PIXEL_MAX * (high - low))
     return np.stack(images).astype(spec["dtype"]), [p.name for p in files]
 
@@ -84,11 +74,12 @@ def read_inputs(path: Path, spec: dict) -> tuple[np.ndarray, list[str]]:
     if path.is_dir():
         return read_images(path, spec)
     if path.suffix != ".npy" or not path.is_file():
-        raise _Fail(f"--input={path}: give an existing .npy file or a folder of images")
+        raise ConfigError(f"--input={path}: give an existing .npy file or a folder of "
+                          "images")
     try:
         inputs = np.load(path, allow_pickle=False)
     except ValueError as e:
-        raise _Fail(f"--input={path}: not a numpy array file ({e})") from None
+        raise ConfigError(f"--input={path}: not a numpy array file ({e})") from None
     return inputs, [str(i) for i in range(len(inputs))] if inputs.ndim else []
 
 
@@ -107,22 +98,21 @@ def write_outputs(path: Path, outputs: np.ndarray, names: list[str], classes: bo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from jaxdl.schema import ConfigError
     # orbax warns on every read-only checkpoint it opens; the one line that matters is ours.
     logging.getLogger("absl").setLevel(logging.ERROR)
     try:
         args = _parse(sys.argv[1:] if argv is None else argv)
         output = Path(args.output)
         if output.suffix not in OUTPUT_SUFFIXES:
-            raise _Fail(f"--output={output}: give a .npy or .csv file name")
+            raise ConfigError(f"--output={output}: give a .npy or .csv file name")
         if not output.parent.is_dir():
-            raise _Fail(f"--output={output}: its folder does not exist")
+            raise ConfigError(f"--output={output}: its folder does not exist")
         from jaxdl import app, trained
-        app.import_modules([m for names in args.imports for m in names.split(",") if m])
+        app.import_modules(args.imports)
         run = trained.load_run(args.run, args.checkpoint)
         inputs, names = read_inputs(Path(args.input), run.input_spec)
         outputs = run.apply(inputs)
-    except (_Fail, ConfigError) as e:
+    except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     if not isinstance(outputs, np.ndarray):

@@ -13,6 +13,7 @@ test metrics summary.json reports under "best". Nothing here writes to the workd
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import json
@@ -167,6 +168,29 @@ def _devices_for(batch_size: int) -> list[jax.Device]:
     devices = jax.local_devices()
     n = max(k for k in range(1, len(devices) + 1) if batch_size % k == 0)
     return devices[:n]
+
+
+class ToolParser(argparse.ArgumentParser):
+    """The command line of a tool over a trained run (jaxdl.evaluate, jaxdl.predict):
+    `--run`, `--checkpoint`, `--import` (`imports`: module names), and a bad argument as a
+    ConfigError (one line) instead of argparse's usage text and exit."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.add_argument("--run", required=True, help="the workdir of a jaxdl run")
+        self.add_argument("--checkpoint", default=BEST, help="best, latest or a step number")
+        self.add_argument("--import", dest="imports", action="append", default=[],
+                          metavar="MODULE", help="import a module first: the one that "
+                          "registers the run's model (task, source) by name; repeatable, "
+                          "or comma-separated")
+
+    def parse_args(self, args=None, namespace=None):
+        parsed = super().parse_args(args, namespace)
+        parsed.imports = [m for names in parsed.imports for m in names.split(",") if m]
+        return parsed
+
+    def error(self, message):
+        raise ConfigError(message)
 
 
 def read_run_config(workdir: str | Path) -> ml_collections.ConfigDict:

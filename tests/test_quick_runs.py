@@ -11,6 +11,7 @@ import time
 import pytest
 
 from conftest import REPO, cli_env, make_config
+from test_experiments import MY_MODEL
 from jaxdl import api, app, config as config_lib, run as run_tool
 
 QUIET = {"logging.tensorboard": False, "logging.progress": False, "logging.plot": False}
@@ -69,21 +70,9 @@ def test_load_config_takes_a_file_for_the_benchmarks_too(tmp_path):
     assert config.precision == "bf16" and config.data.batch_size == 32
 
 
-MY_MODELS = '''
-import flax.linen as nn
-from jaxdl import models
-
-
-@models.register("my_tiny_mlp")
-class TinyMLP(nn.Module):
-    width: int
-    num_classes: int
-
-    @nn.compact
-    def __call__(self, x, *, train: bool):
-        x = nn.relu(nn.Dense(self.width)(x.reshape((x.shape[0], -1))))
-        return nn.Dense(self.num_classes)(x)
-'''
+# test_experiments' user model, registered by name as a user's module would.
+MY_MODELS = (MY_MODEL + "\n\nfrom jaxdl import models\n\n"
+             "models.register('my_tiny_mlp')(TinyMLP)\n")
 
 
 @pytest.mark.slow
