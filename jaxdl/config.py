@@ -693,11 +693,23 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: st
         a, b = saved.get(key), current.get(key)
         if key not in current and prefix in ("optimizer.", "schedule."):
             continue  # a field the old flat layout recorded though the optimizer never read it
+        if key not in saved and _schema_default(path) == b:
+            continue  # a key added to the schema since that run, at its default: no change
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             out += differences(a, b, path + ".")
         elif _jsonable(a) != _jsonable(b):
             out.append(f"{path}: {a!r} -> {b!r}")
     return out
+
+
+def _schema_default(path: str) -> Any:
+    """The schema's default of the dotted key `path` (REQUIRED when it has none)."""
+    spec: Any = schema()
+    for part in path.split("."):
+        if not isinstance(spec, Mapping) or part not in spec:
+            return REQUIRED
+        spec = spec[part]
+    return spec.default if isinstance(spec, Field) else REQUIRED
 
 
 def _jsonable(value):

@@ -150,3 +150,14 @@ def test_fast_dev_run_on_every_experiment(experiment, tmp_path, monkeypatch):
         assert 0 < metrics["examples"] <= config.data.eval_batch_size, split
     assert list(tmp_path.iterdir()) == []  # no file kept
     print(f"{experiment}: {seconds:.1f} CPU s")
+
+
+def test_a_run_saved_before_eval_limit_existed_still_resumes():
+    """config.json of a run from before data.eval_limit: the new keys at their defaults are
+    no change of config (anything else still is)."""
+    current = make_config("digits_cnn").to_dict()
+    saved = {**current, "data": {k: v for k, v in current["data"].items()
+                                 if k not in ("eval_limit", "eval_limit_at_end")}}
+    assert config_lib.differences(saved, current) == []
+    changed = {**current, "data": {**current["data"], "eval_limit": 2}}
+    assert config_lib.differences(saved, changed) == ["data.eval_limit: None -> 2"]
