@@ -12,7 +12,12 @@ returns the complete resolved config (what config.json records).
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import importlib.util
+import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import ml_collections
@@ -98,14 +103,20 @@ def schema() -> dict[str, Any]:
         },
         "task": {
             # Other keys of `task` are the ones the named task declares (`task_fields`).
-            "name": Field(str, choices=_task_names),
+            "name": Field(str, choices=_task_names,
+                          help="what the model learns: the loss and metrics; its own fields "
+                               "follow"),
         },
         "data": {
             "name": Field(str, check=_known_source,
                           help="a registered source or tfds:NAME[:VERSION]"),
             "split_seed": Field(int, help="seed of the stratified train/validation/test split"),
-            "validation_fraction": Field(float, check=fraction),
-            "test_fraction": Field(float, check=fraction),
+            "validation_fraction": Field(float, check=fraction,
+                                         help="share of the examples held out for validation "
+                                              "(0 when the source ships one, or with folds)"),
+            "test_fraction": Field(float, check=fraction,
+                                   help="share held out for the test split (0 when the "
+                                        "source ships one); it never chooses anything"),
             # k-fold cross-validation is off unless asked for: "off" is no hyperparameter.
             "folds": Field(int, default=0, check=non_negative,
                            help="k >= 2: validation is fold `fold` of a stratified k-fold of "
@@ -123,7 +134,9 @@ def schema() -> dict[str, Any]:
                               help="training order: 'shuffle' each epoch, or 'balanced' "
                                    "(every class oversampled to the largest class's count)"),
             "batch_size": Field(int, check=positive, help="global batch, over all devices"),
-            "eval_batch_size": Field(int, check=positive),
+            "eval_batch_size": Field(int, check=positive,
+                                     help="global batch of evaluations; the last is padded "
+                                          "and masked"),
             "augmentation": Field(str, check=_augmentation,
                                   help="ops joined by '+', e.g. 'random_crop(pad=4,"
                                        "pad_mode=reflect)+horizontal_flip(p=0.5)', or 'none'"),
@@ -137,6 +150,15 @@ def schema() -> dict[str, Any]:
                                    "All give the same batches"),
             "prefetch": Field(int, default=2, check=positive,
                               help="host pipeline: batches placed on the devices ahead"),
+            # Whole splits unless asked: "no limit" is no hyperparameter.
+            "eval_limit": Field(int, default=0, check=non_negative,
+                                help="evaluate only the first N eval batches of each split "
+                                     "during training (a quick run on big splits); the "
+                                     "final evaluation still reads the whole split. 0 = all"),
+            "eval_limit_at_end": Field(bool, default=False,
+                                       help="apply eval_limit to the final evaluation (and "
+                                            "the test at the best checkpoint) as well: smoke "
+                                            "runs only, its final metrics are of a part"),
             "preview": Field(bool, default=False,
                              help="write augmentation_preview.png (the train split's first "
                                   "examples before and after config.data.augmentation) at "
@@ -147,8 +169,10 @@ def schema() -> dict[str, Any]:
         },
         "train": {
             "duration": Field(str, check=_duration, help="e.g. '30 epochs', '5000 steps'"),
-            "log_every": Field(str, check=_duration),
-            "eval_every": Field(str, check=_duration),
+            "log_every": Field(str, check=_duration,
+                               help="how often train metrics are logged and shown"),
+            "eval_every": Field(str, check=_duration,
+                                help="how often the eval splits are evaluated (and the end)"),
             "test_every_eval": Field(bool, default=False,
                                      help="also evaluate the test split at every evaluation, "
                                           "for curves only; it never chooses anything "
@@ -158,10 +182,13 @@ def schema() -> dict[str, Any]:
             "every": Field(str, check=_interval,
                            help="steps, epochs, or wall time ('10 minutes'); '0 steps' = only "
                                 "at the end and on a signal"),
-            "keep_last": Field(int, check=positive),
-            "keep_best": Field(int, check=non_negative),
+            "keep_last": Field(int, check=positive, help="the latest checkpoints kept"),
+            "keep_best": Field(int, check=non_negative,
+                               help="the best checkpoints by `monitor` kept besides; 0 = none "
+                                    "(then no test at the best checkpoint)"),
             "monitor": Field(str, help="'<split>/<metric>' that ranks the best checkpoints"),
-            "mode": Field(str, choices=_choices_from(("max", "min"))),
+            "mode": Field(str, choices=_choices_from(("max", "min")),
+                          help="whether a higher or a lower `monitor` is better"),
         },
         # Off unless asked for: "off" is no hyperparameter choice.
         "early_stopping": {
@@ -189,9 +216,13 @@ def schema() -> dict[str, Any]:
         "finetune": dict(_finetune().FIELDS),
         # The fields every optimizer (schedule) reads; the one `name` picks adds its own.
         **{section: dict(shared) for section, (shared, _) in _members().items()},
-        "precision": Field(str, choices=_choices_from(("fp32", "bf16"))),
+        "precision": Field(str, choices=_choices_from(("fp32", "bf16")),
+                           help="what the model computes in (the model's `dtype`); "
+                                "parameters stay float32"),
         "parallel": {
-            "backend": Field(str, choices=_choices_from(("pmap", "sharded"))),
+            "backend": Field(str, choices=_choices_from(("pmap", "sharded")),
+                             help="data parallelism: 'sharded' (jit over a device mesh) or "
+                                  "'pmap'; the same numbers"),
             "num_devices": Field(int, default=0, check=non_negative,
                                  help="local devices to use; 0 = all"),
             "host_devices": Field(int, default=0, check=non_negative,
@@ -200,9 +231,14 @@ def schema() -> dict[str, Any]:
                                    help="train steps dispatched ahead of the device at most"),
         },
         "logging": {
-            "tensorboard": Field(bool, default=True),
-            "progress": Field(bool, default=True),
-            "plot": Field(bool, default=True),
+            "tensorboard": Field(bool, default=True,
+                                 help="write TensorBoard event files in <workdir>/tensorboard"),
+            "progress": Field(bool, default=True, help="show the progress bar on stderr"),
+            "csv": Field(bool, default=False,
+                         help="also write metrics.csv (metrics.jsonl as one table: step, "
+                              "split, a column per metric), at the end of each segment"),
+            "plot": Field(bool, default=True,
+                          help="draw curves.png and the task's figures"),
             "profile_steps": Field(str, default="", check=_profile_steps,
                                    help="'START:END': a jax.profiler trace of train steps "
                                         "START..END in <workdir>/plugins/profile; '' = off"),
@@ -533,6 +569,70 @@ def switch(config: ml_collections.ConfigDict | Mapping[str, Any], section: str, 
     return ml_collections.ConfigDict(given)
 
 
+def experiment_module(reference: str):
+    """The experiment module `reference` names: 'NAME' (experiments/NAME.py, found as `-m`
+    finds it, so this module imports no experiment), a dotted module ('experiments.NAME',
+    'my_lab.exp1') or the path of a .py file. Raises ConfigError (one line) when there is
+    none or it has no get_config()."""
+    if reference.endswith(".py") or os.sep in reference:
+        path = Path(reference).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"no experiment {reference!r}: no such file")
+        # A name of its own, so two files with one stem never share a module.
+        name = f"_jaxdl_experiment_{abs(hash(str(path.resolve())))}_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses and pickling look their module up there
+        spec.loader.exec_module(module)
+    else:
+        name = reference if "." in reference else f"experiments.{reference}"
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if not name.startswith(f"{e.name}.") and e.name != name:
+                raise
+            where = (f"there is no module experiments/{reference}.py (run from the repository "
+                     "root, or give a file path)" if name != reference else
+                     f"module {e.name!r} is not importable from here")
+            raise ConfigError(f"no experiment {reference!r}: {where}") from None
+    if not callable(getattr(module, "get_config", None)):
+        raise ConfigError(f"experiment {reference!r} ({module.__file__}) has no "
+                          "get_config() returning its config")
+    return module
+
+
+def apply_overrides(config: ml_collections.ConfigDict | Mapping[str, Any],
+                    overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """`config` with dotted-key overrides ({"optimizer.learning_rate": 1e-3}), unchecked
+    (`validate` checks them): the Python form of `--config.KEY=VALUE`. A new optimizer or
+    schedule name switches that section first (`switch`), as on the command line."""
+    for section in _members():
+        if f"{section}.name" in overrides:
+            config = switch(config, section, overrides[f"{section}.name"])
+    given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+    for dotted, value in overrides.items():
+        section = given
+        *parents, leaf = dotted.split(".")
+        for name in parents:
+            if not isinstance(section.get(name, {}), dict):
+                raise ConfigError(f"config.{dotted}: config.{name} is a value, not a section")
+            section = section.setdefault(name, {})  # a section the experiment left default
+        section[leaf] = value
+    return ml_collections.ConfigDict(given)
+
+
+def fast_dev_run(config: ml_collections.ConfigDict, steps: int) -> ml_collections.ConfigDict:
+    """The validated `config` cut to a smoke run (Lightning's fast_dev_run): `steps` train
+    steps, then one log, one evaluation of one eval batch per split (`data.eval_limit`,
+    at the end too) and one checkpoint; no early stopping, no profile. Everything else,
+    the model, data, task and optimizer, is the experiment's."""
+    every = f"{steps} steps"
+    return validate(apply_overrides(config, {
+        "train.duration": every, "train.log_every": every, "train.eval_every": every,
+        "checkpoint.every": every, "data.eval_limit": 1, "data.eval_limit_at_end": True,
+        "early_stopping.patience": 0, "logging.profile_steps": ""}))
+
+
 def _named_in(overrides: Sequence[str], section: str) -> str | None:
     """The last `--config.<section>.name=X` (or `... X`) of command-line `overrides`."""
     name, flag = None, f"--config.{section}.name"
@@ -613,11 +713,23 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: st
         a, b = saved.get(key), current.get(key)
         if key not in current and prefix in ("optimizer.", "schedule."):
             continue  # a field the old flat layout recorded though the optimizer never read it
+        if key not in saved and _schema_default(path) == b:
+            continue  # a key added to the schema since that run, at its default: no change
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             out += differences(a, b, path + ".")
         elif _jsonable(a) != _jsonable(b):
             out.append(f"{path}: {a!r} -> {b!r}")
     return out
+
+
+def _schema_default(path: str) -> Any:
+    """The schema's default of the dotted key `path` (REQUIRED when it has none)."""
+    spec: Any = schema()
+    for part in path.split("."):
+        if not isinstance(spec, Mapping) or part not in spec:
+            return REQUIRED
+        spec = spec[part]
+    return spec.default if isinstance(spec, Field) else REQUIRED
 
 
 def _jsonable(value):

@@ -1,6 +1,12 @@
 """Per-layer parameter table of a model, from shapes alone:
 
     python -m jaxdl.summary MODEL [--num_classes N] [--input_shape H,W,C] [--field NAME=VALUE ...]
+    python -m jaxdl.summary --experiment NAME|MODULE|FILE.py
+
+With `--experiment`, the model is the experiment's, exactly as its run builds it (its
+fields, number of classes and precision), on one example of its own data (so the data must
+be there), and the table is Keras' `model.summary()`: flax's `tabulate`, one row per module
+call with its input and output shapes and its parameters, then the same two closing lines.
 
 MODEL is a registered name (or an import path 'package.module:Class'). The variables are
 never materialised: `jax.eval_shape(model.init, ...)` gives their shapes, so vgg16 (138M
@@ -96,7 +102,10 @@ def _field(text: str) -> tuple[str, Any]:
 def _parse(argv: Sequence[str]) -> argparse.Namespace:
     parser = _Parser(prog="python -m jaxdl.summary",
                      description="Per-layer parameter table of a model (shapes only).")
-    parser.add_argument("model", help="a registered model name or 'package.module:Class'")
+    parser.add_argument("model", nargs="?",
+                        help="a registered model name or 'package.module:Class'")
+    parser.add_argument("--experiment", default=None,
+                        help="instead of MODEL: the model and input of this experiment")
     parser.add_argument("--num_classes", type=int, default=1000)
     parser.add_argument("--input_shape", type=_positive_ints, default=None,
                         help="H,W,C of one example (default: the model's usual input)")
@@ -148,7 +157,8 @@ def build_summary_model(name: str, num_classes: int, overrides: dict[str, Any] |
     return model, (tuple(shape) if shape is not None else None)
 
 
-def variable_shapes(model, input_shape: tuple[int, ...]) -> tuple[dict[str, Any], list[str]]:
+def variable_shapes(model, input_shape: tuple[int, ...], dtype="float32"
+                    ) -> tuple[dict[str, Any], list[str]]:
     """(the model's variables as jax.ShapeDtypeStructs, their layer paths in creation
     order). Nothing is allocated or computed. eval_shape returns dicts with sorted keys, so
     the order is read from the traced init's own dicts."""
@@ -162,7 +172,7 @@ def variable_shapes(model, input_shape: tuple[int, ...]) -> tuple[dict[str, Any]
             _walk(collection, (), lambda path, _leaf: order.append(_layer_path(path)))
         return variables
 
-    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.float32)
+    x = jax.ShapeDtypeStruct((1, *input_shape), jnp.dtype(dtype))
     return dict(jax.eval_shape(init, jax.random.key(0), x)), list(dict.fromkeys(order))
 
 
@@ -233,12 +243,55 @@ def summarize(name: str, *, num_classes: int = 1000, input_shape=None,
     return [title, *format_table(rows)], total_params, total
 
 
+TABLE_WIDTH = 140  # characters: the rich table flax draws wraps its cells to fit
+
+
+def summarize_experiment(reference: str) -> tuple[list[str], int, int]:
+    """(lines: a title and flax's tabulate table, total params, total variables) of the
+    model experiment `reference` trains, on one example of its train split."""
+    import jax
+    import numpy as np
+    from jaxdl import config as config_lib
+    from jaxdl.schema import ConfigError
+    from jaxdl.tasks.base import build_model_from_config, model_rngs
+    from jaxdl.training.build import TRAIN, load_splits
+    try:
+        config = config_lib.validate(config_lib.experiment_module(reference).get_config())
+        model = build_model_from_config(config, axis_name=None)
+        _, splits = load_splits(config)
+    except (ConfigError, ValueError) as e:
+        raise _Fail(str(e)) from None
+    example = np.asarray(splits[TRAIN].take(np.arange(1))["inputs"])
+    params_key, streams_key = jax.random.split(jax.random.key(config.seed))
+    try:
+        table = model.tabulate({"params": params_key, **model_rngs(model, streams_key)},
+                               example, train=False,
+                               console_kwargs={"width": TABLE_WIDTH, "force_terminal": False,
+                                               "no_color": True})
+        variables, order = variable_shapes(model, example.shape[1:], example.dtype)
+    except Exception as e:  # whatever a model raises on this input becomes one error line
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise _Fail(f"experiment {reference!r}: {type(e).__name__}: {first}") from None
+    rows = _rows(variables, order)
+    total_params = sum(r[2] for r in rows)
+    title = (f"{reference}: model {config.model.name!r} ({type(model).__name__}) in "
+             f"{config.precision}, input 1x{'x'.join(map(str, example.shape[1:]))} "
+             f"{example.dtype} ({config.data.name})")
+    return ([title, *table.rstrip().splitlines()], total_params,
+            total_params + sum(r[3] for r in rows))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = _parse(sys.argv[1:] if argv is None else argv)
-        lines, total_params, total = summarize(args.model, num_classes=args.num_classes,
-                                               input_shape=args.input_shape,
-                                               fields=dict(args.field))
+        if (args.model is None) == (args.experiment is None):
+            raise _Fail("give a MODEL or --experiment NAME, not both or neither")
+        if args.experiment is not None:
+            lines, total_params, total = summarize_experiment(args.experiment)
+        else:
+            lines, total_params, total = summarize(args.model, num_classes=args.num_classes,
+                                                   input_shape=args.input_shape,
+                                                   fields=dict(args.field))
     except _Fail as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -13,11 +13,17 @@ level with it or above; imports inside functions and under `TYPE_CHECKING` count
   5  jaxdl.config        validate(): assembles the schema from what models, tasks, data and
                          training (optimizers, schedules, pipelines) declare, so it sits
                          above all of them and below the app that calls it
-  6  jaxdl.analysis | jaxdl.sweep | jaxdl.summary | jaxdl.weights
+  6  jaxdl.trained       a trained run loaded back (its saved config validated, a checkpoint,
+                         its data): what the tools above use a run through
+  7  jaxdl.analysis | jaxdl.sweep | jaxdl.summary | jaxdl.weights
                          tools over models and finished runs; weights reads another
                          framework's model and writes a checkpoint through training's code
-  7  jaxdl.app           flags and process set-up
-  8  experiments | benchmarks | jaxdl.sweep.__main__
+  8  jaxdl.app           flags and process set-up
+  9  jaxdl.api | jaxdl.evaluate | jaxdl.predict | jaxdl.run
+                         the Python API (the app's config and workdir rules without flags);
+                         the evaluate and predict tools over a trained run; any experiment
+                         from any directory
+ 10  experiments | benchmarks | jaxdl.sweep.__main__
                          what runs on the app: the sweep command reuses its set-up
 """
 
@@ -40,8 +46,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("jaxdl.tasks",),
     ("jaxdl.training",),
     ("jaxdl.config",),
+    ("jaxdl.trained",),
     ("jaxdl.analysis", "jaxdl.sweep", "jaxdl.summary", "jaxdl.cluster", "jaxdl.weights"),
     ("jaxdl.app",),
+    ("jaxdl.api", "jaxdl.evaluate", "jaxdl.predict", "jaxdl.run", "jaxdl.reference"),
     ("experiments", "benchmarks", "jaxdl.sweep.__main__"),
 )
 # Groups that hold only the module of that name, not what lies under it: the package's

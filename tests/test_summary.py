@@ -64,7 +64,7 @@ def test_input_shape_and_field_flags(capsys):
     (["alexnet", "--field", "foo=1"], "error: --field foo: unknown field of model 'alexnet'"),
     (["alexnet", "--input_shape", "a"], "error: argument --input_shape: expected H,W,C"),
     (["alexnet", "--input_shape", "32,32,3"], "error: model 'alexnet' on input (32, 32, 3):"),
-    ([], "error: the following arguments are required: model"),
+    ([], "error: give a MODEL or --experiment NAME, not both or neither"),
 ])
 def test_bad_input_is_one_error_line(capsys, argv, message):
     assert summary.main(argv) == 2

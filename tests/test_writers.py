@@ -187,3 +187,35 @@ def test_plot_curves_from_writer_and_empty(tmp_path):
     plot_curves([], empty)
     data = empty.read_bytes()
     assert data.startswith(PNG_SIGNATURE) and len(data) > 100
+
+
+# --- metrics.csv (logging.csv) -------------------------------------------------------------
+
+
+def test_csv_is_the_jsonl_as_one_table_and_follows_a_resume(tmp_path):
+    import csv
+
+    from jaxdl import runs
+    from jaxdl.training.context import truncate_metrics
+
+    with MetricWriter(tmp_path, tensorboard=False, csv=True) as writer:
+        writer.write(1, "train", {"loss": 2.0})
+        writer.write(2, "train", {"loss": float("nan")})
+        writer.write(2, "validation", {"loss": 1.5, "accuracy": 0.5})
+        writer.write(3, "train", {"loss": 1.0})
+    # Resumed from the checkpoint at step 2: step 3 is replayed, with another value.
+    truncate_metrics(tmp_path / "metrics.jsonl", 2)
+    with MetricWriter(tmp_path, tensorboard=False, csv=True) as writer:
+        writer.write(3, "train", {"loss": 0.5})
+    rows = list(csv.DictReader((tmp_path / runs.METRICS_CSV_FILENAME).open()))
+    assert [(r["step"], r["split"], r["loss"], r["accuracy"]) for r in rows] == [
+        ("1", "train", "2.0", ""), ("2", "train", "nan", ""),
+        ("2", "validation", "1.5", "0.5"), ("3", "train", "0.5", "")]
+    assert list(rows[0]) == ["step", "split", "accuracy", "loss", "time"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.csv", "metrics.jsonl"]
+
+
+def test_no_csv_unless_asked(tmp_path):
+    with MetricWriter(tmp_path, tensorboard=False) as writer:
+        writer.write(1, "train", {"loss": 2.0})
+    assert not (tmp_path / "metrics.csv").exists()

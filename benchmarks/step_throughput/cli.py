@@ -17,7 +17,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         prog="python -m benchmarks.step_throughput", allow_abbrev=False,
         description="Time the experiment's compiled train step (input excluded).")
     parser.add_argument("--experiment", default="digits_cnn",
-                        help="module in experiments/ whose get_config() is timed")
+                        help="the experiment whose get_config() is timed: a name in "
+                             "experiments/, a dotted module or a .py file")
     parser.add_argument("--model", choices=tuple(families.MODEL_FAMILIES), default=None,
                         help="synthetic mode: time this model family with its experiment's "
                              "config (families.py) on random data, instead of --experiment")

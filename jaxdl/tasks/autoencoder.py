@@ -279,7 +279,8 @@ def _check_data(config, dataset, *, unit_interval: bool, why: str) -> None:
 
 
 @register_task("autoencoder", task=AutoencoderTask, fields={
-    "loss": Field(str, choices=lambda: RECONSTRUCTION_LOSSES),
+    "loss": Field(str, choices=lambda: RECONSTRUCTION_LOSSES,
+                  help="per-example reconstruction loss against the input"),
     **_SHARED_FIELDS,
 })
 def build_autoencoder(config, dataset, *, axis_name):

@@ -365,8 +365,9 @@ def _loss_names():
 
 
 @register_task("classification", task=ClassificationTask, fields={
-    "loss": Field(str, choices=_loss_names),
-    "label_smoothing": Field(float, check=fraction),
+    "loss": Field(str, choices=_loss_names, help="per-example loss of logits and labels"),
+    "label_smoothing": Field(float, check=fraction, help="share of each one-hot target "
+                                                         "spread over all classes; 0 = off"),
     # A reporting knob, not a hyperparameter: it changes no number the run computes.
     "misclassified_shown": Field(int, default=16, check=non_negative,
                                  help="misclassified test images drawn in misclassified.png "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -177,21 +178,33 @@ class Trainer:
                                      self.config.seed, step, self.config.data.sampling)
         return with_mask(batch)
 
-    def evaluate(self, state, split_name: str) -> dict[str, float]:
-        """Metrics over every example of the split: the last batch is padded and masked."""
+    def eval_limit(self, final: bool) -> int:
+        """Eval batches per split for an evaluation (`data.eval_limit`; 0 = all): during
+        training, and at the end only with `data.eval_limit_at_end`."""
+        data = self.config.data
+        return data.eval_limit if (not final or data.eval_limit_at_end) else 0
+
+    def evaluate(self, state, split_name: str, limit: int = 0) -> dict[str, float]:
+        """Metrics over every example of the split (the first `limit` batches when > 0):
+        the last batch is padded and masked."""
         totals = self.backend.put_state(self.eval_totals)
-        for batch in self.feed.eval(split_name):
+        batches = self.feed.eval(split_name)
+        for batch in itertools.islice(batches, limit or None):
             totals = self.eval_step(state, batch, totals)
+        if hasattr(batches, "close"):
+            batches.close()  # a prefetching thread stops when the limit cut it short
         sums = {k: float(v) for k, v in self.backend.get_metrics(totals).items()}
         return {**mean_metrics(sums), "examples": sums["count"]}
 
 
     def evaluate_all(self, state, *, step: int, final: bool, workdir: Path,
-                     write_files: bool, splits=None) -> dict[str, dict[str, float]]:
-        """The metrics of `splits` (default: every eval split), plus what the task adds on
-        the host after them (`Task.on_eval`: samples, plots, metrics over a whole split)."""
+                     write_files: bool, splits=None, limit: int = 0
+                     ) -> dict[str, dict[str, float]]:
+        """The metrics of `splits` (default: every eval split; the first `limit` batches of
+        each when > 0), plus what the task adds on the host after them (`Task.on_eval`:
+        samples, plots, metrics over a whole split)."""
         splits = self.eval_splits if splits is None else list(splits)
-        results = {name: self.evaluate(state, name) for name in splits}
+        results = {name: self.evaluate(state, name, limit) for name in splits}
         self.backend.wait_all()  # nothing of ours queued beside what on_eval dispatches
         rng = jax.random.PRNGKey(self.config.seed)
         context = tasks.EvalContext(
@@ -304,13 +317,8 @@ def _place_and_compile(config, dataset, splits, plan, backend, task, tx, example
                                  ema_decay=config.optimizer.ema_decay, finetune=finetune),
         state,
         backend.put_batch(example), donate_state=True)
-    eval_example = next(data_lib.eval_batches(splits[TRAIN], config.data.eval_batch_size))
-    eval_totals = step_lib.eval_totals_zeros(task, abstract_state, eval_example,
-                                             augmentation=augmentation)
-    eval_step, eval_seconds = backend.compile(
-        step_lib.make_eval_step(task, axis_name=backend.axis_name, augmentation=augmentation),
-        state, backend.put_batch(eval_example), backend.put_state(eval_totals),
-        donate_state=False)
+    eval_step, eval_totals, eval_seconds = _compile_eval(config, backend, task, state,
+                                                         abstract_state, splits)
     feed = _make_feed(config, backend, splits)
 
     def guarded(step_fn):
@@ -325,6 +333,39 @@ def _place_and_compile(config, dataset, splits, plan, backend, task, tx, example
                    eval_step=guarded(eval_step), eval_totals=eval_totals,
                    compile_seconds=train_seconds + eval_seconds,
                    train_step_cost=train_step.cost(), feed=feed)
+
+
+def _compile_eval(config, backend, task, state, abstract_state, splits):
+    """(the compiled eval step, its zero totals on the host, compile seconds)."""
+    augmentation = augment.parse(config.data.augmentation)
+    eval_example = next(data_lib.eval_batches(splits[TRAIN], config.data.eval_batch_size))
+    eval_totals = step_lib.eval_totals_zeros(task, abstract_state, eval_example,
+                                             augmentation=augmentation)
+    eval_step, seconds = backend.compile(
+        step_lib.make_eval_step(task, axis_name=backend.axis_name, augmentation=augmentation),
+        state, backend.put_batch(eval_example), backend.put_state(eval_totals),
+        donate_state=False)
+    return eval_step, eval_totals, seconds
+
+
+def build_evaluator(config, dataset, splits, task, host_state, devices) -> Trainer:
+    """A Trainer that only evaluates (no optimizer, no train step, no plan): the eval step,
+    feed and `evaluate_all` a run uses, over `devices` (sharded), for `host_state` (a
+    TrainState of host arrays, e.g. a checkpoint's). Its `state` is `host_state` placed."""
+    backend = parallel.Backend("sharded", devices,
+                               max_in_flight=config.parallel.max_in_flight)
+    state = backend.put_state(host_state)
+    eval_step, eval_totals, seconds = _compile_eval(config, backend, task, state, host_state,
+                                                    splits)
+    # The host pipeline: an evaluation reads each batch once, none is worth a device copy.
+    feed = feeding.make_feed("host", backend, splits, batch_size=config.data.batch_size,
+                             eval_batch_size=config.data.eval_batch_size, seed=config.seed,
+                             prefetch=config.data.prefetch, sampling=config.data.sampling)
+    return Trainer(config=config, dataset=dataset, splits=splits, plan=None, backend=backend,
+                   task=task, tx=None, state=state, abstract_state=host_state,
+                   eval_splits=[name for name in EVAL_SPLITS if name in splits],
+                   train_step=None, eval_step=eval_step, eval_totals=eval_totals,
+                   compile_seconds=seconds, train_step_cost={}, feed=feed)
 
 
 def _make_feed(config, backend, splits):

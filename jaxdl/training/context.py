@@ -100,12 +100,12 @@ class Context:
                 "best": self.best, "final": self.final, "train_seconds": self.train_seconds,
                 "examples_seen": self.examples_seen, "early_stopping": self.stopping}
 
-    def evaluate(self, state, *, step: int, final: bool, splits, write_files: bool
-                 ) -> dict[str, dict[str, float]]:
-        """Metrics of `splits` for `state`, plus what hooks evaluate beside them (the EMA
-        weights' '<split>_ema')."""
+    def evaluate(self, state, *, step: int, final: bool, splits, write_files: bool,
+                 limit: int = 0) -> dict[str, dict[str, float]]:
+        """Metrics of `splits` for `state` (the first `limit` eval batches when > 0), plus
+        what hooks evaluate beside them (the EMA weights' '<split>_ema', whole splits)."""
         results = self.trainer.evaluate_all(state, step=step, final=final, workdir=self.workdir,
-                                            write_files=write_files, splits=splits)
+                                            write_files=write_files, splits=splits, limit=limit)
         for hook in self.hooks:
             results.update(hook.evaluations(self, state, step=step, splits=splits))
         return results
@@ -170,7 +170,8 @@ def open_run(config, workdir: Path, trainer: Trainer, hooks: list, stream) -> Co
         # Steps after the checkpoint are replayed: drop what they logged the first time.
         truncate_metrics(workdir / writers.METRICS_FILENAME, start)
         writers.truncate_tensorboard(workdir / writers.TENSORBOARD_DIRNAME, start)
-        writer = writers.MetricWriter(workdir, tensorboard=config.logging.tensorboard)
+        writer = writers.MetricWriter(workdir, tensorboard=config.logging.tensorboard,
+                                      csv=config.logging.csv)
         progress = writers.Progress(plan.total_steps, initial_step=start,
                                     examples_per_step=config.data.batch_size, stream=stream,
                                     tty=None if config.logging.progress else False)

@@ -108,7 +108,8 @@ def run(config, workdir: Path, *, stream=sys.stderr,
             if due.eval:
                 last = step == total
                 results = ctx.evaluate(ctx.state, step=step, final=last, write_files=ctx.primary,
-                                       splits=trainer.eval_splits if last else periodic)
+                                       splits=trainer.eval_splits if last else periodic,
+                                       limit=trainer.eval_limit(last))
                 ctx.log_eval(step, results, last)
                 report.update(results)
                 for hook in hooks:

@@ -42,7 +42,8 @@ def _optax_default(fn: Callable[..., Any], argument: str) -> Any:
 
 # Read by every optimizer. A new shared knob is one more entry here.
 SHARED_OPTIMIZER_FIELDS: dict[str, Field] = {
-    'name': Field(str, choices=lambda: OPTIMIZERS),
+    'name': Field(str, choices=lambda: OPTIMIZERS,
+                  help='the optax optimizer; its own fields follow'),
     'learning_rate': Field(float, check=non_negative, help='peak learning rate of the schedule'),
     # Off unless asked for: "off" is no hyperparameter choice.
     'weight_decay': Field(float, default=0.0, check=non_negative,
@@ -87,12 +88,14 @@ OPTIMIZER_FIELDS: dict[str, dict[str, Field]] = {
         'adagrad_initial_accumulator': Field(
             float, default=_optax_default(optax.adagrad, 'initial_accumulator_value'),
             check=non_negative, help='starting value of the squared-gradient sum'),
-        'eps': Field(float, default=_optax_default(optax.adagrad, 'eps'), check=positive),
+        'eps': Field(float, default=_optax_default(optax.adagrad, 'eps'), check=positive,
+                     help="added to the accumulated squares' root (optax's default)"),
     },
     'rmsprop': {
         'rmsprop_decay': Field(float, default=_optax_default(optax.rmsprop, 'decay'),
                                check=fraction, help='decay of the squared-gradient average'),
-        'eps': Field(float, default=_optax_default(optax.rmsprop, 'eps'), check=positive),
+        'eps': Field(float, default=_optax_default(optax.rmsprop, 'eps'), check=positive,
+                     help="added to the mean square's root (optax's default)"),
         'momentum': _momentum(default=0.0),  # 0 = plain RMSprop (optax's None)
     },
 }
@@ -101,7 +104,8 @@ OPTIMIZERS = tuple(OPTIMIZER_FIELDS)
 # --- the fields each schedule reads ----------------------------------------------------------
 
 SHARED_SCHEDULE_FIELDS: dict[str, Field] = {
-    'name': Field(str, choices=lambda: SCHEDULES),
+    'name': Field(str, choices=lambda: SCHEDULES,
+                  help='the learning-rate schedule; its own fields follow'),
 }
 _WARMUP_HELP = 'linear ramp from 0 to the learning rate, e.g. "1 epoch"'
 # A schedule that may start with a warmup has none unless asked for.

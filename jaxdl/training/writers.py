@@ -7,6 +7,7 @@ so that tensorflow is never imported (slow, and it would grab a GPU).
 
 from __future__ import annotations
 
+import csv as csv_lib
 import datetime
 import json
 import math
@@ -55,6 +56,21 @@ def _encode(value: float) -> float | str:
     return "inf" if value > 0 else "-inf"
 
 
+def write_csv(jsonl: str | os.PathLike, path: str | os.PathLike) -> None:
+    """`path`: the records of metrics.jsonl `jsonl` as one CSV table (step, split, every
+    metric any record has, time; a cell a record lacks stays empty). Rewritten whole from
+    the JSONL file, so it always agrees with it, a resumed run included (which drops the
+    steps it replays from the JSONL file first)."""
+    records = read_metrics(jsonl)
+    names = sorted({k for r in records for k in r} - set(_RESERVED_KEYS))
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")  # runs.METRICS_CSV_TMP_FILENAME
+    with open(tmp, "w", newline="", encoding="utf-8") as f:
+        writer = csv_lib.DictWriter(f, fieldnames=["step", "split", *names, "time"])
+        writer.writeheader()
+        writer.writerows(records)
+    tmp.replace(path)
+
+
 def _decode(value: Any) -> Any:
     if isinstance(value, str) and value in _STR_TO_NONFINITE:
         return _STR_TO_NONFINITE[value]
@@ -70,8 +86,10 @@ class MetricWriter:
     `read_metrics` turns them back into floats.
     """
 
-    def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True):
+    def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True,
+                 csv: bool = False):
         self.workdir = Path(workdir)
+        self.csv = csv  # metrics.csv, rewritten from metrics.jsonl at `close`
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.path = self.workdir / METRICS_FILENAME
         # Append: a resumed run continues the same file instead of erasing history.
@@ -115,6 +133,8 @@ class MetricWriter:
         if self._file is not None:
             self._file.close()
             self._file = None
+            if self.csv:
+                write_csv(self.path, self.workdir / runs.METRICS_CSV_FILENAME)
         if self._tb is not None:
             self._tb.close()
             self._tb = None

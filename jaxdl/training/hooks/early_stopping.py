@@ -40,7 +40,7 @@ class EarlyStopping(Hook):
         host_state, _, _ = ctx.checkpoints.restore(trainer.abstract_state, step=best_step)
         results = ctx.evaluate(trainer.backend.put_state(host_state), step=best_step,
                                final=True, splits=trainer.eval_splits,
-                               write_files=ctx.primary)
+                               write_files=ctx.primary, limit=trainer.eval_limit(True))
         ctx.final.update(results)
         for name in results:
             if is_test(name):

@@ -51,7 +51,7 @@ def test_at_best(ctx, best_step: int | None, step: int) -> dict[str, Any]:
     host_state, _, _ = ctx.checkpoints.restore(trainer.abstract_state, step=best_step)
     # The task's host metrics too (NSE, Frechet distance...); no files: they show the end.
     results = ctx.evaluate(trainer.backend.put_state(host_state), step=best_step, final=False,
-                           splits=[TEST], write_files=False)
+                           splits=[TEST], write_files=False, limit=trainer.eval_limit(True))
     ctx.message(f"test at the best {ctx.config.checkpoint.monitor} checkpoint (step "
                 f"{best_step}): " + "  ".join(f"{k} {v:.4f}" for k, v in results[TEST].items()
                                               if k != "examples"))
