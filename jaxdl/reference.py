@@ -113,10 +113,11 @@ def render() -> str:
              "`--config.KEY=VALUE` or `api.train(..., {\"KEY\": value})`.", ""]
     for title, rows in config_fields().items():
         lines += [f"## {title}", "", *_table(rows)]
-    lines += ["## Data sources (config.data.name)", "",
-              ", ".join(f"`{name}`" for name in registry.source_names()
-                        if _own(registry._loader(name).__module__)), "",
-              *(f"- {usage}" for usage in registry.source_usage()), ""]
+    # jaxdl's own sources only: an imported experiment may register its own (global registry)
+    own = [name for name in registry.source_names() if _own(registry._loader(name).__module__)]
+    families = registry.source_usage()[len(registry.source_names()):]
+    lines += ["## Data sources (config.data.name)", "", ", ".join(f"`{name}`" for name in own),
+              "", *(f"- {usage}" for usage in own + families), ""]
     lines += ["## Models", "", "Each model's constructor fields (`config.model.FIELD`); "
               "`dtype` and `axis_name` are injected by the run, never set in a config.", ""]
     for title, rows in model_fields().items():
