@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import inspect
 import json
 import logging
@@ -37,6 +38,11 @@ EXIT_PROCESS_LOST = 3  # a multi-process run lost one of its processes
 def _fail(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
     sys.exit(EXIT_BAD_INPUT)
+
+
+def _refusal(message: str) -> Exception:
+    from jaxdl.schema import ConfigError
+    return ConfigError(message)
 
 
 def _variant_of(get_config: Callable[..., ml_collections.ConfigDict], argv: list[str]
@@ -151,13 +157,47 @@ def enable_compilation_cache(jax, directory: str) -> _CacheCounter:
     return counter
 
 
+def experiment_module(reference: str):
+    """The experiment module `reference` names: 'NAME' (experiments/NAME.py, found as `-m`
+    finds it, so this module imports no experiment), a dotted module ('experiments.NAME',
+    'my_lab.exp1') or the path of a .py file. Raises ConfigError (one line) when there is
+    none or it has no get_config()."""
+    from jaxdl import config as config_lib
+
+    if reference.endswith(".py") or os.sep in reference:
+        path = Path(reference).expanduser()
+        if not path.is_file():
+            raise config_lib.ConfigError(f"no experiment {reference!r}: no such file")
+        # A name of its own, so two files with one stem never share a module.
+        name = f"_jaxdl_experiment_{abs(hash(str(path.resolve())))}_{path.stem}"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses and pickling look their module up there
+        spec.loader.exec_module(module)
+    else:
+        name = reference if "." in reference else f"experiments.{reference}"
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as e:
+            if not name.startswith(f"{e.name}.") and e.name != name:
+                raise
+            where = (f"there is no module experiments/{reference}.py (run from the repository "
+                     "root, or give a file path)" if name != reference else
+                     f"module {e.name!r} is not importable from here")
+            raise config_lib.ConfigError(f"no experiment {reference!r}: {where}") from None
+    if not callable(getattr(module, "get_config", None)):
+        raise config_lib.ConfigError(f"experiment {reference!r} ({module.__file__}) has no "
+                                     "get_config() returning its config")
+    return module
+
+
 def load_config(experiment: str | ml_collections.ConfigDict,
                 overrides: Sequence[str] = (), *, variant: str | None = None
                 ) -> ml_collections.ConfigDict:
     """The validated config `python -m experiments.NAME` would run with these overrides.
 
-    `experiment` names a module of the `experiments` package (found by name, as `-m` finds
-    it, so this module imports no experiment), or is a config a tool built itself; its
+    `experiment` names an experiment module (`experiment_module`: 'NAME', a dotted module
+    or a .py file), or is a config a tool built itself; its
     `get_config(variant)` is called with `variant` when given. `overrides` are
     `--config.KEY=VALUE` arguments, applied as on the command line. Raises ConfigError
     (one line) for an unknown experiment, key or value.
@@ -168,14 +208,7 @@ def load_config(experiment: str | ml_collections.ConfigDict,
     from jaxdl import config as config_lib
 
     if isinstance(experiment, str):
-        try:
-            module = importlib.import_module(f"experiments.{experiment}")
-        except ModuleNotFoundError as e:
-            if e.name not in ("experiments", f"experiments.{experiment}"):
-                raise
-            raise config_lib.ConfigError(
-                f"no experiment {experiment!r}: there is no module experiments/{experiment}.py "
-                "(run from the repository root)") from None
+        module = experiment_module(experiment)
         if variant is None:
             base = module.get_config()
         else:
@@ -245,13 +278,13 @@ def _overwrite(workdir: str, run_dir) -> None:
     """Empties a workdir of a run's files; refuses, touching nothing, any folder that holds
     anything else or does not look like a run."""
     if not run_dir.looks_like_run():
-        _fail(f"--workdir={workdir} holds no jaxdl run (no config.json or metrics.jsonl), so "
-              "--overwrite leaves it alone; choose a new --workdir")
+        raise _refusal(f"--workdir={workdir} holds no jaxdl run (no config.json or "
+                       "metrics.jsonl), so --overwrite leaves it alone; choose a new --workdir")
     foreign = run_dir.foreign_entries()
     if foreign:
-        _fail(f"--workdir={workdir} holds files no jaxdl run writes ("
-              f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}), so --overwrite "
-              "leaves it alone; move them or choose a new --workdir")
+        raise _refusal(f"--workdir={workdir} holds files no jaxdl run writes ("
+                       f"{', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}), so "
+                       "--overwrite leaves it alone; move them or choose a new --workdir")
     run_dir.clear()
 
 
@@ -285,30 +318,41 @@ def _check_extension(workdir: str, path: Path, saved: dict, config) -> bool | No
     new_total, old_total = clock.steps(config.train.duration), derived["total_steps"]
     where = f"--workdir={workdir}"
     if new_total < max(old_total, _latest_checkpoint(path)):
-        _fail(f"{where} holds a run of {old_total} steps; config.train.duration="
-              f"{config.train.duration!r} ({new_total} steps) would shorten it, and a run can "
-              f"only be extended; choose a new --workdir{_overwrite_hint(runs.RunDir(path))}")
+        raise _refusal(f"{where} holds a run of {old_total} steps; config.train.duration="
+                       f"{config.train.duration!r} ({new_total} steps) would shorten it, and a "
+                       "run can only be extended; choose a new --workdir"
+                       f"{_overwrite_hint(runs.RunDir(path))}")
     if new_total == old_total:
         return False
     name = config.schedule.name
     if name in optim.SCHEDULES_SHAPED_BY_TOTAL:
         others = [s for s in optim.SCHEDULES if s not in optim.SCHEDULES_SHAPED_BY_TOTAL]
-        _fail(f"{where} cannot be extended to {new_total} steps: config.schedule.name="
-              f"{name!r} is shaped by the run's length, so a longer run would change the "
-              f"learning rates of its first {old_total} steps; only a run whose schedule "
-              f"ignores its length ({', '.join(others)}) can be extended; choose a new "
-              "--workdir")
+        raise _refusal(f"{where} cannot be extended to {new_total} steps: config.schedule.name="
+                       f"{name!r} is shaped by the run's length, so a longer run would change the "
+                       f"learning rates of its first {old_total} steps; only a run whose schedule "
+                       f"ignores its length ({', '.join(others)}) can be extended; choose a new "
+                       "--workdir")
     summary = runs.RunDir(path).read_summary() if runs.RunDir(path).is_complete() else {}
     if "early_stopping" in summary:
-        _fail(f"{where} cannot be extended: its run stopped early at step "
-              f"{summary['early_stopping']['stopped_at_step']}, and would stop there again; "
-              "choose a new --workdir")
+        raise _refusal(f"{where} cannot be extended: its run stopped early at step "
+                       f"{summary['early_stopping']['stopped_at_step']}, and would stop there "
+                       "again; choose a new --workdir")
     print(f"extending the run in {path} from {old_total} to {new_total} steps")
     return True
 
 
 def _check_workdir(workdir: str, config, overwrite: bool) -> tuple[Path, dict | None]:
-    """The run directory, and the summary if that run is already complete.
+    """`check_workdir`, ending the process with one line (exit status 2) on a refusal."""
+    from jaxdl import config as config_lib
+    try:
+        return check_workdir(workdir, config, overwrite)
+    except config_lib.ConfigError as e:
+        _fail(str(e))
+
+
+def check_workdir(workdir: str, config, overwrite: bool) -> tuple[Path, dict | None]:
+    """The run directory, and the summary if that run is already complete; ConfigError
+    (one line) for a workdir it refuses.
 
     A directory holding a run of this same config is resumed, or extended when only a longer
     train.duration was asked for; one holding anything else is refused (or, with
@@ -318,15 +362,15 @@ def _check_workdir(workdir: str, config, overwrite: bool) -> tuple[Path, dict | 
     from jaxdl import config as config_lib, runs
     path = Path(workdir).expanduser().absolute()
     if path.exists() and not path.is_dir():
-        _fail(f"--workdir={workdir} is a file, not a directory")
+        raise _refusal(f"--workdir={workdir} is a file, not a directory")
     existing = next(p for p in (path, *path.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         what = "a file" if not existing.is_dir() else "not writable"
-        _fail(f"--workdir={workdir} cannot be created: {existing} is {what}; choose a "
-              "writable directory")
+        raise _refusal(f"--workdir={workdir} cannot be created: {existing} is {what}; choose a "
+                       "writable directory")
     if overwrite and _protected(path):
-        _fail(f"--workdir={workdir} is {_protected(path)}; --overwrite never empties it; "
-              "choose another --workdir")
+        raise _refusal(f"--workdir={workdir} is {_protected(path)}; --overwrite never empties "
+                       "it; choose another --workdir")
     if not path.exists() or not any(path.iterdir()):
         return path, None
     run_dir = runs.RunDir(path)
@@ -334,20 +378,22 @@ def _check_workdir(workdir: str, config, overwrite: bool) -> tuple[Path, dict | 
         _overwrite(workdir, run_dir)
         return path, None
     if not run_dir.config.exists():
-        _fail(f"--workdir={workdir} is not empty and holds no jaxdl run; choose a new "
-              "--workdir")
+        raise _refusal(f"--workdir={workdir} is not empty and holds no jaxdl run; choose a new "
+                       "--workdir")
     try:
         saved = json.loads(run_dir.config.read_text())
         changed = config_lib.differences(saved["config"], config.to_dict())
     except (ValueError, KeyError, TypeError, AttributeError) as e:
-        _fail(f"--workdir={workdir}: unreadable config.json ({e}); choose a new --workdir")
+        raise _refusal(f"--workdir={workdir}: unreadable config.json ({e}); choose a new "
+                       "--workdir") from None
     longer = _check_extension(workdir, path, saved, config) if changed else None
     if longer:
         return path, None  # the loop trains on from the latest checkpoint
     if changed and longer is None:
-        _fail(f"--workdir={workdir} holds a run with another config ({'; '.join(changed[:3])}"
-              f"{'; ...' if len(changed) > 3 else ''}); choose a new --workdir"
-              f"{_overwrite_hint(run_dir)}")
+        raise _refusal(f"--workdir={workdir} holds a run with another config ("
+                       f"{'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}); choose a "
+                       "new --workdir"
+                       f"{_overwrite_hint(run_dir)}")
     return path, run_dir.read_summary() if run_dir.is_complete() else None
 
 

@@ -513,6 +513,26 @@ def switch(config: ml_collections.ConfigDict | Mapping[str, Any], section: str, 
     return ml_collections.ConfigDict(given)
 
 
+def apply_overrides(config: ml_collections.ConfigDict | Mapping[str, Any],
+                    overrides: Mapping[str, Any]) -> ml_collections.ConfigDict:
+    """`config` with dotted-key overrides ({"optimizer.learning_rate": 1e-3}), unchecked
+    (`validate` checks them): the Python form of `--config.KEY=VALUE`. A new optimizer or
+    schedule name switches that section first (`switch`), as on the command line."""
+    for section in _members():
+        if f"{section}.name" in overrides:
+            config = switch(config, section, overrides[f"{section}.name"])
+    given = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+    for dotted, value in overrides.items():
+        section = given
+        *parents, leaf = dotted.split(".")
+        for name in parents:
+            if not isinstance(section.get(name, {}), dict):
+                raise ConfigError(f"config.{dotted}: config.{name} is a value, not a section")
+            section = section.setdefault(name, {})  # a section the experiment left default
+        section[leaf] = value
+    return ml_collections.ConfigDict(given)
+
+
 def _named_in(overrides: Sequence[str], section: str) -> str | None:
     """The last `--config.<section>.name=X` (or `... X`) of command-line `overrides`."""
     name, flag = None, f"--config.{section}.name"

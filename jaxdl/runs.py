@@ -122,20 +122,49 @@ def read_weights(path: str | Path, *, role: str = "init_from") -> tuple[dict[str
     """(`params` and `model_state` as nested dicts of arrays, step) of the latest checkpoint
     of another run: `path` is its workdir or its checkpoints directory. `role` names the
     setting that pointed here, for the error message."""
-    path = Path(path).expanduser().absolute()
-    directory = (path / CHECKPOINTS_DIRNAME if (path / CHECKPOINTS_DIRNAME).is_dir() else path)
-    if not directory.is_dir() or not any(p.name.isdigit() for p in directory.iterdir()):
-        raise CheckpointError(f"{role}={str(path)!r} holds no jaxdl checkpoint; give the "
-                              "--workdir of a finished or checkpointed run")
-    manager = ocp.CheckpointManager(directory, item_names=(STATE, PROGRESS),
+    state, _, step = read_checkpoint(path, role=role)
+    return {"params": state["params"], "model_state": state.get("model_state", {})}, step
+
+
+def checkpoint_steps(path: str | Path, *, role: str = "init_from") -> list[int]:
+    """The saved steps, ascending, of the run whose workdir (or checkpoints directory) is
+    `path`; CheckpointError when it holds none."""
+    directory = _checkpoints_dir(path)
+    steps = sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) \
+        if directory.is_dir() else []
+    if not steps:
+        raise CheckpointError(f"{role}={str(Path(path).expanduser().absolute())!r} holds no "
+                              "jaxdl checkpoint; give the --workdir of a finished or "
+                              "checkpointed run")
+    return steps
+
+
+def read_checkpoint(path: str | Path, step: int | None = None, *, role: str = "init_from",
+                    state: bool = True) -> tuple[dict[str, Any], dict[str, Any], int]:
+    """(the TrainState's fields as nested dicts of host arrays, the loop's progress record,
+    step) of checkpoint `step` (None: the latest) of the run at `path`. With `state=False`
+    only the progress record is read (the state comes back empty)."""
+    steps = checkpoint_steps(path, role=role)
+    step = steps[-1] if step is None else step
+    if step not in steps:
+        raise CheckpointError(f"{role}={str(Path(path).expanduser().absolute())!r} has no "
+                              f"checkpoint at step {step}; saved steps: "
+                              f"{', '.join(map(str, steps))}")
+    manager = ocp.CheckpointManager(_checkpoints_dir(path), item_names=(STATE, PROGRESS),
                                     options=ocp.CheckpointManagerOptions(read_only=True))
     try:
-        step = manager.latest_step()
-        restored = manager.restore(step, args=ocp.args.Composite(
-            **{STATE: ocp.args.StandardRestore()}))[STATE]
+        items = {PROGRESS: ocp.args.JsonRestore()}
+        if state:
+            items[STATE] = ocp.args.StandardRestore()
+        restored = manager.restore(step, args=ocp.args.Composite(**items))
     finally:
         manager.close()
-    return {"params": restored["params"], "model_state": restored.get("model_state", {})}, step
+    return (dict(restored[STATE]) if state else {}), dict(restored[PROGRESS] or {}), step
+
+
+def _checkpoints_dir(path: str | Path) -> Path:
+    path = Path(path).expanduser().absolute()
+    return path / CHECKPOINTS_DIRNAME if (path / CHECKPOINTS_DIRNAME).is_dir() else path
 
 
 def read_config(path: str | Path, *, role: str) -> dict[str, Any]:

@@ -66,18 +66,6 @@ def make_config(experiment: str = "digits_cnn", **overrides):
 
 
 def override(config, overrides: dict):
-    """`config` with dotted-key overrides. A new optimizer or schedule name switches that
-    section first, as on the command line."""
+    """`config` with dotted-key overrides (`jaxdl.config.apply_overrides`)."""
     from jaxdl import config as config_lib
-    for section in ("optimizer", "schedule"):
-        if f"{section}.name" in overrides:
-            config = config_lib.switch(config, section, overrides[f"{section}.name"])
-    for dotted, value in overrides.items():
-        section = config
-        *parents, leaf = dotted.split(".")
-        for name in parents:
-            if name not in section:  # a section the experiment leaves to its defaults
-                section[name] = {}
-            section = section[name]
-        section[leaf] = value
-    return config
+    return config_lib.apply_overrides(config, overrides)

@@ -13,10 +13,13 @@ level with it or above; imports inside functions and under `TYPE_CHECKING` count
   5  jaxdl.config        validate(): assembles the schema from what models, tasks, data and
                          training (optimizers, schedules, pipelines) declare, so it sits
                          above all of them and below the app that calls it
-  6  jaxdl.analysis | jaxdl.sweep | jaxdl.summary
+  6  jaxdl.trained       a trained run loaded back (its saved config validated, a checkpoint,
+                         its data): what the tools above use a run through
+  7  jaxdl.analysis | jaxdl.sweep | jaxdl.summary
                          tools over models and finished runs
-  7  jaxdl.app           flags and process set-up
-  8  experiments | benchmarks
+  8  jaxdl.app           flags and process set-up
+  9  jaxdl.api           the Python API: the app's config and workdir rules without flags
+ 10  experiments | benchmarks
 """
 
 from __future__ import annotations
@@ -38,8 +41,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("jaxdl.tasks",),
     ("jaxdl.training",),
     ("jaxdl.config",),
+    ("jaxdl.trained",),
     ("jaxdl.analysis", "jaxdl.sweep", "jaxdl.summary", "jaxdl.cluster"),
     ("jaxdl.app",),
+    ("jaxdl.api",),
     ("experiments", "benchmarks"),
 )
 # Groups that hold only the module of that name, not what lies under it: the package's

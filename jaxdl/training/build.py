@@ -266,13 +266,8 @@ def _place_and_compile(config, dataset, splits, plan, backend, task, tx, example
                                  augmentation=augmentation,
                                  ema_decay=config.optimizer.ema_decay), state,
         backend.put_batch(example), donate_state=True)
-    eval_example = next(data_lib.eval_batches(splits[TRAIN], config.data.eval_batch_size))
-    eval_totals = step_lib.eval_totals_zeros(task, abstract_state, eval_example,
-                                             augmentation=augmentation)
-    eval_step, eval_seconds = backend.compile(
-        step_lib.make_eval_step(task, axis_name=backend.axis_name, augmentation=augmentation),
-        state, backend.put_batch(eval_example), backend.put_state(eval_totals),
-        donate_state=False)
+    eval_step, eval_totals, eval_seconds = _compile_eval(config, backend, task, state,
+                                                         abstract_state, splits)
     feed = _make_feed(config, backend, splits)
 
     def guarded(step_fn):
@@ -287,6 +282,39 @@ def _place_and_compile(config, dataset, splits, plan, backend, task, tx, example
                    eval_step=guarded(eval_step), eval_totals=eval_totals,
                    compile_seconds=train_seconds + eval_seconds,
                    train_step_cost=train_step.cost(), feed=feed)
+
+
+def _compile_eval(config, backend, task, state, abstract_state, splits):
+    """(the compiled eval step, its zero totals on the host, compile seconds)."""
+    augmentation = augment.parse(config.data.augmentation)
+    eval_example = next(data_lib.eval_batches(splits[TRAIN], config.data.eval_batch_size))
+    eval_totals = step_lib.eval_totals_zeros(task, abstract_state, eval_example,
+                                             augmentation=augmentation)
+    eval_step, seconds = backend.compile(
+        step_lib.make_eval_step(task, axis_name=backend.axis_name, augmentation=augmentation),
+        state, backend.put_batch(eval_example), backend.put_state(eval_totals),
+        donate_state=False)
+    return eval_step, eval_totals, seconds
+
+
+def build_evaluator(config, dataset, splits, task, host_state, devices) -> Trainer:
+    """A Trainer that only evaluates (no optimizer, no train step, no plan): the eval step,
+    feed and `evaluate_all` a run uses, over `devices` (sharded), for `host_state` (a
+    TrainState of host arrays, e.g. a checkpoint's). Its `state` is `host_state` placed."""
+    backend = parallel.Backend("sharded", devices,
+                               max_in_flight=config.parallel.max_in_flight)
+    state = backend.put_state(host_state)
+    eval_step, eval_totals, seconds = _compile_eval(config, backend, task, state, host_state,
+                                                    splits)
+    # The host pipeline: an evaluation reads each batch once, none is worth a device copy.
+    feed = feeding.make_feed("host", backend, splits, batch_size=config.data.batch_size,
+                             eval_batch_size=config.data.eval_batch_size, seed=config.seed,
+                             prefetch=config.data.prefetch, sampling=config.data.sampling)
+    return Trainer(config=config, dataset=dataset, splits=splits, plan=None, backend=backend,
+                   task=task, tx=None, state=state, abstract_state=host_state,
+                   eval_splits=[name for name in EVAL_SPLITS if name in splits],
+                   train_step=None, eval_step=eval_step, eval_totals=eval_totals,
+                   compile_seconds=seconds, train_step_cost={}, feed=feed)
 
 
 def _make_feed(config, backend, splits):
