@@ -26,7 +26,7 @@ def logits_fn(run) -> Callable[[Any, jax.Array], jax.Array]:
     in both arguments."""
     def forward(variables, x):
         out, _ = run.task.run_model(variables, run.preprocess(x), train=False,
-                                    rng=jax.random.PRNGKey(run.config.seed))
+                                    rng=run.rng)
         return out.astype(jnp.float32)
     return forward
 
@@ -36,7 +36,7 @@ def values_fn(run) -> Callable[[Any, jax.Array, jax.Array], dict[str, jax.Array]
     `accuracy`...): the numbers the run's eval step averages."""
     def values(variables, x, y):
         out, _ = run.task.apply(variables, {"inputs": run.preprocess(x), "targets": y},
-                                train=False, rng=jax.random.PRNGKey(run.config.seed))
+                                train=False, rng=run.rng)
         return out
     return values
 

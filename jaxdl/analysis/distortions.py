@@ -32,9 +32,22 @@ DISTORTIONS: dict[str, Callable[[float], augment.Op]] = {
 REPORT, FIGURE = "distortions.json", "distortions.png"
 
 
-def distorted_correct(forward: Callable, variables, op: augment.Op, rng: jax.Array,
+# Ops whose strength may be a traced value (one compile for the whole sweep); the others'
+# strength shapes the computation (translate pads by it) and compiles once per strength.
+TRACED = frozenset({"rotate", "scale", "gaussian_noise"})
+
+
+def _traced(op: augment.Op, strength) -> augment.Op:
+    """`op` with every parameter replaced by `strength` (validated on the host already)."""
+    return augment.Op(op.name, tuple((name, strength) for name, _ in op.params))
+
+
+def distorted_correct(forward: Callable, variables, op: augment.Op, strength, rng: jax.Array,
                       x: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
-    """How many (masked) examples the model still classifies right after `op`."""
+    """How many (masked) examples the model still classifies right after `op` (at
+    `strength`, traced, for the ops in TRACED; at its own parameters otherwise)."""
+    if op.name in TRACED:
+        op = _traced(op, strength)
     distorted = augment.apply((op,), rng, x)
     return jnp.sum((jnp.argmax(forward(variables, distorted), axis=-1) == y) * mask)
 
@@ -65,7 +78,6 @@ def analyse(run, *, sweeps: Mapping[str, Sequence[float]], split: str, examples:
     data = common.subset(run.dataset(split), examples, seed)
     forward = common.logits_fn(run)
     variables = jax.device_put(run.variables)
-    # The op is static: its parameters shape the computation (one compile per strength).
     count = jax.jit(distorted_correct, static_argnums=(0, 2))
     batches = list(pipeline.eval_batches(data, batch_size))
     total = sum(len(v) for v in ops.values()) * len(batches)
@@ -80,7 +92,9 @@ def analyse(run, *, sweeps: Mapping[str, Sequence[float]], split: str, examples:
             for index, batch in enumerate(batches):
                 next(bar, None)
                 # Each batch its own draws; example rows keep them apart within a batch.
-                correct += float(count(forward, variables, op, jax.random.fold_in(key, index),
+                static = _traced(op, 0.0) if op.name in TRACED else op
+                correct += float(count(forward, variables, static, jnp.float32(strength),
+                                       jax.random.fold_in(key, index),
                                        batch["inputs"], batch["targets"], batch["mask"]))
             rows.append({"strength": strength, "op": str(op), "accuracy": correct / len(data)})
         table[name] = rows
