@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxdl.analysis import adversarial, dream, landscape, saliency
+from jaxdl.analysis import dream, landscape, saliency
+from jaxdl.tasks import adversarial
 from jaxdl.models import build_model
 
 PIXELS = (0.0, 1.0)

@@ -146,7 +146,7 @@ def _parser() -> _Parser:
     sub.add_argument("--samples", type=int, default=50, help="SmoothGrad's noisy copies")
     sub.add_argument("--noise", type=float, default=0.15,
                      help="SmoothGrad's noise std as a fraction of the pixel range")
-    sub.add_argument("--ig_steps", type=int, default=2048,
+    sub.add_argument("--ig_steps", type=int, default=8192,
                      help="integrated gradients: trapezoid intervals from the baseline")
     sub.add_argument("--pixel_range", type=_pair, default=None)
 

@@ -17,6 +17,7 @@ from jax import lax
 from jaxdl import data as data_lib
 from jaxdl import losses, plots, runs
 from jaxdl.schema import ConfigError, Field, fraction, non_negative
+from jaxdl.tasks import adversarial
 from jaxdl.tasks.base import (EvalContext, Task, build_model_from_config, example_rows,
                               register_task)
 
@@ -25,6 +26,7 @@ MISCLASSIFIED_PNG = runs.MISCLASSIFIED_PNG
 # Stream id folded into the step's key for mixup's draws, so dropout (the key itself) and
 # augmentation (stream 1, training/step.py) draw what they draw without mixup.
 MIXUP_STREAM = 2
+ADVERSARIAL_STREAM = 3  # adversarial training's random starts
 CLASS_WEIGHTINGS = ("none", "balanced")
 
 
@@ -71,6 +73,13 @@ class ClassificationTask(Task):
     class_weights: tuple[float, ...] | None = None  # scales each example's loss by its class
     mixup_alpha: float = 0.0  # > 0: training batches are mixed (`mixup`); 0 = off
     axis_name: str | None = None  # pmap's data axis: mixup partners come from every device
+    # > 0: training batches are replaced by L-inf PGD examples within this epsilon of them
+    # (Madry et al. 2018), `adversarial_steps` steps of `adversarial_step_size` * epsilon,
+    # clipped to `adversarial_range`; 0 = off.
+    adversarial_epsilon: float = 0.0
+    adversarial_steps: int = 0
+    adversarial_step_size: float = 0.0
+    adversarial_range: tuple[float, float] = (0.0, 1.0)
     monitor: str = "accuracy"
     monitor_mode: str = "max"
 
@@ -84,6 +93,8 @@ class ClassificationTask(Task):
         (1 - lam) * loss(partner's label), which for cross-entropy is the cross-entropy
         against the mixed one-hot targets; accuracy counts each example's own label."""
         inputs, labels, rows = batch["inputs"], batch["targets"], example_rows(batch)
+        if train and self.adversarial_epsilon > 0:
+            inputs = self.adversarial_inputs(variables, inputs, labels, rng, rows)
         mixing = train and self.mixup_alpha > 0
         if mixing:
             if self.axis_name is not None and rows is None:
@@ -101,6 +112,21 @@ class ClassificationTask(Task):
             "accuracy": (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32),
         }
         return values, new_state
+
+    def adversarial_inputs(self, variables, inputs, labels, rng, rows):
+        """PGD examples of `inputs` against the current weights, from a random start, with
+        the model in eval mode (BatchNorm statistics are not moved by the attack); constants
+        to the weight gradient, as in Madry et al.'s outer minimisation."""
+        def logits_fn(x):
+            return self.run_model(variables, x, train=False, rng=rng, rows=rows)[0]
+
+        eps = self.adversarial_epsilon
+        found = adversarial.pgd(logits_fn, inputs, labels, eps=eps,
+                                step_size=self.adversarial_step_size * eps,
+                                steps=self.adversarial_steps, norm="linf",
+                                pixel_range=self.adversarial_range,
+                                rng=jax.random.fold_in(rng, ADVERSARIAL_STREAM), rows=rows)
+        return lax.stop_gradient(found).astype(inputs.dtype)
 
     def example_loss(self, logits, labels):
         loss = self.loss_fn(logits, labels)
@@ -185,6 +211,22 @@ def _loss_names():
     "mixup_alpha": Field(float, default=0.0, check=non_negative,
                          help="> 0: mix each training batch with a shuffled copy of itself, "
                               "lam ~ Beta(alpha, alpha); 0 = off"),
+    "adversarial_epsilon": Field(float, default=0.0, check=non_negative,
+                                 help="> 0: adversarial training (Madry et al. 2018): each "
+                                      "training batch replaced by L-inf PGD examples within "
+                                      "this epsilon (input units, after data.augmentation); "
+                                      "0 = off"),
+    # 0 = not set: adversarial_epsilon > 0 needs both (no default attack strength).
+    "adversarial_steps": Field(int, default=0, check=non_negative,
+                               help="PGD steps per training batch; must be set (> 0) when "
+                                    "adversarial_epsilon > 0"),
+    "adversarial_step_size": Field(float, default=0.0, check=non_negative,
+                                   help="each PGD step as a fraction of adversarial_epsilon "
+                                        "(Madry et al.: 2.5 / steps); must be set (> 0) when "
+                                        "adversarial_epsilon > 0"),
+    "adversarial_range": Field(tuple, items=float, default=(0.0, 1.0),
+                               help="(LOW, HIGH): the valid input range PGD examples are "
+                                    "clipped to"),
 }, needs_train_split=True)
 def build_classification(config, dataset, *, axis_name, train_split=None):
     if dataset.num_classes is None:
@@ -199,12 +241,24 @@ def build_classification(config, dataset, *, axis_name, train_split=None):
     elif config.task.label_smoothing:
         raise ConfigError(f"config.task.label_smoothing applies to softmax_cross_entropy, "
                           f"not to {config.task.loss!r}")
+    if config.task.adversarial_epsilon > 0 and not (config.task.adversarial_steps > 0 and
+                                                    config.task.adversarial_step_size > 0):
+        raise ConfigError("config.task.adversarial_epsilon > 0 trains on PGD examples: set "
+                          "config.task.adversarial_steps and adversarial_step_size (> 0)")
+    value_range = tuple(config.task.adversarial_range)
+    if len(value_range) != 2 or not value_range[0] < value_range[1]:
+        raise ConfigError(f"config.task.adversarial_range={value_range!r}: give (LOW, HIGH) "
+                          "with LOW < HIGH")
     return ClassificationTask(model=build_model_from_config(config, axis_name=axis_name),
                               loss_fn=loss_fn, eval_batch_size=config.data.eval_batch_size,
                               misclassified_shown=config.task.misclassified_shown,
                               draw_figures=config.logging.plot,
                               class_weights=_class_weights(config, dataset, train_split),
-                              mixup_alpha=config.task.mixup_alpha, axis_name=axis_name)
+                              mixup_alpha=config.task.mixup_alpha, axis_name=axis_name,
+                              adversarial_epsilon=config.task.adversarial_epsilon,
+                              adversarial_steps=config.task.adversarial_steps,
+                              adversarial_step_size=config.task.adversarial_step_size,
+                              adversarial_range=value_range)
 
 
 def _class_weights(config, dataset, train_split) -> tuple[float, ...] | None:
