@@ -1,6 +1,6 @@
 """Deep Dream and activation maximisation (Mordvintsev et al. 2015; Olah et al. 2017):
-gradient ascent on the input image to raise the mean activation of a named layer (or one
-of its channels), or one class logit.
+gradient ascent on the input image to raise the mean square activation of a named layer
+(or the mean of one of its channels), or one class logit.
 
 `objective_fn(x [1, H, W, C]) -> scalar` is built by `layer_objective` (from Flax's
 `capture_intermediates`, which records every submodule's output under its path, e.g.
@@ -64,10 +64,13 @@ def layer_output(apply_fn: Callable, variables, x: jax.Array, layer: str) -> jax
 
 def layer_objective(apply_fn, variables, layer: str, *, channel: int | None = None,
                     preprocess: Callable = lambda x: x) -> Callable[[jax.Array], jax.Array]:
-    """The mean activation of `layer` (of its `channel`, the last axis, when given)."""
+    """Deep Dream's objective, the mean square of `layer`'s output (the original's L2
+    objective: it amplifies whatever the layer already responds to, of either sign), or
+    with `channel` the mean of that channel (the last axis): activation maximisation of
+    one feature."""
     def objective(x):
         out = layer_output(apply_fn, variables, preprocess(x), layer).astype(jnp.float32)
-        return jnp.mean(out if channel is None else out[..., channel])
+        return jnp.mean(out * out) if channel is None else jnp.mean(out[..., channel])
     return objective
 
 
@@ -147,8 +150,8 @@ def analyse(run, *, layer: str | None, class_index: int | None, channel: int | N
             start: str, split: str, indices: Sequence[int], octaves: int, octave_scale: float,
             steps: int, step_size: float, jitter: int, tv_weight: float, seed: int,
             pixel_range: tuple[float, float] | None = None) -> dict:
-    """Deep Dream of `layer` (its mean activation, or of one `channel`) or activation
-    maximisation of logit `class_index` (exactly one of the two), from rows `indices` of
+    """Deep Dream of `layer` (its mean square activation, or one `channel`'s mean) or
+    activation maximisation of logit `class_index` (exactly one of the two), from rows `indices` of
     `split` (`start`='test') or from as many noise images ('noise'). Writes dream.json
     (the objective before and after) and a grid of starts and dreams into
     WORKDIR/analysis/dream/; returns the report."""

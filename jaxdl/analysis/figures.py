@@ -48,7 +48,7 @@ def curves_png(x: Sequence[float], series: Mapping[str, Sequence[float]], path, 
         right.set_ylabel(second_label)
         more_handles, more_labels = right.get_legend_handles_labels()
         handles, labels = handles + more_handles, labels + more_labels
-    ax.legend(handles, labels, fontsize=7)
+    ax.legend(handles, labels, fontsize=7, loc="best", framealpha=0.8)
     ax.set_title(title, fontsize=9)
     return _save(fig, path)
 
