@@ -9,8 +9,20 @@ Commands (then the same attack on both):
         --epsilons=0.05,0.1,0.15,0.2 --steps=20 --step_size=0.125
     (the same with --run=runs/mnist_adv)
 
-Expected result: see the README section "Looking inside a trained model"; measured figures
-are filled in below once the runs have been made.
+Expected result (measured 2026-12-07 on the 2-core AMD EPYC CPU dev VM, no GPU, jax 0.10.2,
+1 CPU device, shared with other jobs, load average 7-10): 400 steps of batch 128 (0.93 of an
+epoch) each; the best checkpoint on validation is the last (step 400) for both.
+
+    test accuracy (10,000)            standard 0.9782    adversarial 0.9729
+    PGD-20 L-inf accuracy on a fixed 1,000-image test subset (step 0.125 eps, random start):
+      eps 0 / 0.05 / 0.1 / 0.15 / 0.2 standard 0.981 / 0.881 / 0.473 / 0.046 / 0.001
+                                      adversarial 0.973 / 0.955 / 0.916 / 0.779 / 0.358
+    FGSM at the same epsilons         standard 0.981 / 0.936 / 0.826 / 0.614 / 0.381
+                                      adversarial 0.973 / 0.955 / 0.923 / 0.877 / 0.823
+
+Wall time: standard run 154 s (training loop 104 s), adversarial run 603 s (loop 565 s: six
+forward-backward passes a step instead of one); the PGD-20 evaluation 274 s and 183 s, FGSM
+38 s and 24 s (whole commands).
 """
 
 import ml_collections
