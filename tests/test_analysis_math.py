@@ -160,3 +160,28 @@ def test_layer_names_and_the_dream_raises_its_objective(tiny_cnn):
     assert float(objective(out)) > float(objective(start))
     assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
     assert dream.octave_sizes(28, 28, 3, 1.4) == [(14, 14), (20, 20), (28, 28)]
+
+
+def test_an_image_grid_can_be_laid_out_in_rows_of_given_length(tmp_path):
+    from PIL import Image
+
+    from jaxdl import plots
+    images = np.zeros((6, 8, 8, 1), np.float32)
+    sizes = {}
+    for columns in (None, 6):
+        path = plots.image_grid_png(images, [""] * 6, tmp_path / f"{columns}.png",
+                                    columns=columns)
+        with Image.open(path) as image:
+            sizes[columns] = image.size
+    assert sizes[None][0] < 2 * sizes[None][1]  # 3 x 2, near square
+    assert sizes[6][0] > 3 * sizes[6][1]  # one row of 6
+
+
+def test_overwrite_clears_a_runs_analyses_with_it(tmp_path):
+    from jaxdl import runs
+    (tmp_path / "config.json").write_text("{}")
+    (tmp_path / runs.ANALYSIS_DIRNAME / "saliency").mkdir(parents=True)
+    run_dir = runs.RunDir(tmp_path)
+    assert run_dir.foreign_entries() == []
+    run_dir.clear()
+    assert list(tmp_path.iterdir()) == []
