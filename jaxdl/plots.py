@@ -57,10 +57,11 @@ def displayable(image: np.ndarray) -> np.ndarray:
     return np.clip(image, 0, 1)
 
 
-def image_grid_png(images, titles: Sequence[str], path, *, title: str = "") -> Path:
-    """Writes `images` ([N, H, W, 1 or 3]) as a near-square grid on a white page, each
-    panel stretched to its own range (`displayable`) and captioned by `titles[i]`. An
-    empty `images` gives a page saying so."""
+def image_grid_png(images, titles: Sequence[str], path, *, title: str = "",
+                   columns: int | None = None) -> Path:
+    """Writes `images` ([N, H, W, 1 or 3]) as a near-square grid (or `columns` a row) on a
+    white page, each panel stretched to its own range (`displayable`) and captioned by
+    `titles[i]`. An empty `images` gives a page saying so."""
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[-1] not in (1, 3):
         raise ValueError(f"image_grid_png needs NHWC images with 1 or 3 channels, got "
@@ -68,7 +69,7 @@ def image_grid_png(images, titles: Sequence[str], path, *, title: str = "") -> P
     if len(titles) != len(images):
         raise ValueError(f"image_grid_png: {len(images)} images but {len(titles)} titles")
     n, height, width = images.shape[:3]
-    columns = max(1, math.ceil(math.sqrt(n)))
+    columns = max(1, columns or math.ceil(math.sqrt(n)))
     rows = max(1, math.ceil(n / columns))
     # One mosaic in one axes: a caption band above each image, a gutter between columns.
     band, gutter = max(2, round(0.3 * height)), max(1, round(0.08 * width))

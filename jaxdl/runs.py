@@ -48,6 +48,9 @@ SAMPLES_TXT = "samples.txt"  # sequence models: generated text
 SAMPLES_PNG = "samples.png"  # GANs: the latest grid of samples
 SAMPLES_DIRNAME = "samples"  # GANs: every grid, by step
 IMAGES_DIRNAME = "images"  # autoencoders: reconstructions, samples, embeddings by step
+# What `python -m jaxdl.analysis TOOL` writes (analysis/TOOL/): it describes this run's
+# weights, so --overwrite removes it with them.
+ANALYSIS_DIRNAME = "analysis"
 
 # Every top-level name a jaxdl run may create in its workdir: --overwrite removes these and
 # nothing else. A new file a run writes must be named here.
@@ -57,7 +60,7 @@ RUN_ENTRIES = frozenset({
     CURVES_FILENAME, PREVIEW_FILENAME, TENSORBOARD_DIRNAME, CHECKPOINTS_DIRNAME, PROFILE_DIRNAME,
     CONFUSION_JSON, CONFUSION_PNG, MISCLASSIFIED_PNG, HYDROGRAPH_PNG, SAMPLES_TXT, SAMPLES_PNG,
     SAMPLES_DIRNAME, IMAGES_DIRNAME, CLASSIFICATION_REPORT_JSON, ROC_PNG, PR_PNG,
-    RELIABILITY_PNG, OPERATING_POINT_PNG})
+    RELIABILITY_PNG, OPERATING_POINT_PNG, ANALYSIS_DIRNAME})
 
 
 @dataclasses.dataclass(frozen=True)

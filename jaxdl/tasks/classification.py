@@ -21,6 +21,7 @@ from sklearn import metrics as skm
 from jaxdl import data as data_lib
 from jaxdl import losses, plots, runs
 from jaxdl.schema import ConfigError, Field, fraction, non_negative, positive
+from jaxdl.tasks import adversarial
 from jaxdl.tasks import clinical_metrics as cm
 from jaxdl.tasks.base import (EvalContext, Task, build_model_from_config, example_rows,
                               register_task)
@@ -32,6 +33,7 @@ BINARY, MULTICLASS = "binary", "multiclass"
 # Stream id folded into the step's key for mixup's draws, so dropout (the key itself) and
 # augmentation (stream 1, training/step.py) draw what they draw without mixup.
 MIXUP_STREAM = 2
+ADVERSARIAL_STREAM = 3  # adversarial training's random starts
 CLASS_WEIGHTINGS = ("none", "balanced")
 
 
@@ -81,6 +83,13 @@ class ClassificationTask(Task):
     logit_offsets: tuple[float, ...] | None = None
     mixup_alpha: float = 0.0  # > 0: training batches are mixed (`mixup`); 0 = off
     axis_name: str | None = None  # pmap's data axis: mixup partners come from every device
+    # > 0: training batches are replaced by L-inf PGD examples within this epsilon of them
+    # (Madry et al. 2018), `adversarial_steps` steps of `adversarial_step_size` * epsilon,
+    # clipped to `adversarial_range`; 0 = off.
+    adversarial_epsilon: float = 0.0
+    adversarial_steps: int = 0
+    adversarial_step_size: float = 0.0
+    adversarial_range: tuple[float, float] = (0.0, 1.0)
     monitor: str = "accuracy"
     monitor_mode: str = "max"
     # Whole-split metrics at every evaluation: BINARY (positive_class against the rest),
@@ -113,6 +122,8 @@ class ClassificationTask(Task):
         (1 - lam) * loss(partner's label), which for cross-entropy is the cross-entropy
         against the mixed one-hot targets; accuracy counts each example's own label."""
         inputs, labels, rows = batch["inputs"], batch["targets"], example_rows(batch)
+        if train and self.adversarial_epsilon > 0:
+            inputs = self.adversarial_inputs(variables, inputs, labels, rng, rows)
         mixing = train and self.mixup_alpha > 0
         if mixing:
             if self.axis_name is not None and rows is None:
@@ -130,6 +141,21 @@ class ClassificationTask(Task):
             "accuracy": (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32),
         }
         return values, new_state
+
+    def adversarial_inputs(self, variables, inputs, labels, rng, rows):
+        """PGD examples of `inputs` against the current weights, from a random start, with
+        the model in eval mode (BatchNorm statistics are not moved by the attack); constants
+        to the weight gradient, as in Madry et al.'s outer minimisation."""
+        def logits_fn(x):
+            return self.run_model(variables, x, train=False, rng=rng, rows=rows)[0]
+
+        eps = self.adversarial_epsilon
+        found = adversarial.pgd(logits_fn, inputs, labels, eps=eps,
+                                step_size=self.adversarial_step_size * eps,
+                                steps=self.adversarial_steps, norm="linf",
+                                pixel_range=self.adversarial_range,
+                                rng=jax.random.fold_in(rng, ADVERSARIAL_STREAM), rows=rows)
+        return lax.stop_gradient(found).astype(inputs.dtype)
 
     def example_loss(self, logits, labels):
         if self.logit_offsets is not None:
@@ -410,6 +436,22 @@ def _loss_names():
     "calibration_bins": Field(int, default=10, check=positive,
                               help="equal-width probability bins of the expected calibration "
                                    "error and the reliability diagram"),
+    "adversarial_epsilon": Field(float, default=0.0, check=non_negative,
+                                 help="> 0: adversarial training (Madry et al. 2018): each "
+                                      "training batch replaced by L-inf PGD examples within "
+                                      "this epsilon (input units, after data.augmentation); "
+                                      "0 = off"),
+    # 0 = not set: adversarial_epsilon > 0 needs both (no default attack strength).
+    "adversarial_steps": Field(int, default=0, check=non_negative,
+                               help="PGD steps per training batch; must be set (> 0) when "
+                                    "adversarial_epsilon > 0"),
+    "adversarial_step_size": Field(float, default=0.0, check=non_negative,
+                                   help="each PGD step as a fraction of adversarial_epsilon "
+                                        "(Madry et al.: 2.5 / steps); must be set (> 0) when "
+                                        "adversarial_epsilon > 0"),
+    "adversarial_range": Field(tuple, items=float, default=(0.0, 1.0),
+                               help="(LOW, HIGH): the valid input range PGD examples are "
+                                    "clipped to"),
 }, needs_train_split=True)
 def build_classification(config, dataset, *, axis_name, train_split=None):
     if dataset.num_classes is None:
@@ -431,6 +473,14 @@ def build_classification(config, dataset, *, axis_name, train_split=None):
                           f"{config.task.loss!r}")
     kind = split_metrics_kind(config.task)
     positive_class = _positive_class(config.task, dataset.num_classes)
+    if config.task.adversarial_epsilon > 0 and not (config.task.adversarial_steps > 0 and
+                                                    config.task.adversarial_step_size > 0):
+        raise ConfigError("config.task.adversarial_epsilon > 0 trains on PGD examples: set "
+                          "config.task.adversarial_steps and adversarial_step_size (> 0)")
+    value_range = tuple(config.task.adversarial_range)
+    if len(value_range) != 2 or not value_range[0] < value_range[1]:
+        raise ConfigError(f"config.task.adversarial_range={value_range!r}: give (LOW, HIGH) "
+                          "with LOW < HIGH")
     return ClassificationTask(model=build_model_from_config(config, axis_name=axis_name),
                               loss_fn=loss_fn, eval_batch_size=config.data.eval_batch_size,
                               misclassified_shown=config.task.misclassified_shown,
@@ -440,7 +490,11 @@ def build_classification(config, dataset, *, axis_name, train_split=None):
                               mixup_alpha=config.task.mixup_alpha, axis_name=axis_name,
                               split_metrics=kind, positive_class=positive_class,
                               operating_point=config.task.operating_point,
-                              calibration_bins=config.task.calibration_bins)
+                              calibration_bins=config.task.calibration_bins,
+                              adversarial_epsilon=config.task.adversarial_epsilon,
+                              adversarial_steps=config.task.adversarial_steps,
+                              adversarial_step_size=config.task.adversarial_step_size,
+                              adversarial_range=value_range)
 
 
 def _positive_class(task_config, num_classes: int) -> int | None:
