@@ -71,6 +71,10 @@ MALIGNANT = 0
 BASELINE = dict(C=1.0, class_weight="balanced", max_iter=5000)
 
 
+# What get_config takes (None: the experiment itself); tests validate each.
+VARIANTS = (None, "tiny")
+
+
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
     """breast_cancer_mlp with the screening evaluation; variant 'tiny' trains 6 steps
     (for tests)."""

@@ -63,6 +63,8 @@ from jaxdl.data import mnist
 
 SOURCE = "mnist_step_imbalance"
 METHODS = ("plain", "weighted", "balanced", "focal")
+# What get_config takes; tests validate each.
+VARIANTS = METHODS + tuple(f"tiny-{method}" for method in METHODS)
 SEEDS = (0, 1, 2)
 MINORITY = (5, 6, 7, 8, 9)
 
