@@ -81,8 +81,8 @@ def test_step_throughput_tiny(backend, tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None,
-                    reason="torch is an optional 'bench' extra (pip install -e '.[bench]'); "
-                           "CI installs only '.[test]', so this skips there")
+                    reason="torch is not installed: an optional extra (`make install-torch`, "
+                           "which CI runs)")
 def test_compare_torch_tiny(tmp_path):
     """`--compare torch` on the synthetic ResNet-20, a few steps: both sides run in one
     process, start from the same weights (same first loss) and report a ratio."""
