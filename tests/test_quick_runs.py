@@ -12,7 +12,7 @@ import pytest
 
 from conftest import REPO, cli_env, make_config
 from test_experiments import MY_MODEL
-from jaxdl import api, app, config as config_lib, run as run_tool
+from jaxdl import api, app, config as config_lib, data as data_lib, run as run_tool
 
 QUIET = {"logging.tensorboard": False, "logging.progress": False, "logging.plot": False}
 QUIET_FLAGS = [f"--config.{k}=False" for k in QUIET]
@@ -111,13 +111,8 @@ def test_run_from_another_directory_with_a_registered_user_model(tmp_path):
 
 # --- --fast_dev_run on every experiment ---------------------------------------------------
 
-DATA_DIR = os.environ.get("JAXDL_DATA_DIR")
 EXPERIMENTS = sorted(p.stem for p in (REPO / "experiments").glob("*.py")
                      if p.stem != "__init__")
-# Data the sources find only under $JAXDL_DATA_DIR (sklearn's ship in the package).
-NEEDS_DATA_DIR = {"mnist_cnn", "mnist_autoencoder", "mnist_vae", "mnist_dcgan",
-                  "fashion_mnist_resnet", "fulda_rainfall_runoff_lstm", "sentiment_bilstm",
-                  "shakespeare_char_lstm"}
 # TFDS catalog datasets (CIFAR-10, ImageNet) are not on this machine and cannot be
 # downloaded: test_tfds.py runs those experiments on tfds mock data instead.
 TFDS = {"cifar10_resnet20", "cifar10_resnet56", "imagenet_resnet50"}
@@ -135,8 +130,10 @@ OVERRIDES = {"mnist_dcgan": {"checkpoint.monitor": "validation/g_loss",
 def test_fast_dev_run_on_every_experiment(experiment, tmp_path, monkeypatch):
     if experiment in TFDS:
         pytest.skip(f"{experiment}: its TFDS data is not prepared here (no download)")
-    if experiment in NEEDS_DATA_DIR and not DATA_DIR:
-        pytest.skip(f"{experiment}: its data is read from $JAXDL_DATA_DIR, which is unset")
+    config = api.load_config(experiment, OVERRIDES.get(experiment))
+    if data_lib.source_location(config.data.name) is None:  # sklearn's ship in the package
+        pytest.skip(f"{experiment}: the {config.data.name} files are not on this machine "
+                    "(set $JAXDL_DATA_DIR)")
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the run's temporary folder goes
     import tempfile
     monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
@@ -144,7 +141,6 @@ def test_fast_dev_run_on_every_experiment(experiment, tmp_path, monkeypatch):
     summary = api.train(experiment, {**QUIET, **OVERRIDES.get(experiment, {})},
                         fast_dev_run=2, stream=io.StringIO())
     seconds = time.process_time() - start
-    config = api.load_config(experiment, OVERRIDES.get(experiment))
     assert summary["steps"] == 2
     for split, metrics in summary["final"].items():
         assert 0 < metrics["examples"] <= config.data.eval_batch_size, split
