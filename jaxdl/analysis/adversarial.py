@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl import plots
-from jaxdl.analysis import common, figures
+from jaxdl.analysis import common
 from jaxdl.data import pipeline
 from jaxdl.schema import ConfigError
 from jaxdl.tasks.adversarial import NORMS, fgsm, pgd
@@ -138,7 +138,7 @@ def analyse(run, *, attack: str, norm: str, epsilons: Sequence[float], steps: in
     series = {"accuracy": [r["accuracy"] for r in rows]}
     if target is not None:
         series["target success rate"] = [r["target_success_rate"] for r in rows]
-    figures.curves_png(epsilons, series, out / FIGURE, xlabel=f"epsilon ({norm})",
+    plots.series_png(epsilons, series, out / FIGURE, xlabel=f"epsilon ({norm})",
                        ylabel="fraction of examples",
                        title=f"{attack.upper()} {norm} on {len(data)} {split} examples, "
                              f"step {run.step}")

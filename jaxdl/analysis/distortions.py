@@ -17,7 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from jaxdl.analysis import common, figures
+from jaxdl import plots
+from jaxdl.analysis import common
 from jaxdl.data import augment, pipeline
 from jaxdl.schema import ConfigError
 
@@ -110,7 +111,7 @@ def analyse(run, *, sweeps: Mapping[str, Sequence[float]], split: str, examples:
 def _figure(report: dict, path) -> None:
     panels = {name: ([r["strength"] for r in rows], [r["accuracy"] for r in rows])
               for name, rows in report["distortions"].items()}
-    figures.small_multiples_png(
+    plots.small_multiples_png(
         panels, path, xlabel="strength", ylabel="accuracy",
         title=f"accuracy under distortion: {report['examples']} {report['split']} examples, "
               f"step {report['step']}")

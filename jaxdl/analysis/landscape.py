@@ -20,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxdl.analysis import common, figures
+from jaxdl import plots
+from jaxdl.analysis import common
 from jaxdl.schema import ConfigError
 from jaxdl.training.state import create_state
 
@@ -147,7 +148,7 @@ def analyse_line(run, *, other=None, points: int, margin: float, split: str,
     out = common.out_dir(run, "landscape")
     common.write_json(out / LINE_REPORT, report)
     second = {"accuracy": values["accuracy"]} if "accuracy" in values else None
-    figures.curves_png(alphas, {"loss": values["loss"]}, out / LINE_FIGURE,
+    plots.series_png(alphas, {"loss": values["loss"]}, out / LINE_FIGURE,
                        xlabel="alpha (0: start, 1: end)", ylabel="loss", second=second,
                        second_label="accuracy",
                        title=f"from {start_name}\nto step {run.step}: {len(data)} {split} "
@@ -188,8 +189,8 @@ def analyse_plane(run, *, points: int, span: float, split: str, examples: int | 
     out = common.out_dir(run, "landscape")
     common.write_json(out / PLANE_REPORT, report)
     title = f"loss around step {run.step}: {len(data)} {split} examples"
-    figures.contour_png(coordinates, coordinates, values["loss"], out / CONTOUR, title=title,
+    plots.contour_png(coordinates, coordinates, values["loss"], out / CONTOUR, title=title,
                         label="loss")
-    figures.surface_png(coordinates, coordinates, values["loss"], out / SURFACE, title=title,
+    plots.surface_png(coordinates, coordinates, values["loss"], out / SURFACE, title=title,
                         label="loss")
     return report

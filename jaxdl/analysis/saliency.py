@@ -13,7 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxdl.analysis import common, figures
+from jaxdl import plots
+from jaxdl.analysis import common
 from jaxdl.schema import ConfigError
 
 METHODS = ("gradient", "smoothgrad", "integrated_gradients")
@@ -123,7 +124,7 @@ def analyse(run, *, split: str, indices: Sequence[int], explain: str, samples: i
         panels.append([(image, None, caption)] + [
             (image, np.asarray(out_maps[m][k]).sum(axis=-1), m.replace("_", " "))
             for m in METHODS])
-    figures.panels_png(panels, out / FIGURE,
+    plots.panels_png(panels, out / FIGURE,
                        title=f"attributions to class {explain} (red raises the score), "
                              f"{split} split, step {run.step}")
     return report
