@@ -63,8 +63,10 @@ def model_fields() -> dict[str, list[tuple[str, Field]]]:
 
 
 def missing_help() -> list[str]:
-    """Config keys (schema, tasks, optimizers, schedules) without a help string."""
-    return [f"{section}: {key}" for section, rows in config_fields().items()
+    """Config keys (schema, tasks, optimizers, schedules, jaxdl's models) without a help
+    string."""
+    sections = {**config_fields(), **model_fields()}
+    return [f"{section}: {key}" for section, rows in sections.items()
             for key, field in rows if not field.help.strip()]
 
 

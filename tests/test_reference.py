@@ -1,5 +1,6 @@
 """docs/config-reference.md is generated from the code (python -m jaxdl.reference): it is
-current, and every config key (schema, tasks, optimizers, schedules) has a help string."""
+current, and every config key (schema, tasks, optimizers, schedules, models) has a help
+string."""
 
 import pytest
 
@@ -21,6 +22,12 @@ def test_a_key_without_help_is_reported(monkeypatch):
 
     monkeypatch.setattr(config_lib, "schema", with_a_bare_key)
     assert reference.missing_help() == ["config: train.bare"]
+
+
+def test_a_model_field_without_help_is_reported(monkeypatch):
+    from jaxdl.models import cnn
+    monkeypatch.setattr(cnn.CNN, "FIELDS", {**cnn.CNN.FIELDS, "pooling": Field(str)})
+    assert reference.missing_help() == ["model 'cnn' (config.model): pooling"]
 
 
 def test_the_reference_is_generated_from_the_current_code():

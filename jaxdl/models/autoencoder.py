@@ -17,10 +17,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdl.models.fields import ACTIVATION, COUNT, COUNTS, POSITIVE
+from jaxdl.models.fields import ACTIVATION, COUNT, COUNTS
 from jaxdl.models.layers import ConvTransposeFastGrad, ExampleKeys, activation
 from jaxdl.models.registry import register
-from jaxdl.schema import Field
+from jaxdl.schema import Field, positive
 
 # The rng stream the VAE draws its latent noise from (declared in its `rng_streams`).
 LATENT_RNG = "latent"
@@ -189,8 +189,11 @@ class VAE(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    FIELDS = {**_MLP_FIELDS, "decoder_distribution": Field(str, choices=DECODER_DISTRIBUTIONS),
-              "decoder_std": POSITIVE}
+    FIELDS = {**_MLP_FIELDS, "decoder_distribution": Field(
+                  str, choices=DECODER_DISTRIBUTIONS,
+                  help="the likelihood of a pixel: Bernoulli (binary cross-entropy) or Gaussian"),
+              "decoder_std": Field(float, check=positive,
+                                   help="the Gaussian decoder's fixed standard deviation")}
     rng_streams = (LATENT_RNG,)
 
     def setup(self):

@@ -7,7 +7,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxdl.models.fields import ACTIVATION, BN_MOMENTUM, COUNT, COUNTS, FLAG, POOLING, RATE
+from jaxdl.models.fields import ACTIVATION, BATCH_NORM, BN_MOMENTUM, COUNT, COUNTS, POOLING, RATE
 from jaxdl.models.layers import activation, batch_norm, pool
 from jaxdl.models.registry import register
 
@@ -32,7 +32,7 @@ class CNN(nn.Module):
 
     FIELDS = {"features": COUNTS, "kernel_size": COUNT, "pooling": POOLING,
               "dense_width": COUNT, "activation": ACTIVATION, "dropout_rate": RATE,
-              "batch_norm": FLAG, "bn_momentum": BN_MOMENTUM, "num_classes": COUNT}
+              "batch_norm": BATCH_NORM, "bn_momentum": BN_MOMENTUM, "num_classes": COUNT}
 
     @nn.compact
     def __call__(self, x, *, train: bool):

@@ -18,8 +18,16 @@ OPTIONAL_COUNT = Field((int, type(None)), check=optional(positive), help="an int
 RATE = Field(float, check=fraction, help="a dropout rate, in [0, 1)")
 BN_MOMENTUM = Field(float, check=fraction, help="Flax's convention: the weight of the old "
                                                 "running average, in [0, 1)")
-POSITIVE = Field(float, check=positive)
-NON_NEGATIVE = Field(float, check=non_negative)
-FLAG = Field(bool)
-ACTIVATION = Field(str, choices=tuple(sorted(ACTIVATIONS)))
-POOLING = Field(str, choices=tuple(sorted(POOLS)))
+ACTIVATION = Field(str, choices=tuple(sorted(ACTIVATIONS)),
+                   help="the nonlinearity after each hidden layer")
+POOLING = Field(str, choices=tuple(sorted(POOLS)), help="the downsampling after each conv block")
+BATCH_NORM = Field(bool, help="BatchNorm after each convolution (statistics synced over the "
+                              "devices)")
+BN_EPSILON = Field(float, check=positive, help="BatchNorm's epsilon, added to the variance "
+                                               "(torchvision's: 1e-5)")
+LEAKY_RELU_SLOPE = Field(float, check=non_negative,
+                         help="the LeakyReLU's slope for negative inputs (DCGAN's: 0.2)")
+SE_RATIO = Field(float, check=non_negative, help="squeeze-and-excitation: the bottleneck width "
+                                                 "as a fraction of the channels; 0 = no SE")
+ZERO_INIT_LAST_BN = Field(bool, help="start each residual branch's last BatchNorm scale at 0, "
+                                     "so every block begins as the identity (Goyal et al. 2017)")

@@ -9,13 +9,14 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxdl.models.fields import BN_MOMENTUM, COUNT, FLAG, NON_NEGATIVE
+from jaxdl.models.fields import BATCH_NORM, BN_MOMENTUM, COUNT, LEAKY_RELU_SLOPE
 from jaxdl.models.layers import ConvTransposeFastGrad, activation, batch_norm
 from jaxdl.schema import Field
 from jaxdl.models.registry import register
 
 OUTPUT_ACTIVATIONS = ("sigmoid", "tanh")  # images in [0, 1] or in [-1, 1]
-OUTPUT_ACTIVATION = Field(str, choices=OUTPUT_ACTIVATIONS)
+OUTPUT_ACTIVATION = Field(str, choices=OUTPUT_ACTIVATIONS,
+                          help="the generator's last nonlinearity: images in [0, 1] or [-1, 1]")
 
 
 @register("dcgan_generator")
@@ -89,7 +90,7 @@ class Discriminator(nn.Module):
     param_dtype: Any = jnp.float32
 
     FIELDS = {"width": COUNT, "blocks": COUNT, "kernel_size": COUNT,
-              "leaky_relu_slope": NON_NEGATIVE, "batch_norm": FLAG, "bn_momentum": BN_MOMENTUM}
+              "leaky_relu_slope": LEAKY_RELU_SLOPE, "batch_norm": BATCH_NORM, "bn_momentum": BN_MOMENTUM}
 
     @nn.compact
     def __call__(self, x, *, train: bool):
@@ -134,8 +135,10 @@ class DCGAN(nn.Module):
     FIELDS = {"latent_dim": COUNT, "generator_width": COUNT, "generator_blocks": COUNT,
               "discriminator_width": COUNT, "discriminator_blocks": COUNT, "kernel_size": COUNT,
               "output_height": COUNT, "output_width": COUNT, "output_channels": COUNT,
-              "output_activation": OUTPUT_ACTIVATION, "leaky_relu_slope": NON_NEGATIVE,
-              "discriminator_batch_norm": FLAG, "bn_momentum": BN_MOMENTUM}
+              "output_activation": OUTPUT_ACTIVATION, "leaky_relu_slope": LEAKY_RELU_SLOPE,
+              "discriminator_batch_norm": Field(bool, help="BatchNorm in the discriminator's "
+                                                            "hidden blocks (DCGAN's: yes)"),
+              "bn_momentum": BN_MOMENTUM}
 
     def setup(self):
         shared = {"kernel_size": self.kernel_size, "bn_momentum": self.bn_momentum,

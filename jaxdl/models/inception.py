@@ -39,9 +39,10 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxdl.models.fields import BN_MOMENTUM, COUNT, FLAG, RATE
+from jaxdl.models.fields import BN_MOMENTUM, COUNT, RATE
 from jaxdl.models.layers import batch_norm
 from jaxdl.models.registry import register
+from jaxdl.schema import Field
 
 
 def _pad(kernel: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
@@ -216,7 +217,8 @@ class InceptionV3(nn.Module):
     param_dtype: Any = jnp.float32
 
     FIELDS = {"num_classes": COUNT, "bn_momentum": BN_MOMENTUM, "dropout_rate": RATE,
-              "aux_logits": FLAG}
+              "aux_logits": Field(bool, help="build the auxiliary classifier on Mixed_6e "
+                                                "(torchvision's default; training only)")}
 
     # Architecture constants (class attributes, not constructor fields).
     pool_features_5 = (32, 64, 64)          # Mixed_5b, 5c, 5d

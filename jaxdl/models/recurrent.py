@@ -22,12 +22,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxdl.models.fields import COUNT, FLAG, OPTIONAL_COUNT, RATE
+from jaxdl.models.fields import COUNT, OPTIONAL_COUNT, RATE
 from jaxdl.models.registry import register
 from jaxdl.schema import Field
 
 CELLS = {"lstm": nn.OptimizedLSTMCell, "gru": nn.GRUCell}
-CELL = Field(str, choices=tuple(CELLS))
+CELL = Field(str, choices=tuple(CELLS), help="the recurrent cell")
 # The id that pads token sequences (rnn_classifier, seq2seq sources): lengths are counted
 # as the tokens that differ from it.
 PAD_ID = 0
@@ -196,7 +196,9 @@ class RNNClassifier(nn.Module):
     param_dtype: Any = jnp.float32
 
     FIELDS = {"vocab_size": COUNT, "embed_dim": COUNT, "hidden_size": COUNT, "num_layers": COUNT,
-              "cell": CELL, "bidirectional": FLAG, "dropout_rate": RATE, "num_classes": COUNT}
+              "cell": CELL, "bidirectional": Field(
+                  bool, help="read the sequence both ways; each layer's outputs are the two "
+                             "directions side by side"), "dropout_rate": RATE, "num_classes": COUNT}
 
     @nn.compact
     def __call__(self, tokens, *, train: bool):

@@ -27,7 +27,7 @@ from typing import Any, ClassVar
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxdl.models.fields import BN_MOMENTUM, COUNT, FLAG, NON_NEGATIVE, POSITIVE
+from jaxdl.models.fields import BN_EPSILON, BN_MOMENTUM, COUNT, SE_RATIO, ZERO_INIT_LAST_BN
 from jaxdl.models.layers import batch_norm
 from jaxdl.models.registry import register
 
@@ -149,8 +149,8 @@ class _ResNetBase(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    FIELDS = {"num_classes": COUNT, "bn_momentum": BN_MOMENTUM, "bn_epsilon": POSITIVE,
-              "se_ratio": NON_NEGATIVE, "zero_init_last_bn": FLAG}
+    FIELDS = {"num_classes": COUNT, "bn_momentum": BN_MOMENTUM, "bn_epsilon": BN_EPSILON,
+              "se_ratio": SE_RATIO, "zero_init_last_bn": ZERO_INIT_LAST_BN}
 
     def block(self, kind: str, features: int, strides: int, shortcut: str,
               name: str) -> _Block:

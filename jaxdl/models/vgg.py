@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
-from jaxdl.models.fields import BN_MOMENTUM, COUNT, POSITIVE, RATE
+from jaxdl.models.fields import BN_EPSILON, BN_MOMENTUM, COUNT, RATE
 from jaxdl.models.layers import adaptive_avg_pool, batch_norm
 from jaxdl.models.registry import register
 
@@ -103,7 +103,7 @@ class VGGBN(_VGGBase):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    FIELDS = {**VGG.FIELDS, "bn_momentum": BN_MOMENTUM, "bn_epsilon": POSITIVE}
+    FIELDS = {**VGG.FIELDS, "bn_momentum": BN_MOMENTUM, "bn_epsilon": BN_EPSILON}
 
 
 @register("vgg11")
