@@ -47,6 +47,21 @@ def _refusal(message: str) -> Exception:
     return ConfigError(message)
 
 
+# A bare `--fast_dev_run`, as Lightning's `fast_dev_run=True`: one train step.
+FAST_DEV_RUN_STEPS = 1
+
+
+def _bare_fast_dev_run(argv: list[str]) -> list[str]:
+    """`argv` with a bare `--fast_dev_run` (no `=N` and no number after it) spelled
+    `--fast_dev_run=FAST_DEV_RUN_STEPS`: absl's integer flags need a value."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        following = out[i + 1] if i + 1 < len(out) else ""
+        if arg == "--fast_dev_run" and not following.lstrip("-").isdigit():
+            out[i] = f"--fast_dev_run={FAST_DEV_RUN_STEPS}"
+    return out
+
+
 def _variant_of(get_config: Callable[..., ml_collections.ConfigDict], argv: list[str]
                 ) -> Callable[[], ml_collections.ConfigDict]:
     """`get_config` bound to `--variant=NAME` when given: an experiment whose
@@ -486,7 +501,8 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
                         "get_config(variant) offers several (e.g. 'gpu')", flag_values=flag_values)
     flags.DEFINE_integer("fast_dev_run", 0, "N > 0: a smoke run of N train steps, one eval "
                          "batch per split, one checkpoint; without --workdir its files go to "
-                         "a temporary folder, removed at the end", lower_bound=0,
+                         "a temporary folder, removed at the end. A bare --fast_dev_run is "
+                         f"--fast_dev_run={FAST_DEV_RUN_STEPS}", lower_bound=0,
                          flag_values=flag_values)
     get_config = _variant_of(get_config, sys.argv)
     from absl import logging as absl_logging
@@ -504,6 +520,7 @@ def run(get_config: Callable[..., ml_collections.ConfigDict]) -> None:
         _fail(_override_error(e, defaults, sys.argv[1:]))
 
     def parse(argv):
+        argv = _bare_fast_dev_run(argv)
         try:
             rest = flag_values(argv)
         except flags.Error as e:

@@ -103,10 +103,19 @@ def test_run_from_another_directory_with_a_registered_user_model(tmp_path):
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert saved["model"]["name"] == "my_tiny_mlp"
 
-    result = jaxdl_run(str(tmp_path / "my_exp.py"), "--fast_dev_run=2", *common)
+    result = jaxdl_run(str(tmp_path / "my_exp.py"), "--fast_dev_run", *common)  # bare: 1 step
     assert result.returncode == 0, result.stderr[-3000:]
     assert "(removed at exit: pass --workdir to keep them)" in result.stdout
     assert not list(tmp_path.glob("jaxdl-fast-dev-run-*"))  # TMPDIR: nothing left
+
+
+def test_a_bare_fast_dev_run_flag_is_one_step_and_a_given_count_is_kept():
+    from jaxdl import app
+    assert app._bare_fast_dev_run(["prog", "--fast_dev_run", "--workdir=w"]) == [
+        "prog", f"--fast_dev_run={app.FAST_DEV_RUN_STEPS}", "--workdir=w"]
+    assert app._bare_fast_dev_run(["prog", "--fast_dev_run"])[-1] == "--fast_dev_run=1"
+    for kept in (["prog", "--fast_dev_run", "5"], ["prog", "--fast_dev_run=3"]):
+        assert app._bare_fast_dev_run(kept) == kept
 
 
 # --- --fast_dev_run on every experiment ---------------------------------------------------
