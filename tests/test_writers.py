@@ -3,7 +3,6 @@
 import io
 import json
 import math
-import struct
 
 import numpy as np
 import pytest
@@ -14,35 +13,15 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 def _tb_scalars(logdir):
-    """{tag: [(step, value), ...]} from the event files under `logdir`."""
+    """{tag: [(step, value), ...]} from the event files under `logdir`, as the TensorBoard
+    viewer (a dependency of jaxdl) reads them."""
+    from tensorboard.backend.event_processing import event_accumulator
+
     files = sorted(logdir.rglob("events.out.tfevents.*"))
     assert files, f"no event file under {logdir}"
-    try:
-        from tensorboard.backend.event_processing import event_accumulator
-    except ImportError:
-        event_accumulator = None
-    out = {}
-    if event_accumulator is not None:
-        acc = event_accumulator.EventAccumulator(str(files[0].parent))
-        acc.Reload()
-        for tag in acc.Tags()["scalars"]:
-            out[tag] = [(e.step, e.value) for e in acc.Scalars(tag)]
-        return out
-    # No tensorboard package: decode the TFRecord framing ourselves
-    # (u64 length, u32 length-crc, payload, u32 payload-crc) with tensorboardX's protos.
-    from tensorboardX.proto import event_pb2
-
-    for path in files:
-        data = path.read_bytes()
-        pos = 0
-        while pos < len(data):
-            (length,) = struct.unpack("<Q", data[pos : pos + 8])
-            payload = data[pos + 12 : pos + 12 + length]
-            pos += 12 + length + 4
-            event = event_pb2.Event.FromString(payload)
-            for value in event.summary.value:
-                out.setdefault(value.tag, []).append((event.step, value.simple_value))
-    return out
+    acc = event_accumulator.EventAccumulator(str(files[0].parent))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
 def test_write_and_read_two_splits(tmp_path):
