@@ -239,6 +239,13 @@ def schema() -> dict[str, Any]:
                               "split, a column per metric), at the end of each segment"),
             "plot": Field(bool, default=True,
                           help="draw curves.png and the task's figures"),
+            "mlflow": Field(str, default="", check=_mlflow_uri,
+                            help="also log params and metrics to this MLflow tracking URI "
+                                 "('sqlite:///mlflow.db', 'http://host:5000'); '' = off. "
+                                 "Needs the `mlflow` extra"),
+            "mlflow_experiment": Field(str, default="jaxdl",
+                                       help="the MLflow experiment the run is logged under "
+                                            "(with logging.mlflow)"),
             "profile_steps": Field(str, default="", check=_profile_steps,
                                    help="'START:END': a jax.profiler trace of train steps "
                                         "START..END in <workdir>/plugins/profile; '' = off"),
@@ -466,6 +473,14 @@ def _check_model_fields(model: dict[str, Any]) -> None:
         if field.name in specs:
             model[field.name] = _check_value(f"model.{field.name}", specs[field.name],
                                              model[field.name])
+
+
+def _mlflow_uri(value) -> str | None:
+    """'' or a tracking URI, refused up front when the mlflow package is not installed."""
+    if value and importlib.util.find_spec("mlflow") is None:
+        return ("needs the mlflow package: pip install -e '.[mlflow]' (or '' to log without "
+                "MLflow)")
+    return None
 
 
 def _profile_steps(value) -> str | None:

@@ -44,6 +44,8 @@ ROC_PNG, PR_PNG = "roc.png", "precision_recall.png"
 RELIABILITY_PNG = "reliability.png"
 OPERATING_POINT_PNG = "confusion_at_operating_point.png"
 HYDROGRAPH_PNG = "hydrograph.png"
+# With logging.mlflow: the MLflow run this workdir logs to, so a resumed run continues it.
+MLFLOW_RUN_FILENAME = "mlflow_run_id"
 SAMPLES_TXT = "samples.txt"  # sequence models: generated text
 SAMPLES_PNG = "samples.png"  # GANs: the latest grid of samples
 SAMPLES_DIRNAME = "samples"  # GANs: every grid, by step
@@ -60,7 +62,7 @@ RUN_ENTRIES = frozenset({
     CURVES_FILENAME, PREVIEW_FILENAME, TENSORBOARD_DIRNAME, CHECKPOINTS_DIRNAME, PROFILE_DIRNAME,
     CONFUSION_JSON, CONFUSION_PNG, MISCLASSIFIED_PNG, HYDROGRAPH_PNG, SAMPLES_TXT, SAMPLES_PNG,
     SAMPLES_DIRNAME, IMAGES_DIRNAME, CLASSIFICATION_REPORT_JSON, ROC_PNG, PR_PNG,
-    RELIABILITY_PNG, OPERATING_POINT_PNG, ANALYSIS_DIRNAME})
+    RELIABILITY_PNG, OPERATING_POINT_PNG, ANALYSIS_DIRNAME, MLFLOW_RUN_FILENAME})
 
 
 @dataclasses.dataclass(frozen=True)

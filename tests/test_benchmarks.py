@@ -81,7 +81,7 @@ def test_step_throughput_tiny(backend, tmp_path):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("torch") is None,
-                    reason="torch is not installed: an optional extra (`make install-torch`, "
+                    reason="torch is not installed: an optional extra (`make install-extras`, "
                            "which CI runs)")
 def test_compare_torch_tiny(tmp_path):
     """`--compare torch` on the synthetic ResNet-20, a few steps: both sides run in one

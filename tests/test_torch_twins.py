@@ -1,6 +1,6 @@
 """The PyTorch twins (benchmarks/torch_twins) are jaxdl's models, optimizers and steps: from
 jaxdl's weights they give jaxdl's losses. They run whenever torch is installed (the `bench`
-extra, or `make install-torch`, which CI runs); without torch they skip, with the reason."""
+extra, or `make install-extras`, which CI runs); without torch they skip, with the reason."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from benchmark_families import TINY_DCGAN, TINY_LSTM, family_config, family_data
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("torch") is None,
-    reason="torch is not installed: an optional extra (`make install-torch`, which CI runs)")
+    reason="torch is not installed: an optional extra (`make install-extras`, which CI runs)")
 
 
 

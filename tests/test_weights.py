@@ -29,10 +29,10 @@ from torchvision_models import classification_models
 
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 needs_torch = pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed (the `torch` "
-                                 "extra; `make install-torch`)")
+                                 "extra; `make install-extras`)")
 needs_torchvision = pytest.mark.skipif(
     not HAS_TORCH or importlib.util.find_spec("torchvision") is None,
-    reason="torch or torchvision is not installed (`make install-torch`)")
+    reason="torch or torchvision is not installed (`make install-extras`)")
 needs_safetensors = pytest.mark.skipif(
     importlib.util.find_spec("safetensors") is None,
     reason="safetensors is not installed (the `torch` extra)")

@@ -1,5 +1,6 @@
 """Tests for jaxdl.training.writers: JSONL/TensorBoard metrics, progress, curve plots."""
 
+import importlib.util
 import io
 import json
 import math
@@ -7,7 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from jaxdl.training.writers import MetricWriter, Progress, plot_curves, read_metrics
+from jaxdl import runs
+from jaxdl.training.writers import MetricWriter, MlflowLog, Progress, plot_curves, read_metrics
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -198,3 +200,70 @@ def test_no_csv_unless_asked(tmp_path):
     with MetricWriter(tmp_path, tensorboard=False) as writer:
         writer.write(1, "train", {"loss": 2.0})
     assert not (tmp_path / "metrics.csv").exists()
+
+
+# --- MLflow (logging.mlflow): the `mlflow` extra ------------------------------------------
+
+_NO_MLFLOW = importlib.util.find_spec("mlflow") is None
+needs_mlflow = pytest.mark.skipif(_NO_MLFLOW, reason="the mlflow extra is not installed "
+                                                     "(pip install -e '.[mlflow]')")
+
+
+def _mlflow_history(uri, run_id, key):
+    from mlflow.tracking import MlflowClient
+    return [(m.step, m.value) for m in MlflowClient(uri).get_metric_history(run_id, key)]
+
+
+@pytest.mark.slow  # MLflow creates its sqlite tables: ~10 s
+@needs_mlflow
+def test_mlflow_mirrors_params_and_metrics_and_a_resume_logs_each_step_once(tmp_path):
+    from mlflow.tracking import MlflowClient
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = {"seed": 3, "optimizer": {"name": "adam", "learning_rate": 0.001}}
+    run = tmp_path / "run"
+    with MetricWriter(run, tensorboard=False,
+                      mlflow=MlflowLog(uri, "exp", run, config)) as writer:
+        writer.write(1, "train", {"loss": 0.5})
+        writer.write(2, "train", {"loss": 0.25})
+    run_id = (run / runs.MLFLOW_RUN_FILENAME).read_text().strip()
+    # Resumed from the checkpoint at step 1: step 2 is replayed (same value), then step 3.
+    resumed = MlflowLog(uri, "exp", run, config)
+    assert resumed.run_id == run_id and resumed.logged_through == {"train/loss": 2}
+    with MetricWriter(run, tensorboard=False, mlflow=resumed) as writer:
+        writer.write(2, "train", {"loss": 0.25})
+        writer.write(3, "train", {"loss": 0.125})
+        writer.write(3, "validation", {"accuracy": 0.75})
+    assert _mlflow_history(uri, run_id, "train/loss") == [(1, 0.5), (2, 0.25), (3, 0.125)]
+    assert _mlflow_history(uri, run_id, "validation/accuracy") == [(3, 0.75)]
+    mlflow_run = MlflowClient(uri).get_run(run_id)
+    assert mlflow_run.data.params == {"seed": "3", "optimizer.name": "adam",
+                                      "optimizer.learning_rate": "0.001"}
+    assert mlflow_run.info.status == "FINISHED" and mlflow_run.info.run_name == "run"
+
+
+def test_logging_mlflow_without_the_package_is_refused(monkeypatch):
+    from jaxdl import config as config_lib
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mlflow" else real(name, *a))
+    cfg = config_lib.with_defaults(__import__("experiments.digits_mlp").digits_mlp.get_config())
+    cfg.logging.mlflow = "sqlite:///mlflow.db"
+    with pytest.raises(config_lib.ConfigError, match=r"logging.mlflow.*needs the mlflow package"):
+        config_lib.validate(cfg)
+
+
+@pytest.mark.slow
+@needs_mlflow
+def test_a_run_with_logging_mlflow_logs_what_metrics_jsonl_holds(tmp_path):
+    from jaxdl import api
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run = tmp_path / "run"
+    api.train("digits_mlp", {"logging.mlflow": uri, "logging.mlflow_experiment": "digits",
+                             "logging.progress": False, "logging.plot": False},
+              workdir=run, fast_dev_run=2, stream=io.StringIO())
+    run_id = (run / runs.MLFLOW_RUN_FILENAME).read_text().strip()
+    for record in read_metrics(run / "metrics.jsonl"):
+        for name, value in record.items():
+            if name not in ("step", "split", "time"):
+                assert (record["step"], pytest.approx(value)) in _mlflow_history(
+                    uri, run_id, f"{record['split']}/{name}")

@@ -170,8 +170,11 @@ def open_run(config, workdir: Path, trainer: Trainer, hooks: list, stream) -> Co
         # Steps after the checkpoint are replayed: drop what they logged the first time.
         truncate_metrics(workdir / writers.METRICS_FILENAME, start)
         writers.truncate_tensorboard(workdir / writers.TENSORBOARD_DIRNAME, start)
+        mlflow = (writers.MlflowLog(config.logging.mlflow, config.logging.mlflow_experiment,
+                                    workdir, config.to_dict())
+                  if config.logging.mlflow else None)
         writer = writers.MetricWriter(workdir, tensorboard=config.logging.tensorboard,
-                                      csv=config.logging.csv)
+                                      csv=config.logging.csv, mlflow=mlflow)
         progress = writers.Progress(plan.total_steps, initial_step=start,
                                     examples_per_step=config.data.batch_size, stream=stream,
                                     tty=None if config.logging.progress else False)

@@ -1,4 +1,5 @@
-"""Metric sinks for training runs: JSONL + TensorBoard, console progress, and PNG curves.
+"""Metric sinks for training runs: JSONL + TensorBoard (+ MLflow), console progress, and PNG
+curves.
 
 Nothing here reads flags or holds global state; every cadence (when to write, when to
 report progress) belongs to the caller. TensorBoard files are written with tensorboardX
@@ -27,7 +28,7 @@ from jaxdl import runs
 if TYPE_CHECKING:
     import jax
 
-__all__ = ["MetricWriter", "Progress", "plot_curves", "read_metrics", "read_tensorboard",
+__all__ = ["MetricWriter", "MlflowLog", "Progress", "plot_curves", "read_metrics", "read_tensorboard",
            "truncate_tensorboard"]
 
 METRICS_FILENAME = runs.METRICS_FILENAME
@@ -77,8 +78,71 @@ def _decode(value: Any) -> Any:
     return value
 
 
+# MLflow's limits per `log_batch` call.
+_MLFLOW_MAX_PARAMS, _MLFLOW_MAX_METRICS = 100, 1000
+
+
+def _flat(config: Mapping, prefix: str = "") -> dict[str, str]:
+    """{'optimizer.learning_rate': '0.001', ...}: a nested config as MLflow params."""
+    out = {}
+    for key, value in config.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = str(value)
+    return out
+
+
+class MlflowLog:
+    """The run's config (as params) and metrics mirrored into an MLflow tracking store.
+
+    Through an explicit `MlflowClient`, not `mlflow.start_run`: no process-wide active run.
+    The MLflow run's id is kept in the workdir, so a resumed run continues the same MLflow
+    run; the steps it replays (bitwise the values logged the first time) are not logged
+    twice: per metric, only steps after the last one the store holds are sent.
+    """
+
+    def __init__(self, uri: str, experiment: str, workdir: str | os.PathLike,
+                 config: Mapping):
+        from mlflow.entities import Param
+        from mlflow.tracking import MlflowClient
+
+        self._client = MlflowClient(tracking_uri=uri)
+        Path(workdir).mkdir(parents=True, exist_ok=True)
+        id_file = Path(workdir) / runs.MLFLOW_RUN_FILENAME
+        self.logged_through: dict[str, int] = {}  # metric key -> last step in the store
+        if id_file.is_file():
+            self.run_id = id_file.read_text().strip()
+            for key in self._client.get_run(self.run_id).data.metrics:
+                history = self._client.get_metric_history(self.run_id, key)
+                self.logged_through[key] = max(m.step for m in history)
+            self._client.update_run(self.run_id, status="RUNNING")
+            return
+        found = self._client.get_experiment_by_name(experiment)
+        experiment_id = (found.experiment_id if found is not None
+                         else self._client.create_experiment(experiment))
+        self.run_id = self._client.create_run(experiment_id,
+                                              run_name=Path(workdir).name).info.run_id
+        params = [Param(k, v) for k, v in _flat(config).items()]
+        for i in range(0, len(params), _MLFLOW_MAX_PARAMS):
+            self._client.log_batch(self.run_id, params=params[i:i + _MLFLOW_MAX_PARAMS])
+        id_file.write_text(self.run_id + "\n")
+
+    def write(self, step: int, split: str, values: Mapping[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"{split}/{name}", value, now, step) for name, value in values.items()
+                   if step > self.logged_through.get(f"{split}/{name}", -1)]
+        for i in range(0, len(metrics), _MLFLOW_MAX_METRICS):
+            self._client.log_batch(self.run_id, metrics=metrics[i:i + _MLFLOW_MAX_METRICS])
+
+    def close(self) -> None:
+        self._client.set_terminated(self.run_id, status="FINISHED")
+
+
 class MetricWriter:
-    """Writes metrics to `workdir/metrics.jsonl` and (optionally) TensorBoard.
+    """Writes metrics to `workdir/metrics.jsonl` and (optionally) TensorBoard and MLflow.
 
     Each `write` appends one JSON line `{"step", "split", <metrics>..., "time"}` and
     flushes it, so a killed run keeps everything written so far. Non-finite values are
@@ -87,8 +151,9 @@ class MetricWriter:
     """
 
     def __init__(self, workdir: str | os.PathLike, *, tensorboard: bool = True,
-                 csv: bool = False):
+                 csv: bool = False, mlflow: MlflowLog | None = None):
         self.workdir = Path(workdir)
+        self._mlflow = mlflow
         self.csv = csv  # metrics.csv, rewritten from metrics.jsonl at `close`
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.path = self.workdir / METRICS_FILENAME
@@ -127,6 +192,8 @@ class MetricWriter:
             # Writes happen at logging cadence, so flushing each time is cheap and keeps
             # TensorBoard as durable as the JSONL file.
             self._tb.flush()
+        if self._mlflow is not None:
+            self._mlflow.write(step, split, values)
 
     def close(self) -> None:
         """Flush and close all backends; calling it again does nothing."""
@@ -138,6 +205,9 @@ class MetricWriter:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+        if self._mlflow is not None:
+            self._mlflow.close()
+            self._mlflow = None
 
     def __enter__(self) -> MetricWriter:
         return self
