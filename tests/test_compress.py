@@ -186,9 +186,10 @@ def test_report_tabulates_a_tiny_run_at_fp32_bf16_and_int8(tiny_run):
                                                      abs=1e-9)
     assert abs(rows["int8"]["accuracy"] - rows["fp32"]["accuracy"]) < 0.05
     assert all(r["latency_ms"] > 0 for r in rows.values())
-    # Calibration read the TRAIN split: 200 of its examples, in batches of at most 64.
+    # Calibration read the TRAIN split: 200 of its examples, in batches of at most the
+    # run's eval batch (128).
     assert table["calibration"] == {**table["calibration"], "split": "train",
-                                    "examples": 200, "batches": 4}
+                                    "examples": 200, "batches": 2}
     assert f"| int8 | {count:,} |" in out
 
 

@@ -51,8 +51,8 @@ def _parser() -> _Parser:
                      help="'best' (chosen on validation), 'latest' or a step number")
     sub.add_argument("--split", default="test", help="the split accuracy is measured on")
     sub.add_argument("--batch", type=_positive, default=None,
-                     help="examples per timed batch and per calibration batch; default the "
-                          "run's data.eval_batch_size")
+                     help="examples per timed batch; default the run's "
+                          "data.eval_batch_size")
     sub.add_argument("--repeats", type=_positive, default=20,
                      help="timed calls per variant (the median is reported)")
     sub.add_argument("--calibration_examples", type=_positive, default=1000,
