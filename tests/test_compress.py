@@ -5,6 +5,7 @@ from the scales, independently of Qwix), sizes in bytes are exact for a known mo
 
 import io
 import json
+import types
 
 import flax.linen as nn
 import jax
@@ -14,6 +15,7 @@ import pytest
 from conftest import make_config
 
 from jaxdl.compress import __main__ as compress_cli, quantize as quantize_lib, report
+from jaxdl.schema import ConfigError
 from jaxdl.trained import load_run
 from jaxdl.training import loop
 
@@ -144,6 +146,13 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path):
     _one_error(*_cli("squash", "--run", str(empty)), "invalid choice")
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["config.json", "empty",
                                                           "unfinished"]
+
+
+def test_report_refuses_a_run_that_is_not_a_classifier(tmp_path):
+    (tmp_path / "summary.json").write_text("{}")
+    run = types.SimpleNamespace(workdir=tmp_path, config=make_config("mnist_autoencoder"))
+    with pytest.raises(ConfigError, match="needs a classification run.*'autoencoder' run"):
+        report.check(run, split="test", batch=1, repeats=1)
 
 
 QUIET = {"logging.tensorboard": False, "logging.progress": False, "logging.plot": False}

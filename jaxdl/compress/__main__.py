@@ -74,12 +74,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
         if args.output and not Path(args.output).expanduser().absolute().parent.is_dir():
             raise ConfigError(f"--output={args.output}: its parent folder does not exist")
-        run_dir = runs.RunDir(Path(args.run).expanduser())
-        if run_dir.looks_like_run() and not run_dir.is_complete():  # before reading data
-            raise ConfigError(f"{args.run} is not a finished run (it has no "
-                              f"{runs.SUMMARY_FILENAME}); compress a finished run")
         from jaxdl.compress import report as report_lib
         from jaxdl.trained import load_run
+        if runs.RunDir(Path(args.run).expanduser()).looks_like_run():
+            report_lib.require_finished(args.run)  # before its data is read
         run = load_run(args.run, args.checkpoint)
         table = report_lib.report(run, split=args.split,
                                   batch=args.batch or run.config.data.eval_batch_size,

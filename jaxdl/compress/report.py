@@ -66,12 +66,17 @@ def latency(run: TrainedRun, inputs: np.ndarray, repeats: int) -> float:
     return statistics.median(times)
 
 
+def require_finished(workdir) -> None:
+    """ConfigError (one line) unless the run in `workdir` finished (its summary written)."""
+    if not runs.RunDir(Path(workdir).expanduser()).is_complete():
+        raise ConfigError(f"{workdir} is not a finished run (it has no "
+                          f"{runs.SUMMARY_FILENAME}); compress a finished run")
+
+
 def check(run: TrainedRun, *, split: str, batch: int, repeats: int) -> np.ndarray:
     """The latency batch (the split's first `batch` examples), or ConfigError (one line)
     for a run or setting the report cannot take."""
-    if not runs.RunDir(run.workdir).is_complete():
-        raise ConfigError(f"the run in {run.workdir} is not finished (it has no "
-                          f"{runs.SUMMARY_FILENAME}); compress a finished run")
+    require_finished(run.workdir)
     if run.config.task.name != "classification":
         raise ConfigError(f"the compression report needs a classification run (it reports "
                           f"accuracy); the run in {run.workdir} is a "
