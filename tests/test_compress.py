@@ -110,6 +110,17 @@ def test_sizes_in_bytes_of_a_known_model_at_fp32_bf16_and_int8():
     assert ptq_model.apply(qvariables, _inputs((2, 4)), train=False).shape == (2, 3)
 
 
+def test_a_model_with_nothing_to_quantize_is_one_line():
+    class Shift(nn.Module):
+        @nn.compact
+        def __call__(self, x, *, train: bool):
+            return nn.relu(x) + self.param("b", nn.initializers.zeros, (3,))
+    x = jnp.ones((2, 3))
+    variables = Shift().init(jax.random.PRNGKey(0), x, train=False)
+    with pytest.raises(ConfigError, match="Shift has no convolution or dense layer"):
+        quantize_lib.quantize_model(Shift(), variables, [x])
+
+
 # --- the command ------------------------------------------------------------------------
 
 

@@ -73,7 +73,7 @@ def calibrate_model(model, variables: dict[str, Any], batches: list, *, rngs=Non
     def observe(variables, x):
         _, updated = qt_model.apply(variables, x, train=False, rngs=rngs or {},
                                     mutable=[STATS])
-        return updated[STATS]
+        return updated.get(STATS, {})  # none when no op was quantized
 
     stats = None
     for batch in batches:
@@ -95,7 +95,8 @@ def quantize_model(model, variables: dict[str, Any], batches: list, *, rngs=None
     variables = jax.tree.map(jnp.asarray, dict(variables))
     stats = calibrate_model(model, variables, batches, rngs=rngs, rules=rules)
     ptq_model = qwix.quantize_model(model, qwix.PtqProvider(rules))
-    # Qwix reads how to quantize each weight from the PTQ model's abstract variables.
+    # Qwix reads how to quantize each weight from the PTQ model's abstract variables
+    # (shapes only: the init key's values are never computed).
     abstract = jax.eval_shape(lambda: ptq_model.init(
         {"params": jax.random.PRNGKey(0), **(rngs or {})}, batches[0][:1], train=False))
     params = qwix.quantize_params(variables["params"], abstract["params"], stats)
