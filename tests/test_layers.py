@@ -15,9 +15,10 @@ level with it or above; imports inside functions and under `TYPE_CHECKING` count
                          above all of them and below the app that calls it
   6  jaxdl.trained       a trained run loaded back (its saved config validated, a checkpoint,
                          its data): what the tools above use a run through
-  7  jaxdl.analysis | jaxdl.sweep | jaxdl.summary | jaxdl.weights
+  7  jaxdl.analysis | jaxdl.sweep | jaxdl.summary | jaxdl.weights | jaxdl.compress
                          tools over models and finished runs; weights reads another
-                         framework's model and writes a checkpoint through training's code
+                         framework's model and writes a checkpoint through training's code;
+                         compress quantizes a run and reports its sizes
   8  jaxdl.app           flags and process set-up
   9  jaxdl.api | jaxdl.evaluate | jaxdl.predict | jaxdl.run
                          the Python API (the app's config and workdir rules without flags);
@@ -47,7 +48,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("jaxdl.training",),
     ("jaxdl.config",),
     ("jaxdl.trained",),
-    ("jaxdl.analysis", "jaxdl.sweep", "jaxdl.summary", "jaxdl.cluster", "jaxdl.weights"),
+    ("jaxdl.analysis", "jaxdl.sweep", "jaxdl.summary", "jaxdl.cluster", "jaxdl.weights",
+     "jaxdl.compress"),
     ("jaxdl.app",),
     ("jaxdl.api", "jaxdl.evaluate", "jaxdl.predict", "jaxdl.run", "jaxdl.reference"),
     ("experiments", "benchmarks", "jaxdl.sweep.__main__"),
