@@ -9,7 +9,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import make_config
+from conftest import DATA_DIR, make_config
+from experiments import shakespeare_word2vec
+from jaxdl import data
 from jaxdl.analysis import __main__ as analysis_main
 from jaxdl.data import words
 from jaxdl.schema import ConfigError
@@ -43,6 +45,33 @@ def test_held_out_words_never_reach_the_training_pairs():
     assert dataset.metadata["vocabulary"] == ("a", "b")  # c, d only in the held-out tail
     assert dataset.metadata["counts"].tolist() == [3, 3]
     assert "validation" not in (dataset.predefined_splits or {})  # c d: no known word
+
+
+def test_synthetic_words_follow_zipf_and_cut_like_shakespeare():
+    dataset = data.load_source("synthetic", kind="words", shape=(2,), num_classes=20,
+                               examples=3000, validation_examples=500, seed=0)
+    assert dataset.metadata["vocabulary"][:3] == ("w0", "w1", "w2")  # most frequent first
+    counts = dataset.metadata["counts"]
+    assert counts[0] / counts[1] == pytest.approx(2, rel=0.25)  # P(rank r) ~ 1 / (r + 1)
+    assert len(dataset.features) == 4 * 3000 - 2 - 4  # every pair within 2 words
+    with pytest.raises(ValueError, match=r"synthetic words need a shape \(window,\) and "
+                                         r"num_classes >= 1, got shape \(2, 2\)"):
+        data.load_source("synthetic", kind="words", shape=(2, 2), num_classes=5,
+                         examples=10, validation_examples=2, seed=0)
+
+
+@pytest.mark.skipif(DATA_DIR is None, reason="needs the Shakespeare texts ($JAXDL_DATA_DIR)")
+def test_shakespeare_words_source():
+    dataset = data.load_source("shakespeare_words", window=2, min_count=5,
+                               validation_fraction=0.02, test_fraction=0.02)
+    vocabulary = dataset.metadata["vocabulary"]
+    assert len(vocabulary) == shakespeare_word2vec.VOCABULARY  # what the experiment pins
+    assert vocabulary[:5] == ("the", "and", "i", "to", "of")
+    assert dataset.metadata["words"] == {"train": 877_003, "validation": 18_271,
+                                         "test": 18_271}
+    assert len(dataset.features) == 3_392_254
+    assert {name: len(split[0]) for name, split in dataset.predefined_splits.items()} == {
+        "validation": 69_094, "test": 68_058}
 
 
 # --- the device side: negatives and subsampling -------------------------------------------
