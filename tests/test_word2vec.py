@@ -3,6 +3,8 @@
 neighbours and analogies of an embedding, the `neighbours` analysis tool and its
 out-of-vocabulary error, and the two backends on the same batch."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -122,6 +124,18 @@ def test_subsampling_keeps_each_word_with_mikolovs_probability():
         want = keep[center] * keep[context]
         assert abs(float(kept.mean()) - want) < 4 * np.sqrt(want * (1 - want) / n) + 1e-9, \
             (center, context, float(kept.mean()), want)
+    # A toy corpus (5,000 words of COUNTS' distribution, window 2): the share of its pairs
+    # kept is the mean over its pairs of P(keep center) * P(keep context).
+    names = [f"w{i}" for i in np.random.default_rng(0).choice(
+        len(COUNTS), size=5_000, p=COUNTS / COUNTS.sum())]
+    toy = words.make_dataset("toy", names, window=2, min_count=1, validation_fraction=0.0,
+                             test_fraction=0.0)
+    keep = word2vec.keep_probabilities(toy.metadata["counts"], 1e-2)
+    kept = draw_kept(jax.random.PRNGKey(2), jnp.arange(len(toy.features)), jnp.asarray(keep),
+                     jnp.asarray(toy.features), jnp.asarray(toy.targets))
+    want = float(np.mean(keep[toy.features] * keep[toy.targets]))
+    assert 0.01 < want < 0.5  # the frequent words are mostly dropped
+    assert abs(float(kept.mean()) - want) < 4 * np.sqrt(want * (1 - want) / len(kept))
 
 
 # --- what a trained embedding answers -----------------------------------------------------
@@ -189,7 +203,7 @@ def test_analysis_tool_bad_input_is_one_line_and_exit_2(tmp_path, capsys, args, 
     err = capsys.readouterr().err
     assert status == analysis_main.EXIT_BAD_INPUT
     assert len(err.strip().splitlines()) == 1
-    assert __import__("re").match(message, err.strip()), err
+    assert re.match(message, err.strip()), err
 
 
 def test_analysis_tool_refuses_a_workdir_without_vectors(tmp_path, capsys):
@@ -250,5 +264,23 @@ def test_bad_task_input_is_refused_before_anything_is_written(tmp_path, override
 
 
 def test_a_malformed_analogy_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"config\.task\.analogies.*write 'a - b \+ c'"):
+    with pytest.raises(ConfigError, match=r"^config\.task\.analogies=\('king man woman',\): each "
+                                         r"element must read 'a - b \+ c', got 'king man woman'$"):
         _toy(**{"task.analogies": ["king man woman"]})
+
+
+@pytest.mark.slow
+def test_a_run_exports_vectors_neighbours_and_the_pca_map(tmp_path):
+    """The experiment's task end to end on synthetic words: the final evaluation writes
+    vectors.txt (read back), neighbours.txt with every probe and analogy, words_pca.png."""
+    from jaxdl import config as config_lib
+    config = config_lib.fast_dev_run(_toy(**{"task.pca_words": 10,
+                                             "task.probe_words": ["w0", "w3"]}), 2)
+    list(loop.run(config, tmp_path / "run"))
+    read_words, vectors = word2vec.read_vectors(tmp_path / "run" / "vectors.txt")
+    assert read_words[:3] == ["w0", "w1", "w2"] and vectors.shape == (40, 8)
+    lines = (tmp_path / "run" / "neighbours.txt").read_text().splitlines()
+    assert lines[0] == "step 2: cosine neighbours of the center vectors"
+    assert [line.split(":")[0] for line in lines[1:]] == ["w0", "w3", "w0 - w1 + w2"]
+    assert all(len(line.split(", ")) == config.task.top_k for line in lines[1:])
+    assert (tmp_path / "run" / "words_pca.png").stat().st_size > 0

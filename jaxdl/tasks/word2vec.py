@@ -258,12 +258,8 @@ def parse_analogy(text: str) -> tuple[str, str, str]:
     return match.group(1), match.group(2), match.group(3)
 
 
-def _analogies(value) -> str | None:
-    try:
-        parse_analogy(value)
-    except ConfigError as e:
-        return str(e)
-    return None
+def _analogy_check(value) -> str | None:
+    return None if _ANALOGY.match(value) else "must read 'a - b + c'"
 
 
 @register_task("word2vec", task=Word2VecTask, fields={
@@ -277,7 +273,7 @@ def _analogies(value) -> str | None:
     "top_k": Field(int, check=positive, help="neighbours and analogy answers reported"),
     "probe_words": Field(tuple, items=str, default=(), help="words whose neighbours the final "
                                                             "evaluation reports"),
-    "analogies": Field(tuple, items=str, default=(), check=_analogies,
+    "analogies": Field(tuple, items=str, default=(), check=_analogy_check,
                        help="'a - b + c' questions the final evaluation answers"),
     "pca_words": Field(int, default=0, check=non_negative,
                        help="the most frequent words drawn in words_pca.png (0 = no plot)"),
