@@ -15,7 +15,7 @@ import numpy as np
 
 __all__ = ["Curve", "contour_png", "curves_png", "curve_png", "displayable", "image_grid_png",
            "matrix_png", "panels_png", "parallel_coordinates_png", "scatter_panels_png",
-           "series_png", "small_multiples_png", "surface_png"]
+           "series_png", "small_multiples_png", "surface_png", "words_png"]
 
 # Inches per image panel and per matrix cell, and around them for labels and titles: a
 # 10x10 matrix or a 4x4 grid fits a screen with room for the annotations. Both figures are
@@ -370,5 +370,20 @@ def surface_png(xs, ys, values: np.ndarray, path, *, title: str, label: str) -> 
     ax.set_xlabel("direction 1")
     ax.set_ylabel("direction 2")
     ax.set_zlabel(label)
+    ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def words_png(points: np.ndarray, words: Sequence[str], path, *, title: str) -> Path:
+    """Words placed at their 2-D points [N, 2] (a projection of their vectors), each a dot
+    with its spelling beside it."""
+    points = np.asarray(points, np.float64)
+    fig = _figure(9.0, 8.0, layout="constrained")
+    ax = fig.add_subplot()
+    ax.scatter(points[:, 0], points[:, 1], s=4, color="tab:blue")
+    for (x, y), word in zip(points, words):
+        ax.annotate(word, (x, y), xytext=(2, 2), textcoords="offset points", fontsize=6)
+    ax.set_xlabel("principal component 1")
+    ax.set_ylabel("principal component 2")
     ax.set_title(title, fontsize=9)
     return _save(fig, path)

@@ -50,6 +50,9 @@ SAMPLES_TXT = "samples.txt"  # sequence models: generated text
 SAMPLES_PNG = "samples.png"  # GANs: the latest grid of samples
 SAMPLES_DIRNAME = "samples"  # GANs: every grid, by step
 IMAGES_DIRNAME = "images"  # autoencoders: reconstructions, samples, embeddings by step
+# word2vec, after the final evaluation: the vectors (word2vec text format), the neighbours
+# and analogies of the words asked about, and a PCA map of the most frequent words.
+VECTORS_TXT, NEIGHBOURS_TXT, WORDS_PCA_PNG = "vectors.txt", "neighbours.txt", "words_pca.png"
 # What `python -m jaxdl.analysis TOOL` writes (analysis/TOOL/): it describes this run's
 # weights, so --overwrite removes it with them.
 ANALYSIS_DIRNAME = "analysis"
@@ -62,7 +65,8 @@ RUN_ENTRIES = frozenset({
     CURVES_FILENAME, PREVIEW_FILENAME, TENSORBOARD_DIRNAME, CHECKPOINTS_DIRNAME, PROFILE_DIRNAME,
     CONFUSION_JSON, CONFUSION_PNG, MISCLASSIFIED_PNG, HYDROGRAPH_PNG, SAMPLES_TXT, SAMPLES_PNG,
     SAMPLES_DIRNAME, IMAGES_DIRNAME, CLASSIFICATION_REPORT_JSON, ROC_PNG, PR_PNG,
-    RELIABILITY_PNG, OPERATING_POINT_PNG, ANALYSIS_DIRNAME, MLFLOW_RUN_FILENAME})
+    RELIABILITY_PNG, OPERATING_POINT_PNG, ANALYSIS_DIRNAME, MLFLOW_RUN_FILENAME,
+    VECTORS_TXT, NEIGHBOURS_TXT, WORDS_PCA_PNG})
 
 
 @dataclasses.dataclass(frozen=True)

@@ -450,6 +450,12 @@ _TASK_CASES = {
             set()),
     "sequence_regression": ("fulda_rainfall_runoff_lstm", {}, {"nse", "baseline_nse"}),
     "language_model": ("shakespeare_char_lstm", {}, set()),
+    "word2vec": ("shakespeare_word2vec", {
+        "data.name": "synthetic", "model.vocab_size": 20, "task.probe_words": (),
+        "task.analogies": (), "data.options": {"kind": "words", "shape": [2],
+                                               "num_classes": 20, "examples": 400,
+                                               "validation_examples": 100, "seed": 0}},
+                 set()),
 }
 
 

@@ -37,7 +37,8 @@ def test_tokens_targets_are_the_stream_one_step_later():
 
 
 @pytest.mark.parametrize("options, match", [
-    (dict(kind="audio", shape=(4,)), "synthetic data kind 'audio'; valid: images, tokens"),
+    (dict(kind="audio", shape=(4,)),
+     "synthetic data kind 'audio'; valid: images, tokens, words"),
     (dict(kind="images", shape=(4,)), "num_classes >= 1"),
     (dict(kind="tokens", shape=(2, 2), vocabulary="ab"), r"shape \(window,\)"),
 ])

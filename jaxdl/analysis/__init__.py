@@ -6,6 +6,8 @@
   saliency      vanilla gradients, SmoothGrad, integrated gradients
   dream         Deep Dream of a layer, activation maximisation of a class logit
   landscape     loss along a line between weights, and on a filter-normalised plane
+  neighbours    cosine neighbours of a word in a word2vec run's exported vectors (printed;
+                it writes nothing)
 
 Each module holds the compiled math as pure functions of (model function, variables,
 inputs), and an `analyse(run, ...)` that takes a `jaxdl.trained.TrainedRun`, checks every

@@ -6,6 +6,7 @@ checkpointed) run, written into WORKDIR/analysis/TOOL/ (see `jaxdl.analysis`).
     python -m jaxdl.analysis saliency --run=runs/digits_cnn --examples=0,1,2
     python -m jaxdl.analysis dream --run=runs/digits_cnn --layer=Conv_1
     python -m jaxdl.analysis landscape --run=runs/digits_cnn --mode=plane
+    python -m jaxdl.analysis neighbours --run=runs/shakespeare_word2vec --word=king --top=10
 
 Every flag's default lives here, in one place (the library functions take every value
 explicitly). Bad input (a workdir that holds no run, a run with no checkpoint, an unknown
@@ -21,7 +22,7 @@ import sys
 from collections.abc import Sequence
 
 EXIT_BAD_INPUT = 2
-TOOLS = ("adversarial", "distortions", "saliency", "dream", "landscape")
+TOOLS = ("adversarial", "distortions", "saliency", "dream", "landscape", "neighbours")
 
 
 class _Fail(Exception):
@@ -181,14 +182,22 @@ def _parser() -> _Parser:
                      help="plane: each coordinate runs from -span to span")
     sub.add_argument("--examples", type=_count, default=1000,
                      help="a seeded fixed subset of this many examples, or 'all'")
+
+    # A word2vec run's exported vectors: no checkpoint, split or seed is read.
+    sub = tools.add_parser("neighbours", help="cosine neighbours of a word in a word2vec run")
+    sub.add_argument("--run", required=True, help="the run's workdir")
+    sub.add_argument("--word", required=True, help="a word of the run's vocabulary")
+    sub.add_argument("--top", type=int, default=10, help="neighbours printed")
     return parser
 
 
 def run_tool(args: argparse.Namespace) -> dict:
     """Loads the run and runs the tool `args.tool` with the parsed flags."""
-    from jaxdl.analysis import adversarial, distortions, dream, landscape, saliency
+    from jaxdl.analysis import adversarial, distortions, dream, landscape, neighbours, saliency
     from jaxdl.trained import load_run
 
+    if args.tool == "neighbours":
+        return neighbours.analyse(args.run, word=args.word, top=args.top)
     run = load_run(args.run, args.checkpoint)
     batch_size = getattr(args, "batch_size", None) or run.config.data.eval_batch_size
     common = {"split": args.split, "seed": args.seed}
@@ -229,6 +238,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (_Fail, ConfigError) as e:
         print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if args.tool == "neighbours":  # the answer itself, one neighbour a line
+        from jaxdl.analysis import neighbours
+        print("\n".join(neighbours.lines(report)))
+        return 0
     shown = {k: v for k, v in report.items() if not isinstance(v, (list, dict))}
     print(json.dumps(shown))
     return 0

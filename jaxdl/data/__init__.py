@@ -15,6 +15,7 @@ from jaxdl.data import rainfall  # noqa: F401  isort: skip
 from jaxdl.data import sentiment  # noqa: F401  isort: skip
 from jaxdl.data import synthetic  # noqa: F401  isort: skip
 from jaxdl.data import text  # noqa: F401  isort: skip
+from jaxdl.data import words  # noqa: F401  isort: skip
 from jaxdl.data import tfds_source  # noqa: F401  isort: skip
 from jaxdl.data.pipeline import (
     SAMPLINGS,

@@ -5,12 +5,16 @@ Every value is a keyword of the loader, given in `config.data.options`:
   kind                  'images': uniform [0, 1) float32 examples of `shape`, labels
                         uniform in [0, num_classes); 'tokens': windows of `shape[0]`
                         uniform token ids of `vocabulary`, the targets the same stream one
-                        step later (as jaxdl.data.text cuts a corpus)
-  shape                 one example's shape
-  num_classes           'images' only; `vocabulary` (a string of characters) 'tokens' only
-  examples              rows of the training pool
+                        step later (as jaxdl.data.text cuts a corpus); 'words': a text of
+                        `num_classes` distinct words ('w0', 'w1', ...) drawn with Zipf's
+                        law (P(rank r) ~ 1 / (r + 1)) cut into skip-gram pairs within
+                        `shape[0]` words as jaxdl.data.words cuts Shakespeare (min count 1)
+  shape                 one example's shape ('words': (window,))
+  num_classes           'images' and 'words' only; `vocabulary` (a string of characters)
+                        'tokens' only
+  examples              rows of the training pool ('words': words of the training text)
   validation_examples   rows of a predefined validation split (a checkpoint monitor needs
-                        one)
+                        one; 'words': words of the validation text)
   seed                  numpy's generator seed: the rows are a pure function of it
 """
 
@@ -18,11 +22,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxdl.data import words
 from jaxdl.data.dataset import Dataset
 from jaxdl.data.registry import register_source
 
 NAME = "synthetic"
-KINDS = ("images", "tokens")
+KINDS = ("images", "tokens", "words")
 
 
 @register_source(NAME, locate=lambda: "generated (random)")
@@ -31,6 +36,16 @@ def load_synthetic(*, kind: str, shape, examples: int, validation_examples: int,
     """Random `kind` rows of `shape` (see the module doc)."""
     rng = np.random.default_rng(seed)
     total, shape = examples + validation_examples, tuple(shape)
+    if kind == "words":
+        if len(shape) != 1 or num_classes < 1:
+            raise ValueError(f"synthetic words need a shape (window,) and num_classes >= 1, "
+                             f"got shape {shape} and num_classes {num_classes}")
+        zipf = 1.0 / np.arange(1, num_classes + 1)
+        ids = rng.choice(num_classes, size=total, p=zipf / zipf.sum())
+        return words.make_dataset(NAME, [f"w{i}" for i in ids], window=shape[0], min_count=1,
+                                  validation_fraction=validation_examples / total,
+                                  test_fraction=0.0,
+                                  description=f"random words (Zipf, {num_classes} distinct)")
     if kind == "images":
         if num_classes < 1:
             raise ValueError(f"synthetic images need num_classes >= 1, got {num_classes}")

@@ -20,6 +20,7 @@ from jaxdl.models import mlp as _mlp  # noqa: F401
 from jaxdl.models import recurrent as _recurrent  # noqa: F401
 from jaxdl.models import resnet as _resnet  # noqa: F401
 from jaxdl.models import vgg as _vgg  # noqa: F401
+from jaxdl.models import word2vec as _word2vec  # noqa: F401
 
 __all__ = ["build_model", "get_model_class", "model_fields", "model_names", "register"]
 
