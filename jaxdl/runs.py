@@ -179,6 +179,24 @@ def read_checkpoint(path: str | Path, step: int | None = None, *, role: str = "i
     return (dict(restored[STATE]) if state else {}), dict(restored[PROGRESS] or {}), step
 
 
+def best_step(path: str | Path, *, role: str = "init_from") -> int:
+    """The step of the best checkpoint (the one `checkpoint.monitor` chose on validation,
+    recorded in the latest checkpoint's progress) of the run at `path`; CheckpointError
+    when it has none yet or did not keep it."""
+    steps = checkpoint_steps(path, role=role)
+    _, progress, _ = read_checkpoint(path, role=role, state=False)
+    best = (progress.get("early_stopping") or {}).get("best_step")
+    where = str(Path(path).expanduser().absolute())
+    if best is None:
+        raise CheckpointError(f"{role}={where!r}: the run has no best checkpoint yet (no "
+                              "evaluation of its checkpoint.monitor)")
+    if best not in steps:
+        raise CheckpointError(f"{role}={where!r}: its best checkpoint (step {best}) was not "
+                              "kept (checkpoint.keep_best=0); saved steps: "
+                              f"{', '.join(map(str, steps))}")
+    return best
+
+
 def _checkpoints_dir(path: str | Path) -> Path:
     path = Path(path).expanduser().absolute()
     return path / CHECKPOINTS_DIRNAME if (path / CHECKPOINTS_DIRNAME).is_dir() else path

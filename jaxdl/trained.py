@@ -220,15 +220,10 @@ def resolve_step(workdir: str | Path, checkpoint: str | int = BEST) -> tuple[int
     if checkpoint == LATEST:
         return latest, progress
     if checkpoint == BEST:
-        best = (progress.get("early_stopping") or {}).get("best_step")
-        if best is None:
-            raise ConfigError(f"the run in {workdir} has no best checkpoint yet (no "
-                              "evaluation of its checkpoint.monitor); use checkpoint='latest'")
-        if best not in steps:
-            raise ConfigError(f"the best checkpoint of the run in {workdir} (step {best}) was "
-                              "not kept (checkpoint.keep_best=0); saved steps: "
-                              f"{', '.join(map(str, steps))}")
-        return best, progress
+        try:
+            return runs.best_step(workdir, role=_ROLE), progress
+        except runs.CheckpointError as e:
+            raise ConfigError(f"{e}; use checkpoint='latest'") from None
     text = str(checkpoint)
     if not text.isdigit():
         raise ConfigError(f"checkpoint={checkpoint!r}: give 'best', 'latest' or a step number")

@@ -132,23 +132,32 @@ TFDS = {"cifar10_resnet20", "cifar10_resnet56", "imagenet_resnet50"}
 OVERRIDES = {"mnist_dcgan": {"checkpoint.monitor": "validation/g_loss",
                              "checkpoint.mode": "min"},
              "fulda_rainfall_runoff_lstm": {"parallel.num_devices": 1}}
+# Experiments that learn from a finished run (task.teacher): the experiment whose fast dev
+# run, kept in a folder of its own, serves as that run.
+TEACHERS = {"mnist_distillation": "mnist_cnn"}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_fast_dev_run_on_every_experiment(experiment, tmp_path, monkeypatch):
+def test_fast_dev_run_on_every_experiment(experiment, tmp_path, monkeypatch,
+                                         tmp_path_factory):
     if experiment in TFDS:
         pytest.skip(f"{experiment}: its TFDS data is not prepared here (no download)")
     config = api.load_config(experiment, OVERRIDES.get(experiment))
     if data_lib.source_location(config.data.name) is None:  # sklearn's ship in the package
         pytest.skip(f"{experiment}: the {config.data.name} files are not on this machine "
                     "(set $JAXDL_DATA_DIR)")
+    overrides = {**QUIET, **OVERRIDES.get(experiment, {})}
+    if experiment in TEACHERS:
+        teacher = tmp_path_factory.mktemp("teacher") / "run"
+        api.train(TEACHERS[experiment], QUIET, workdir=teacher, fast_dev_run=2,
+                  stream=io.StringIO())
+        overrides["task.teacher"] = str(teacher)
     monkeypatch.setenv("TMPDIR", str(tmp_path))  # where the run's temporary folder goes
     import tempfile
     monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
     start = time.process_time()
-    summary = api.train(experiment, {**QUIET, **OVERRIDES.get(experiment, {})},
-                        fast_dev_run=2, stream=io.StringIO())
+    summary = api.train(experiment, overrides, fast_dev_run=2, stream=io.StringIO())
     seconds = time.process_time() - start
     assert summary["steps"] == 2
     for split, metrics in summary["final"].items():

@@ -79,7 +79,7 @@ class FeatureExtractor:
         Raises runs.CheckpointError when `workdir` holds no run (`role` names the setting)."""
         config = runs.read_config(workdir, role=role)
         weights, _ = runs.read_weights(workdir, role=role)
-        fields = {k: _tuples(v) for k, v in config["model"].items() if k != "name"}
+        fields = {k: json_tuples(v) for k, v in config["model"].items() if k != "name"}
         model = models.build_model(config["model"]["name"], **fields)
         return cls(model=model, variables={"params": weights["params"], **weights["model_state"]},
                    eval_ops=augment.eval_ops(augment.parse(config["data"]["augmentation"])),
@@ -104,6 +104,6 @@ class FeatureExtractor:
             for i in range(0, len(images), batch_size)])
 
 
-def _tuples(value):
+def json_tuples(value):
     """A config value read back from JSON, with its lists as the tuples the config held."""
-    return tuple(_tuples(v) for v in value) if isinstance(value, list) else value
+    return tuple(json_tuples(v) for v in value) if isinstance(value, list) else value
