@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxdl.models.fields import COUNT, FLAG, RATE
+from jaxdl.models.fields import COUNT, RATE
 from jaxdl.models.registry import register
 from jaxdl.schema import Field
 
@@ -120,7 +120,9 @@ class TransformerLM(nn.Module):
                                                               "of num_heads"),
               "num_heads": COUNT, "num_layers": COUNT,
               "mlp_dim": Field(int, check=COUNT.check, help="the MLP's hidden width"),
-              "dropout_rate": RATE, "positions": POSITION, "tie_embeddings": FLAG}
+              "dropout_rate": RATE, "positions": POSITION,
+              "tie_embeddings": Field(bool, help="the logits reuse the token embedding table "
+                                                 "instead of a Dense layer of their own")}
 
     def setup(self):
         kw = {"dtype": self.dtype, "param_dtype": self.param_dtype}
