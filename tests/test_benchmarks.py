@@ -126,7 +126,7 @@ FAMILIES = {"mlp": ("mlp", "classification"), "mnist_cnn": ("cnn", "classificati
             "resnet50": ("resnet50", "classification"), "vgg16": ("vgg16", "classification"),
             "densenet121": ("densenet121", "classification"),
             "lstm_lm": ("lstm_lm", "language_model"), "dcgan": ("dcgan", "gan"),
-            "vae": ("vae", "vae")}
+            "vae": ("vae", "vae"), "transformer_lm": ("transformer_lm", "language_model")}
 FEWER_BLOCKS = ["--config.model.generator_blocks=1", "--config.model.discriminator_blocks=1"]
 
 

@@ -10,6 +10,8 @@ needed; the step is still the one the trainer compiles for that config.
     densenet121  imagenet_resnet50's recipe, model densenet121
     lstm_lm      experiments/shakespeare_char_lstm.py (cpu): batch 32 x 100 characters,
                  1 LSTM layer of 256, vocabulary 84 (the corpus's), Adam, clip 1.0
+    transformer_lm  experiments/shakespeare_char_transformer.py: batch 32 x 64 characters
+                 (its context window), 4 pre-LN blocks of width 80, vocabulary 84
     dcgan        experiments/mnist_dcgan.py: batch 64, the GAN task's D + G step
     vae          experiments/mnist_vae.py          28x28x1 in [0, 1], batch 128
 
@@ -67,17 +69,29 @@ def _image_family(experiment: str, shape, num_classes: int, model: dict | None =
     return config
 
 
-def char_lstm_config():
-    """experiments/shakespeare_char_lstm.py's CPU variant (1 layer of 256, embedding 32,
-    batch 32, Adam, clip 1.0), on windows of 100 characters of a random text over a
-    vocabulary as large as the corpus's (84 characters, the prompt's among them)."""
-    module = _experiment("shakespeare_char_lstm")
-    c = module.get_config("cpu")
-    prompt = c.task.sample_prompt
+def _char_family(config, window: int):
+    """`config` (a Shakespeare character experiment's) on windows of `window` characters of
+    a random text over a vocabulary of the model's size (the corpus's 84 characters), the
+    prompt's among them."""
+    prompt = config.task.sample_prompt
     printable = "".join(chr(i) for i in range(32, 127)) + "\n"
     extra = [ch for ch in printable if ch not in prompt]
-    vocabulary = "".join(sorted(set(prompt) | set(extra[:module.VOCABULARY - len(set(prompt))])))
-    return _synthetic_data(c, kind="tokens", shape=(100,), vocabulary=vocabulary)
+    vocabulary = "".join(sorted(set(prompt) | set(extra[:config.model.vocab_size
+                                                         - len(set(prompt))])))
+    return _synthetic_data(config, kind="tokens", shape=(window,), vocabulary=vocabulary)
+
+
+def char_lstm_config():
+    """experiments/shakespeare_char_lstm.py's CPU variant (1 layer of 256, embedding 32,
+    batch 32, Adam, clip 1.0), on windows of 100 characters."""
+    return _char_family(_experiment("shakespeare_char_lstm").get_config("cpu"), 100)
+
+
+def char_transformer_config():
+    """experiments/shakespeare_char_transformer.py (4 blocks of width 80, batch 32, Adam,
+    clip 1.0), on windows of its context length (64 characters)."""
+    config = _experiment("shakespeare_char_transformer").get_config()
+    return _char_family(config, config.model.max_len)
 
 
 # ImageNet-shaped families without an experiment of their own take imagenet_resnet50's
@@ -96,6 +110,7 @@ MODEL_FAMILIES = {
     "densenet121": _image_family(*IMAGENET, model=dict(name="densenet121", num_classes=1000,
                                                        bn_momentum=0.9, dropout_rate=0.0)),
     "lstm_lm": char_lstm_config,
+    "transformer_lm": char_transformer_config,
     # mnist_dcgan monitors the Fréchet distance, which needs a classifier run (none here).
     "dcgan": _image_family("mnist_dcgan", (28, 28, 1), 10, monitor="validation/g_loss"),
     "vae": _image_family("mnist_vae", (28, 28, 1), 10),

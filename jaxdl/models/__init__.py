@@ -18,6 +18,7 @@ from jaxdl.models import gan as _gan  # noqa: F401
 from jaxdl.models import inception as _inception  # noqa: F401
 from jaxdl.models import mlp as _mlp  # noqa: F401
 from jaxdl.models import recurrent as _recurrent  # noqa: F401
+from jaxdl.models import transformer as _transformer  # noqa: F401
 from jaxdl.models import resnet as _resnet  # noqa: F401
 from jaxdl.models import vgg as _vgg  # noqa: F401
 from jaxdl.models import word2vec as _word2vec  # noqa: F401

@@ -11,7 +11,9 @@ After each evaluation the process that writes files samples `sample_length` toke
 the same seed gives the same text), and appends them to `DIR/samples.txt` under the step.
 A resumed run repeats its evaluations after the checkpoint: their earlier entries are
 replaced, not duplicated. Sampling needs the model's `continue_from(tokens, carry)`
-(`lstm_lm` has it; see `jaxdl.models.recurrent.sample_tokens`).
+(`lstm_lm` and `transformer_lm` have it; see `jaxdl.models.recurrent.sample_tokens`). A
+model with a context window (`max_len`, as `transformer_lm`) must fit the dataset's
+windows; its samples slide that window over a longer prompt and generation.
 """
 
 from __future__ import annotations
@@ -119,6 +121,11 @@ def build_language_model(config, dataset, *, axis_name) -> Task:
         raise ConfigError(f"config.task.sample_prompt holds characters outside the "
                           f"vocabulary of {dataset.name!r}: {''.join(unknown)!r}")
     model = build_model_from_config(config, axis_name=axis_name)
+    window = dataset.features.shape[-1] if dataset.features.ndim == 2 else None
+    max_len = getattr(model, "max_len", None)
+    if window is not None and max_len is not None and window > max_len:
+        raise ConfigError(f"config.model.max_len={max_len} but dataset {dataset.name!r} has "
+                          f"windows of {window} tokens; raise max_len or shorten the window")
     if task.sample_length:
         if not task.sample_prompt:
             raise ConfigError("config.task.sample_prompt must not be empty when "
