@@ -47,6 +47,8 @@ HYDROGRAPH_PNG = "hydrograph.png"
 SAMPLES_TXT = "samples.txt"  # sequence models: generated text
 SAMPLES_PNG = "samples.png"  # GANs: the latest grid of samples
 SAMPLES_DIRNAME = "samples"  # GANs: every grid, by step
+ATTENTION_PNG = "attention.png"  # seq2seq with attention: weights of a few test examples
+TRANSLATIONS_TXT = "translations.txt"  # seq2seq: those examples decoded
 IMAGES_DIRNAME = "images"  # autoencoders: reconstructions, samples, embeddings by step
 # What `python -m jaxdl.analysis TOOL` writes (analysis/TOOL/): it describes this run's
 # weights, so --overwrite removes it with them.
@@ -60,7 +62,8 @@ RUN_ENTRIES = frozenset({
     CURVES_FILENAME, PREVIEW_FILENAME, TENSORBOARD_DIRNAME, CHECKPOINTS_DIRNAME, PROFILE_DIRNAME,
     CONFUSION_JSON, CONFUSION_PNG, MISCLASSIFIED_PNG, HYDROGRAPH_PNG, SAMPLES_TXT, SAMPLES_PNG,
     SAMPLES_DIRNAME, IMAGES_DIRNAME, CLASSIFICATION_REPORT_JSON, ROC_PNG, PR_PNG,
-    RELIABILITY_PNG, OPERATING_POINT_PNG, ANALYSIS_DIRNAME})
+    RELIABILITY_PNG, OPERATING_POINT_PNG, ANALYSIS_DIRNAME,
+    ATTENTION_PNG, TRANSLATIONS_TXT})
 
 
 @dataclasses.dataclass(frozen=True)

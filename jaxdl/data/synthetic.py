@@ -5,9 +5,14 @@ Every value is a keyword of the loader, given in `config.data.options`:
   kind                  'images': uniform [0, 1) float32 examples of `shape`, labels
                         uniform in [0, num_classes); 'tokens': windows of `shape[0]`
                         uniform token ids of `vocabulary`, the targets the same stream one
-                        step later (as jaxdl.data.text cuts a corpus)
+                        step later (as jaxdl.data.text cuts a corpus); 'pairs': source
+                        and target token sequences of random lengths up to `shape` =
+                        (source, target) padded with 0, each target ended by the end id,
+                        with the metadata the `seq2seq` task reads (as jaxdl.data.dates);
+                        target tokens from `target_vocabulary` ('' = `vocabulary`)
   shape                 one example's shape
-  num_classes           'images' only; `vocabulary` (a string of characters) 'tokens' only
+  num_classes           'images' only; `vocabulary` (a string of characters) 'tokens' and
+                        'pairs' only
   examples              rows of the training pool
   validation_examples   rows of a predefined validation split (a checkpoint monitor needs
                         one)
@@ -18,16 +23,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from jaxdl.data import dates
 from jaxdl.data.dataset import Dataset
 from jaxdl.data.registry import register_source
 
 NAME = "synthetic"
-KINDS = ("images", "tokens")
+KINDS = ("images", "tokens", "pairs")
 
 
 @register_source(NAME, locate=lambda: "generated (random)")
 def load_synthetic(*, kind: str, shape, examples: int, validation_examples: int, seed: int,
-                   num_classes: int = 0, vocabulary: str = "") -> Dataset:
+                   num_classes: int = 0, vocabulary: str = "",
+                   target_vocabulary: str = "") -> Dataset:
     """Random `kind` rows of `shape` (see the module doc)."""
     rng = np.random.default_rng(seed)
     total, shape = examples + validation_examples, tuple(shape)
@@ -46,6 +53,20 @@ def load_synthetic(*, kind: str, shape, examples: int, validation_examples: int,
         features = stream[:-1].reshape(total, window)
         targets = stream[1:].reshape(total, window)
         classes, metadata = None, {"vocabulary": vocabulary, "vocabulary_size": len(vocabulary)}
+    elif kind == "pairs":
+        if len(shape) != 2 or min(shape) < 2 or not vocabulary:
+            raise ValueError(f"synthetic pairs need a shape (source, target), both >= 2, and a "
+                             f"vocabulary, got shape {shape} and {len(vocabulary)} characters")
+        features = _padded(rng, total, shape[0], 1, 1 + len(vocabulary))
+        target_vocabulary = target_vocabulary or vocabulary
+        targets = _padded(rng, total, shape[1] - 1, len(dates.SPECIALS),
+                          len(dates.SPECIALS) + len(target_vocabulary))
+        targets = np.concatenate([targets, np.zeros((total, 1), np.int32)], axis=1)
+        targets[np.arange(total), np.sum(targets != dates.PAD, axis=1)] = dates.EOS
+        classes, metadata = None, {"source_vocabulary": (dates.SPECIALS[0], *vocabulary),
+                                   "target_vocabulary": (*dates.SPECIALS, *target_vocabulary),
+                                   "pad_id": dates.PAD, "bos_id": dates.BOS,
+                                   "eos_id": dates.EOS}
     else:
         raise ValueError(f"synthetic data kind {kind!r}; valid: {', '.join(KINDS)}")
     return Dataset(
@@ -53,3 +74,11 @@ def load_synthetic(*, kind: str, shape, examples: int, validation_examples: int,
         num_classes=classes, metadata=metadata,
         predefined_splits={"validation": (features[examples:], targets[examples:])},
         description=f"random {kind} of shape {shape} (for timing, not learning)")
+
+
+def _padded(rng, rows: int, width: int, low: int, high: int) -> np.ndarray:
+    """[rows, width] ids uniform in [low, high), each row real for a uniform length in
+    [1, width] and 0 after it."""
+    ids = rng.integers(low, high, (rows, width)).astype(np.int32)
+    lengths = rng.integers(1, width + 1, rows)
+    return np.where(np.arange(width)[None, :] < lengths[:, None], ids, 0).astype(np.int32)
