@@ -450,6 +450,7 @@ _TASK_CASES = {
             set()),
     "sequence_regression": ("fulda_rainfall_runoff_lstm", {}, {"nse", "baseline_nse"}),
     "language_model": ("shakespeare_char_lstm", {}, set()),
+    "seq2seq": ("dates_seq2seq", {"data.options.examples": 500}, set()),
 }
 
 

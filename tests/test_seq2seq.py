@@ -2,6 +2,7 @@
 loss and metrics, the `dates` source, and the attention heat map."""
 
 import datetime
+import functools
 import itertools
 
 import jax
@@ -29,15 +30,21 @@ def tiny(attention: str, *, tgt_vocab_size: int = 7, max_source_length=None,
                               max_source_length=max_source_length)
 
 
-# Jitted: Linen's scans run op by op (and slowly) outside jit.
+# Jitted once per model (static): Linen's scans run op by op, and slowly, outside jit.
+@functools.partial(jax.jit, static_argnums=0)
+def _init(model, key, source):
+    return model.init(key, {"source": source, "targets_in": source[:, :1]}, train=False)
+
+
 def init(model, source=SOURCE, key=KEY):
-    return jax.jit(lambda k, s: model.init(k, {"source": s, "targets_in": s[:, :1]},
-                                           train=False))(key, source)
+    return _init(model, key, source)
 
 
+@functools.partial(jax.jit, static_argnums=(0, 4))
 def forward(model, variables, source, targets_in, method=None):
-    return jax.jit(lambda v, s, t: model.apply(v, s, t, train=False) if method is None
-                   else model.apply(v, s, t, method=method))(variables, source, targets_in)
+    if method is None:
+        return model.apply(variables, source, targets_in, train=False)
+    return model.apply(variables, source, targets_in, method=method)
 
 
 @pytest.mark.parametrize("attention", [
@@ -158,6 +165,7 @@ def _task_and_batch():
     return task, dataset
 
 
+@pytest.mark.slow
 def test_padded_target_positions_have_no_loss():
     task, dataset = _task_and_batch()
     variables = jax.jit(task.init)(KEY, jnp.asarray(dataset.features[:1]))
@@ -259,3 +267,47 @@ def test_attention_png(tmp_path):
     with pytest.raises(ValueError, match=r"weights of shape \(3, 4\) for 3 output and 2 source"):
         plots.attention_png([(weights, ["a", "b"], ["1", "2", "3"])], tmp_path / "b.png",
                             title="t")
+
+
+TINY_RUN = {"model.hidden_size": 8, "model.embed_dim": 4, "data.options.examples": 200,
+            "data.batch_size": 16, "data.eval_batch_size": 32, "task.beam_width": 2}
+
+
+@pytest.mark.slow
+def test_both_backends_agree_and_bf16_runs():
+    """The seq2seq step (teacher forcing) and eval step (beam search inside) on 1 and 4
+    devices, sharded and pmap: the same losses and eval metrics; bf16 computes and learns."""
+    from jaxdl.training import loop
+
+    results = {}
+    for backend, devices in (("sharded", 1), ("sharded", 4), ("pmap", 4)):
+        trainer = loop.build(make_config("dates_seq2seq", **TINY_RUN, **{
+            "parallel.backend": backend, "parallel.num_devices": devices}))
+        state, losses = trainer.state, []
+        for step in range(3):
+            state, metrics = trainer.train_step(state, trainer.backend.put_batch(
+                trainer.train_batch(step)))
+            sums = trainer.backend.get_metrics(metrics)["sums"]
+            losses.append(float(sums["loss"] / sums["count"]))
+        evaluated = trainer.evaluate(state, "validation")
+        assert evaluated["examples"] == len(trainer.splits["validation"]) == 20
+        results[backend, devices] = (losses, evaluated)
+    want_losses, want_eval = results["sharded", 1]
+    for key, (losses, evaluated) in results.items():
+        np.testing.assert_allclose(losses, want_losses, rtol=1e-4, err_msg=str(key))
+        for metric in ("loss", "token_accuracy", "sequence_accuracy"):
+            assert evaluated[metric] == pytest.approx(want_eval[metric], rel=1e-4), key
+
+    trainer = loop.build(make_config("dates_seq2seq", **TINY_RUN, **{
+        "precision": "bf16", "parallel.num_devices": 1, "optimizer.learning_rate": 0.03}))
+    host = trainer.backend.get_state(trainer.state)
+    assert {leaf.dtype for leaf in jax.tree.leaves(host.params)} == {np.dtype("float32")}
+    assert trainer.task.model.dtype == jnp.bfloat16
+    state, losses = trainer.state, []
+    for step in range(12):
+        state, metrics = trainer.train_step(state, trainer.backend.put_batch(
+            trainer.train_batch(step)))
+        sums = trainer.backend.get_metrics(metrics)["sums"]
+        losses.append(float(sums["loss"] / sums["count"]))
+    assert np.all(np.isfinite(losses)) and np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+    assert np.isfinite(trainer.evaluate(state, "validation")["sequence_accuracy"])
