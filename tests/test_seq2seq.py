@@ -99,7 +99,7 @@ def _decoders():
 
 
 @pytest.mark.parametrize("attentions", [
-    ("additive",), pytest.param(("none", "dot"), marks=pytest.mark.slow)])
+    ("additive",), pytest.param(("none",), marks=pytest.mark.slow)])
 def test_beam_search_of_width_one_is_greedy(attentions):
     greedy, beam = _decoders()
     source = jax.random.randint(jax.random.PRNGKey(1), (16, 6), 0, 9)
@@ -166,7 +166,9 @@ def _task_and_batch():
 
 
 @pytest.mark.slow
-def test_padded_target_positions_have_no_loss():
+def test_padded_targets_have_no_loss_and_eval_scores_the_decoded_output():
+    """Training: teacher-forced loss and accuracy over the real target tokens only.
+    Evaluation: the metrics of what the model decodes from the source alone."""
     task, dataset = _task_and_batch()
     variables = jax.jit(task.init)(KEY, jnp.asarray(dataset.features[:1]))
     # Targets of two lengths: the second ends 4 tokens early and is padded.
@@ -181,11 +183,6 @@ def test_padded_target_positions_have_no_loss():
     right = np.asarray(jnp.argmax(logits, -1) == targets)
     np.testing.assert_allclose(values["token_accuracy"], [right[0].mean(), right[1, :7].mean()])
 
-
-@pytest.mark.slow
-def test_eval_metrics_score_the_decoded_output():
-    task, dataset = _task_and_batch()
-    variables = jax.jit(task.init)(KEY, jnp.asarray(dataset.features[:1]))
     source, targets = jnp.asarray(dataset.features[:8]), jnp.asarray(dataset.targets[:8])
     decoded = jax.jit(task.decode, static_argnums=2)(variables, source, targets.shape[1])
     evaluate = jax.jit(lambda v, b: task.apply(v, b, train=False, rng=KEY)[0])
@@ -275,12 +272,12 @@ TINY_RUN = {"model.hidden_size": 8, "model.embed_dim": 4, "data.options.examples
 
 @pytest.mark.slow
 def test_both_backends_agree_and_bf16_runs():
-    """The seq2seq step (teacher forcing) and eval step (beam search inside) on 1 and 4
-    devices, sharded and pmap: the same losses and eval metrics; bf16 computes and learns."""
+    """The seq2seq step (teacher forcing) and eval step (beam search inside) on 4 devices,
+    sharded and pmap: the same losses and eval metrics; bf16 computes and learns."""
     from jaxdl.training import loop
 
     results = {}
-    for backend, devices in (("sharded", 1), ("sharded", 4), ("pmap", 4)):
+    for backend, devices in (("sharded", 4), ("pmap", 4)):
         trainer = loop.build(make_config("dates_seq2seq", **TINY_RUN, **{
             "parallel.backend": backend, "parallel.num_devices": devices}))
         state, losses = trainer.state, []
@@ -292,7 +289,7 @@ def test_both_backends_agree_and_bf16_runs():
         evaluated = trainer.evaluate(state, "validation")
         assert evaluated["examples"] == len(trainer.splits["validation"]) == 20
         results[backend, devices] = (losses, evaluated)
-    want_losses, want_eval = results["sharded", 1]
+    want_losses, want_eval = results["sharded", 4]
     for key, (losses, evaluated) in results.items():
         np.testing.assert_allclose(losses, want_losses, rtol=1e-4, err_msg=str(key))
         for metric in ("loss", "token_accuracy", "sequence_accuracy"):
