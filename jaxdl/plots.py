@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["Curve", "contour_png", "curves_png", "curve_png", "displayable", "image_grid_png",
+__all__ = ["Curve", "attention_png", "contour_png", "curves_png", "curve_png", "displayable", "image_grid_png",
            "matrix_png", "panels_png", "parallel_coordinates_png", "scatter_panels_png",
            "series_png", "small_multiples_png", "surface_png", "words_png"]
 
@@ -386,4 +386,31 @@ def words_png(points: np.ndarray, words: Sequence[str], path, *, title: str) -> 
     ax.set_xlabel("principal component 1")
     ax.set_ylabel("principal component 2")
     ax.set_title(title, fontsize=9)
+    return _save(fig, path)
+
+
+def attention_png(panels: Sequence[tuple[np.ndarray, Sequence[str], Sequence[str]]], path, *,
+                  title: str) -> Path:
+    """One heat map per example, side by side: (weights [T, S], the S source tokens on the
+    x axis, the T output tokens on the y axis), each cell the weight of that source token
+    when that output token was produced, on one 0..1 scale."""
+    if not panels:
+        raise ValueError("attention_png needs at least one panel")
+    for weights, source, output in panels:
+        if np.shape(weights) != (len(output), len(source)):
+            raise ValueError(f"attention_png: weights of shape {np.shape(weights)} for "
+                             f"{len(output)} output and {len(source)} source tokens")
+    widths = [max(1.5, 0.16 * len(source)) for _, source, _ in panels]
+    height = max(1.5, 0.2 * max(len(output) for _, _, output in panels))
+    fig = _figure(sum(widths) + 0.6 * len(panels) + 0.6, height + 1.4, layout="constrained")
+    fig.suptitle(title, fontsize=9)
+    axes = fig.subplots(1, len(panels), width_ratios=widths, squeeze=False)[0]
+    for ax, (weights, source, output) in zip(axes, panels):
+        image = ax.imshow(weights, cmap="Blues", vmin=0.0, vmax=1.0, aspect="auto",
+                          interpolation="nearest")
+        ax.set_xticks(range(len(source)), labels=["␣" if c == " " else c for c in source], fontsize=7)
+        ax.set_yticks(range(len(output)), labels=list(output), fontsize=7)
+        ax.set_xlabel("source", fontsize=8)
+    axes[0].set_ylabel("output", fontsize=8)
+    fig.colorbar(image, ax=list(axes), shrink=0.8)
     return _save(fig, path)

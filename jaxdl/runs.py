@@ -49,6 +49,8 @@ MLFLOW_RUN_FILENAME = "mlflow_run_id"
 SAMPLES_TXT = "samples.txt"  # sequence models: generated text
 SAMPLES_PNG = "samples.png"  # GANs: the latest grid of samples
 SAMPLES_DIRNAME = "samples"  # GANs: every grid, by step
+ATTENTION_PNG = "attention.png"  # seq2seq with attention: weights of a few test examples
+TRANSLATIONS_TXT = "translations.txt"  # seq2seq: those examples decoded
 IMAGES_DIRNAME = "images"  # autoencoders: reconstructions, samples, embeddings by step
 # word2vec, after the final evaluation: the vectors (word2vec text format), the neighbours
 # and analogies of the words asked about, and a PCA map of the most frequent words.
@@ -66,7 +68,7 @@ RUN_ENTRIES = frozenset({
     CONFUSION_JSON, CONFUSION_PNG, MISCLASSIFIED_PNG, HYDROGRAPH_PNG, SAMPLES_TXT, SAMPLES_PNG,
     SAMPLES_DIRNAME, IMAGES_DIRNAME, CLASSIFICATION_REPORT_JSON, ROC_PNG, PR_PNG,
     RELIABILITY_PNG, OPERATING_POINT_PNG, ANALYSIS_DIRNAME, MLFLOW_RUN_FILENAME,
-    VECTORS_TXT, NEIGHBOURS_TXT, WORDS_PCA_PNG})
+    VECTORS_TXT, NEIGHBOURS_TXT, WORDS_PCA_PNG, ATTENTION_PNG, TRANSLATIONS_TXT})
 
 
 @dataclasses.dataclass(frozen=True)

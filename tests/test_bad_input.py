@@ -489,6 +489,11 @@ CASES = [
          ["--deterministic", "xla_gpu_deterministic_ops"],
          env={"XLA_FLAGS": os.environ.get("XLA_FLAGS", "")
               + " --xla_gpu_deterministic_ops=false"}),
+    # seq2seq: sources wider than the model takes (the dates experiment's are 29 wide)
+    Case("seq2seq_source_longer_than_the_model_maximum",
+         ["--config.model.max_source_length=10"],
+         ["sources of length 29", "config.model.max_source_length=10"],
+         module="experiments.dates_seq2seq"),
 ]
 
 

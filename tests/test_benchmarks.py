@@ -126,7 +126,8 @@ FAMILIES = {"mlp": ("mlp", "classification"), "mnist_cnn": ("cnn", "classificati
             "resnet50": ("resnet50", "classification"), "vgg16": ("vgg16", "classification"),
             "densenet121": ("densenet121", "classification"),
             "lstm_lm": ("lstm_lm", "language_model"), "dcgan": ("dcgan", "gan"),
-            "vae": ("vae", "vae"), "transformer_lm": ("transformer_lm", "language_model")}
+            "vae": ("vae", "vae"), "transformer_lm": ("transformer_lm", "language_model"),
+            "seq2seq_attention": ("seq2seq", "seq2seq")}
 FEWER_BLOCKS = ["--config.model.generator_blocks=1", "--config.model.discriminator_blocks=1"]
 
 
@@ -144,7 +145,11 @@ def test_every_model_family_resolves_to_a_valid_config():
         assert config.data.batch_size == config.data.eval_batch_size == 8
         assert config.data.options.examples == 8 * 4
         dataset = family_dataset(config)
-        assert dataset.features.shape[1:] == tuple(config.data.options.shape), name
+        shape = tuple(config.data.options.shape)
+        if config.data.options.kind == "pairs":  # (source, target) widths
+            assert dataset.targets.shape[1:] == shape[1:], name
+            shape = shape[:1]
+        assert dataset.features.shape[1:] == shape, name
         tasks.build_task(config, dataset, axis_name=None)  # raises ConfigError on a mismatch
     assert family_config("lstm_lm").data.batch_size == 32
     assert family_config("lstm_lm").data.options.shape == (100,)

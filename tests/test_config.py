@@ -456,6 +456,7 @@ _TASK_CASES = {
                                                "num_classes": 20, "examples": 400,
                                                "validation_examples": 100, "seed": 0}},
                  set()),
+    "seq2seq": ("dates_seq2seq", {"data.options.examples": 500}, set()),
 }
 
 

@@ -155,7 +155,8 @@ def test_rnn_regressor_shapes():
 
 def test_seq2seq_teacher_forcing_and_greedy_decode():
     s2s = models.build_model("seq2seq", src_vocab_size=9, tgt_vocab_size=7, embed_dim=5,
-                             hidden_size=HIDDEN, num_layers=1, cell="lstm", dropout_rate=0.0)
+                             hidden_size=HIDDEN, num_layers=1, cell="lstm", dropout_rate=0.0,
+                             attention="none", max_source_length=None)
     source = jnp.array([[3, 4, 5, 0], [1, 2, 3, 4]])
     targets_in = jnp.array([[1, 2, 3], [1, 4, 5]])
     variables = s2s.init(KEY, {"source": source, "targets_in": targets_in}, train=False)

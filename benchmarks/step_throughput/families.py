@@ -14,6 +14,9 @@ needed; the step is still the one the trainer compiles for that config.
                  (its context window), 4 pre-LN blocks of width 80, vocabulary 84
     dcgan        experiments/mnist_dcgan.py: batch 64, the GAN task's D + G step
     vae          experiments/mnist_vae.py          28x28x1 in [0, 1], batch 128
+    seq2seq_attention  experiments/dates_seq2seq.py: batch 64 of sources as wide as the
+                 experiment's (29 characters of 58) and targets of 11 tokens (14 ids),
+                 LSTM 64 with additive attention; the eval step decodes greedily
 
 Everything else (optimizer, schedule, precision, parallel settings, on-device
 augmentation) is the experiment's; durations given in epochs count epochs of the small
@@ -41,7 +44,7 @@ def _experiment(name: str):
 
 
 def _synthetic_data(config, *, kind: str, shape: tuple[int, ...], num_classes: int = 0,
-                    vocabulary: str = ""):
+                    vocabulary: str = "", target_vocabulary: str = ""):
     """`config` with its data section replaced by the `synthetic` source of this shape:
     batch size and augmentation are the experiment's, the eval batch is the train batch
     (only compiled here), and the example counts are filled in by `cli.load_config` from
@@ -53,7 +56,8 @@ def _synthetic_data(config, *, kind: str, shape: tuple[int, ...], num_classes: i
         augmentation=data.augmentation, data_dir="",
         options=dict(kind=kind, shape=tuple(shape), num_classes=num_classes,
                      vocabulary=vocabulary, examples=0, validation_examples=0,
-                     seed=DATA_SEED))
+                     seed=DATA_SEED, **({"target_vocabulary": target_vocabulary}
+                                        if target_vocabulary else {})))
     return config
 
 
@@ -94,6 +98,19 @@ def char_transformer_config():
     return _char_family(config, config.model.max_len)
 
 
+def seq2seq_attention_config():
+    """experiments/dates_seq2seq.py (additive attention, greedy decoding at evaluation) on
+    random token pairs: sources as wide as the experiment's data and over as many
+    characters, targets of its length and target vocabulary."""
+    from jaxdl.data import dates
+
+    c = _experiment("dates_seq2seq").get_config()
+    width = dates.load_dates(**c.data.options).features.shape[1]
+    return _synthetic_data(c, kind="pairs", shape=(width, dates.TARGET_LENGTH),
+                           vocabulary="".join(dates.SOURCE_VOCABULARY[1:]),
+                           target_vocabulary="".join(dates.TARGET_VOCABULARY[3:]))
+
+
 # ImageNet-shaped families without an experiment of their own take imagenet_resnet50's
 # recipe (Nesterov SGD, label smoothing 0.1, warmup cosine, bf16, batch 1024) with the
 # model swapped; model fields as torchvision's defaults.
@@ -114,6 +131,7 @@ MODEL_FAMILIES = {
     # mnist_dcgan monitors the Fréchet distance, which needs a classifier run (none here).
     "dcgan": _image_family("mnist_dcgan", (28, 28, 1), 10, monitor="validation/g_loss"),
     "vae": _image_family("mnist_vae", (28, 28, 1), 10),
+    "seq2seq_attention": seq2seq_attention_config,
 }
 # --model names with a PyTorch twin in benchmarks/torch_twins, and experiments whose
 # configs it mirrors.

@@ -10,6 +10,7 @@ from jaxdl.data.registry import (
 # Imported for their @register_source side effect; further source modules
 # (e.g. TFDS) are added here the same way.
 from jaxdl.data import sources  # noqa: F401  isort: skip
+from jaxdl.data import dates  # noqa: F401  isort: skip
 from jaxdl.data import mnist  # noqa: F401  isort: skip
 from jaxdl.data import rainfall  # noqa: F401  isort: skip
 from jaxdl.data import sentiment  # noqa: F401  isort: skip

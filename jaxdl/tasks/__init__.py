@@ -15,6 +15,7 @@ from jaxdl.tasks import sequence as _sequence  # noqa: F401
 from jaxdl.tasks import autoencoder as _autoencoder  # noqa: F401
 from jaxdl.tasks import word2vec as _word2vec  # noqa: F401
 from jaxdl.tasks import distillation as _distillation  # noqa: F401
+from jaxdl.tasks import seq2seq as _seq2seq  # noqa: F401
 
 __all__ = ["EvalContext", "Learned", "Task", "build_task", "check_model_state",
            "metric_names", "register_task", "task_fields", "task_names", "unavailable_metrics"]
