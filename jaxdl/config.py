@@ -85,6 +85,11 @@ def _finetune():
     return finetune
 
 
+def _prune():
+    from jaxdl.training import prune
+    return prune
+
+
 def _members() -> dict[str, tuple[dict[str, Field], dict[str, dict[str, Field]]]]:
     """Sections filled from what their `name` picks: section -> (the fields every member
     reads, each member's own fields)."""
@@ -214,6 +219,7 @@ def schema() -> dict[str, Any]:
                                        "paths that keep their fresh initialisation, e.g. "
                                        "'head/**' for another number of classes"),
         "finetune": dict(_finetune().FIELDS),
+        "prune": dict(_prune().FIELDS),
         # The fields every optimizer (schedule) reads; the one `name` picks adds its own.
         **{section: dict(shared) for section, (shared, _) in _members().items()},
         "precision": Field(str, choices=_choices_from(("fp32", "bf16")),
@@ -715,6 +721,8 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: st
             continue  # a field the old flat layout recorded though the optimizer never read it
         if key not in saved and _schema_default(path) == b:
             continue  # a key added to the schema since that run, at its default: no change
+        if key not in saved and isinstance(b, Mapping):
+            a = {}  # a section added since that run: each key compared with its default
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             out += differences(a, b, path + ".")
         elif _jsonable(a) != _jsonable(b):
