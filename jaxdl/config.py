@@ -633,10 +633,13 @@ def fast_dev_run(config: ml_collections.ConfigDict, steps: int) -> ml_collection
     at the end too) and one checkpoint; no early stopping, no profile. Everything else,
     the model, data, task and optimizer, is the experiment's."""
     every = f"{steps} steps"
+    # Pruning, if on, over the smoke run's steps but the last (its fine-tuning).
+    prune = ({"prune.start": "0 steps", "prune.end": f"{steps - 1} steps",
+              "prune.every": "1 steps"} if config.prune.final_sparsity else {})
     return validate(apply_overrides(config, {
         "train.duration": every, "train.log_every": every, "train.eval_every": every,
         "checkpoint.every": every, "data.eval_limit": 1, "data.eval_limit_at_end": True,
-        "early_stopping.patience": 0, "logging.profile_steps": ""}))
+        "early_stopping.patience": 0, "logging.profile_steps": "", **prune}))
 
 
 def _named_in(overrides: Sequence[str], section: str) -> str | None:

@@ -1,0 +1,198 @@
+"""Gradual magnitude pruning (Zhu & Gupta 2017) of a ResNet-20 on Fashion-MNIST to 50, 80,
+90 and 95 % sparsity, against the dense network.
+
+The study: a dense ResNet-20 (half width: 8, 16, 32 channels) is trained for 5 epochs
+first; each arm then starts from its weights and trains 80 more steps (about one epoch)
+with `config.prune`: sparsity rises from 0 at step 0 to the arm's target at step 40 along
+the cubic schedule, the masks recomputed every 4 steps, then 40 steps fine-tune the pruned
+network with the masks fixed. Every pruned layer reaches the target (the paper's per-layer
+scope): all conv kernels of the three stages and the head; the stem's 72 weights and every
+bias and BatchNorm parameter stay dense. The 0 % arm is the same 80 steps without pruning:
+the dense network trained as long as the pruned ones. Every run reports its last weights;
+the test split chooses nothing, and nothing was tuned (validation is reported only).
+
+Scaled to fit a shared 2-core CPU (well under an hour for the study): half the channels of
+the paper's ResNet-20, 1,000 training images per class (10,000), 5 epochs dense and 80
+steps per arm, where Zhu & Gupta prune over tens of thousands of steps.
+
+Commands:
+    # the whole study, resumable (rerun to continue); writes DIR/results.md, .json, .png
+    python -m experiments.fashion_mnist_pruning --study --workdir=DIR
+    # one run of it: the dense network, then one arm from it
+    python -m experiments.fashion_mnist_pruning --variant=dense --workdir=DIR/dense
+    python -m experiments.fashion_mnist_pruning --variant=sparsity_90 \\
+        --config.init_from=DIR/dense --workdir=DIR/sparsity_90
+
+Results: not measured yet.
+
+Needs the Fashion-MNIST IDX files (README: data lookup order).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import ml_collections
+
+from jaxdl.models.resnet import CifarResNet
+
+# The 0 % arm (no pruning, the same extra epochs) last: the pruned arms come first.
+SPARSITIES = (0.5, 0.8, 0.9, 0.95, 0.0)
+VARIANTS = ("dense", *(f"sparsity_{round(100 * s)}" for s in SPARSITIES))
+PLOT = Path(__file__).with_suffix(".png")
+
+
+class ResNet20Half(CifarResNet):
+    """ResNet-20 (He et al. 2015: 3 stages of 3 basic blocks) at half width (8, 16, 32
+    channels; 67,906 parameters at 10 classes): about 4x fewer multiply-adds than the
+    paper's, so the six runs fit a shared 2-core CPU."""
+
+    DEPTH = 20
+    WIDTHS = (8, 16, 32)
+
+
+def get_config(variant: str = "dense") -> ml_collections.ConfigDict:
+    """`dense` (trained from the seed) or `sparsity_<percent>` (from config.init_from, the
+    dense run; the study sets it)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"variant {variant!r}: one of {', '.join(VARIANTS)}")
+    c = ml_collections.ConfigDict()
+    c.seed = 0
+    c.model = dict(name="experiments.fashion_mnist_pruning:ResNet20Half", num_classes=10,
+                   bn_momentum=0.9, bn_epsilon=1e-5, se_ratio=0.0, zero_init_last_bn=False)
+    c.task = dict(name="classification", loss="softmax_cross_entropy", label_smoothing=0.0)
+    # Fashion-MNIST ships its 10,000-image test split; validation is 2,000 train images.
+    # Per-channel mean/std of the 60,000 training images (0.2860, 0.3530).
+    c.data = dict(name="fashion_mnist", split_seed=0, validation_fraction=2000 / 60000,
+                  test_fraction=0.0, examples_per_class=1000, batch_size=128,
+                  eval_batch_size=1000,
+                  augmentation="random_crop(pad=2,pad_mode=zeros)+horizontal_flip(p=0.5)"
+                               "+normalize(mean=(0.2860,),std=(0.3530,))")
+    c.checkpoint = dict(every="1 epoch", keep_last=1, keep_best=0,
+                        monitor="validation/accuracy", mode="max")
+    c.optimizer = dict(name="nesterov", learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
+                       weight_decay_mask="no_bias_no_norm")
+    c.precision = "fp32"
+    c.parallel = dict(backend="sharded")
+    if variant == "dense":
+        c.train = dict(duration="5 epochs", log_every="20 steps", eval_every="5 epochs")
+        c.schedule = dict(name="one_cycle", pct_start=0.25, div_factor=10.0,
+                          final_div_factor=1e3)
+        return c
+    # An arm: 80 more steps (~1 epoch) from the dense weights at a lower, decaying rate.
+    c.train = dict(duration="80 steps", log_every="20 steps", eval_every="80 steps")
+    c.checkpoint.every = "40 steps"
+    c.optimizer.learning_rate = 0.02
+    c.schedule = dict(name="cosine", final_lr_factor=0.0)
+    c.init_from = "runs/fashion_mnist_pruning/dense"  # the study points it at its own
+    sparsity = int(variant.removeprefix("sparsity_")) / 100
+    if sparsity:
+        c.prune = dict(final_sparsity=sparsity, start="0 steps", end="40 steps",
+                       every="4 steps", scope="layer",
+                       params="stage*/**/kernel, head/kernel")
+    return c
+
+
+def _train(variant: str, workdir: Path, dense: Path, cache_dir: str) -> dict:
+    """Trains (or resumes, or reads) one run of the study; returns its summary."""
+    from jaxdl import app, runs
+    from jaxdl.training import loop
+
+    run_dir = runs.RunDir(workdir)
+    if run_dir.is_complete():
+        return run_dir.read_summary()
+    config = get_config(variant)
+    if "init_from" in config:
+        config.init_from = str(dense)
+    config = app.load_config(config)
+    app.prepare_process(config, compilation_cache_dir=cache_dir)
+    start = time.perf_counter()
+    summary = loop.train_and_evaluate(config, workdir)
+    print(f"{variant}: test accuracy {summary['final']['test']['accuracy']:.4f} "
+          f"({time.perf_counter() - start:.0f} s)", flush=True)
+    return summary
+
+
+def _nonzero(workdir: Path) -> tuple[int, int]:
+    """(non-zero, all) parameters of a run's last weights."""
+    import jax
+    import numpy as np
+
+    from jaxdl import runs
+    weights, _ = runs.read_weights(workdir)
+    leaves = [np.asarray(x) for x in jax.tree.leaves(weights["params"])]
+    return sum(int(np.count_nonzero(x)) for x in leaves), sum(x.size for x in leaves)
+
+
+def study(root: Path, cache_dir: str = "") -> str:
+    """Every run of the study under `root` (each skipped when complete, resumed when
+    started); after each, `root/results.json`, `results.md` (the table) and `results.png`
+    of the runs done so far."""
+    start = time.perf_counter()
+    rows = {}
+    for variant in VARIANTS:
+        summary = _train(variant, root / variant, root / "dense", cache_dir)
+        rows[variant] = _row(variant, summary, root / variant)
+        text = _report(rows, root, time.perf_counter() - start)  # after every run
+    return text
+
+
+def _row(variant: str, summary: dict, workdir: Path) -> dict:
+    nonzero, total = _nonzero(workdir)
+    return {"target_sparsity": (0.0 if variant == "dense"
+                                else int(variant.removeprefix("sparsity_")) / 100),
+            "prunable_sparsity": summary.get("sparsity", {}).get("prunable", 0.0),
+            "nonzero_params": nonzero, "params": total,
+            "validation_accuracy": summary["final"]["validation"]["accuracy"],
+            "test_accuracy": summary["final"]["test"]["accuracy"],
+            "train_seconds": summary["train_seconds"]}
+
+
+def _report(rows: dict, root: Path, seconds: float) -> str:
+    """results.json, results.md and results.png of the runs done so far."""
+    from jaxdl import plots
+
+    lines = ["| run | target sparsity | sparsity reached | non-zero params | validation acc "
+             "| test acc | train loop s |", "|---|---|---|---|---|---|---|"]
+    for variant, r in rows.items():
+        lines.append(f"| {variant} | {r['target_sparsity']:.2f} | {r['prunable_sparsity']:.4f} "
+                     f"| {r['nonzero_params']:,} / {r['params']:,} "
+                     f"| {r['validation_accuracy']:.4f} | {r['test_accuracy']:.4f} "
+                     f"| {r['train_seconds']:.0f} |")
+    text = "\n".join(lines)
+    (root / "results.json").write_text(json.dumps(
+        {"runs": rows, "study_wall_seconds_this_call": seconds}, indent=2) + "\n")
+    (root / "results.md").write_text(text + "\n")
+    arms = sorted((v for v in rows if v != "dense"), key=lambda v: rows[v]["target_sparsity"])
+    if arms:
+        plots.series_png([100 * rows[v]["target_sparsity"] for v in arms],
+                         {"test accuracy": [rows[v]["test_accuracy"] for v in arms],
+                          "validation accuracy": [rows[v]["validation_accuracy"]
+                                                  for v in arms]},
+                         root / "results.png", xlabel="sparsity of the pruned layers (%)",
+                         ylabel="accuracy", title="Fashion-MNIST, ResNet-20 (half width): "
+                                                  "gradual magnitude pruning")
+    return text
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description="the whole pruning study")
+    parser.add_argument("--study", action="store_true", required=True)
+    parser.add_argument("--workdir", required=True, help="folder of every run and the results")
+    parser.add_argument("--compilation_cache_dir", default="",
+                        help="persistent XLA compilation cache ('' = off)")
+    args = parser.parse_args(argv)
+    print(study(Path(args.workdir), args.compilation_cache_dir))
+
+
+if __name__ == "__main__":
+    if "--study" in sys.argv[1:]:
+        main(sys.argv[1:])
+    else:
+        from jaxdl import app
+
+        app.run(get_config)
