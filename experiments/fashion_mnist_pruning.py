@@ -23,7 +23,34 @@ Commands:
     python -m experiments.fashion_mnist_pruning --variant=sparsity_90 \\
         --config.init_from=DIR/dense --workdir=DIR/sparsity_90
 
-Results: not measured yet.
+Results (measured 2026-12-07 on the 2-core AMD EPYC CPU dev VM, no GPU, jax 0.10.2, 1 CPU
+device, sharded, shared with other jobs). Test accuracy of the last weights on the 10,000
+test images; sparsity over the pruned layers (each reaches it to within one weight); the
+non-zero count is of every parameter (stem, biases and BatchNorm included):
+
+    | run                 | sparsity | non-zero params | validation | test   | loop s |
+    |---------------------|----------|-----------------|------------|--------|--------|
+    | dense (5 epochs)    | 0        | 67,906          | 0.8565     | 0.8512 | -      |
+    | + 80 steps, 0 %     | 0        | 67,906          | 0.8570     | 0.8543 | 49     |
+    | + 80 steps, 50 %    | 0.50     | 34,338          | 0.8505     | 0.8469 | 88     |
+    | + 80 steps, 80 %    | 0.80     | 14,196          | 0.8165     | 0.8007 | 84     |
+    | + 80 steps, 90 %    | 0.90     | 7,486           | 0.7460     | 0.7381 | 56     |
+    | + 80 steps, 95 %    | 0.95     | 4,128           | 0.5820     | 0.5786 | 57     |
+
+LONG_RESULTS
+
+experiments/fashion_mnist_pruning.png plots the 80-step arms (the study writes it as
+DIR/results.png). Wall time: the five arms took 755 s together (121-202 s a run: start-up,
+compilation, 80 steps and the evaluation of 12,000 images) at load 4-10. The dense run's
+loop time is not given: by an operator's mistake four copies of the study trained it at
+once in the same workdir (each resuming the others' checkpoints); they all ended with the
+same metrics, as deterministic runs must, but their times mean nothing.
+
+At 50 % the pruned network keeps the dense accuracy within 0.7 points (0.8469 vs 0.8543 for
+the dense network trained as long); beyond that accuracy falls faster and faster: -5.4
+points at 80 %, -11.6 at 90 %, -27.6 at 95 %. These arms prune within 40 steps and
+fine-tune for 40, where Zhu & Gupta prune over tens of thousands of steps; the network is
+also small (67,906 parameters: 95 % leaves 3,358 of the 67,136 weights of the pruned layers).
 
 Needs the Fashion-MNIST IDX files (README: data lookup order).
 """
