@@ -16,7 +16,9 @@ step nor the task knows of them. The wrapper replaces the update of a pruned wei
 `-param`, so `optax.apply_updates` gives exactly 0 whatever the optimizer (momentum, Adam's
 moments, decoupled weight decay) proposed: the weight cannot come back. Hand-written because
 optax ships no pruning and jaxpruner (google-research) is not served by the package registry
-here; its masks would also need the same state handling.
+here; its masks would also need the same state handling. The schedule counts the wrapper's
+own updates, one per train step (micro-steps of `grad_accum_steps` included); a step
+skipped by `guard.skip_nonfinite` keeps the old optimizer state, so it is not counted.
 
 Prunable parameters are chosen by path globs (`params`, the syntax of config.finetune):
 '**/kernel' (the default) takes the weights of every Dense and Conv layer and leaves biases,
