@@ -91,7 +91,6 @@ def test_the_target_sparsity_is_reached_exactly_and_only_kernels_are_pruned(scop
             "conv/kernel": 58, "head/kernel": 17}
     else:
         assert sum(zeros.values()) == round(0.8 * sum(sizes.values()))
-        # The one threshold: every kept weight is at least as large as any pruned one was.
     for path in flat:
         if path not in KERNELS:
             assert np.all(flat[path] != 0), path  # biases and BatchNorm untouched
