@@ -85,6 +85,11 @@ def _finetune():
     return finetune
 
 
+def _prune():
+    from jaxdl.training import prune
+    return prune
+
+
 def _members() -> dict[str, tuple[dict[str, Field], dict[str, dict[str, Field]]]]:
     """Sections filled from what their `name` picks: section -> (the fields every member
     reads, each member's own fields)."""
@@ -214,6 +219,7 @@ def schema() -> dict[str, Any]:
                                        "paths that keep their fresh initialisation, e.g. "
                                        "'head/**' for another number of classes"),
         "finetune": dict(_finetune().FIELDS),
+        "prune": dict(_prune().FIELDS),
         # The fields every optimizer (schedule) reads; the one `name` picks adds its own.
         **{section: dict(shared) for section, (shared, _) in _members().items()},
         "precision": Field(str, choices=_choices_from(("fp32", "bf16")),
@@ -642,10 +648,13 @@ def fast_dev_run(config: ml_collections.ConfigDict, steps: int) -> ml_collection
     at the end too) and one checkpoint; no early stopping, no profile. Everything else,
     the model, data, task and optimizer, is the experiment's."""
     every = f"{steps} steps"
+    # Pruning, if on, over the smoke run's steps but the last (its fine-tuning).
+    prune = ({"prune.start": "0 steps", "prune.end": f"{steps - 1} steps",
+              "prune.every": "1 steps"} if config.prune.final_sparsity else {})
     return validate(apply_overrides(config, {
         "train.duration": every, "train.log_every": every, "train.eval_every": every,
         "checkpoint.every": every, "data.eval_limit": 1, "data.eval_limit_at_end": True,
-        "early_stopping.patience": 0, "logging.profile_steps": ""}))
+        "early_stopping.patience": 0, "logging.profile_steps": "", **prune}))
 
 
 def _named_in(overrides: Sequence[str], section: str) -> str | None:
@@ -730,6 +739,8 @@ def differences(saved: Mapping[str, Any], current: Mapping[str, Any], prefix: st
             continue  # a field the old flat layout recorded though the optimizer never read it
         if key not in saved and _schema_default(path) == b:
             continue  # a key added to the schema since that run, at its default: no change
+        if key not in saved and isinstance(b, Mapping):
+            a = {}  # a section added since that run: each key compared with its default
         if isinstance(a, Mapping) and isinstance(b, Mapping):
             out += differences(a, b, path + ".")
         elif _jsonable(a) != _jsonable(b):

@@ -457,6 +457,10 @@ CASES = [
     Case("finetune_pattern_matches_no_parameter", ["--config.finetune.trainable=classifier/**"],
          ["finetune.trainable", "'classifier/**'", "matches no parameter", "Conv_0, Conv_1, "
           "Dense_0, Dense_1"]),
+    Case("prune_start_after_end", ["--config.prune.final_sparsity=0.5",
+                                   "--config.prune.start=8 steps", "--config.prune.end=4 steps",
+                                   "--config.prune.every=2 steps"],
+         ["config.prune.start", "'8 steps'", "is after prune.end", "'4 steps'"]),
     Case("init_from_a_missing_path",
          lambda ctx: [f"--config.init_from={ctx.tmp / 'no_such_run'}"],
          lambda ctx: ["init_from", str(ctx.tmp / "no_such_run")]),
@@ -499,7 +503,8 @@ CASES = [
 
 # The cases that train to a checkpoint first are in the slow tier (each 10-30 s of CPU).
 SLOW_CASES = {"disk_full_after_a_checkpoint", "disk_full_first_checkpoint",
-              "checkpoint_of_another_model", "workdir_holds_another_run"}
+              "checkpoint_of_another_model", "workdir_holds_another_run",
+              "prune_start_after_end"}
 
 
 @pytest.mark.parametrize("case", [

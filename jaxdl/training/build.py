@@ -18,7 +18,8 @@ from jaxdl.data import augment
 from jaxdl import tasks
 from jaxdl.models import layers
 from jaxdl.schema import Clock, ConfigError, parse_interval
-from jaxdl.training import feeding, finetune as finetune_lib, optim, parallel, step as step_lib
+from jaxdl.training import (feeding, finetune as finetune_lib, optim, parallel,
+                            prune as prune_lib, step as step_lib)
 from jaxdl.training.errors import OutOfMemoryError, explain_out_of_memory
 from jaxdl.training.state import create_state
 from jaxdl.training.window import mean_metrics
@@ -170,6 +171,7 @@ class Trainer:
     train_step_cost: dict[str, float]  # XLA's per-device estimate (`_CompiledStep.cost`)
     feed: Any  # `feeding.DeviceFeed` or `feeding.HostFeed`, as config.data.pipeline says
     finetune: Any = None  # `finetune.Finetune` when config.finetune freezes or scales
+    prune: Any = None  # `prune.Prune` when config.prune prunes
     notes: tuple[str, ...] = ()  # lines for the start log (the finetune groups)
 
     def train_batch(self, step: int) -> dict[str, np.ndarray]:
@@ -264,7 +266,8 @@ def build(config) -> Trainer:
                                     total_updates=plan.total_updates,
                                     to_updates=plan.to_updates(config))
         finetune = _finetune_plan(config, task, example, plan)
-        tx, _ = make_tx(finetune=finetune)
+        prune = _prune_plan(config, task, example, plan)
+        tx, _ = make_tx(finetune=finetune, prune=prune)
     except ValueError as e:
         raise e if isinstance(e, ConfigError) else ConfigError(str(e)) from None
 
@@ -283,7 +286,7 @@ def build(config) -> Trainer:
         try:
             trainer = _place_and_compile(config, dataset, splits, plan, backend, task, tx,
                                          example, abstract_state, eval_splits, finetune)
-            return dataclasses.replace(trainer, finetune=finetune, notes=notes)
+            return dataclasses.replace(trainer, finetune=finetune, prune=prune, notes=notes)
         except layers.BatchAxisError as e:  # found while tracing the step: the model's fault
             raise ConfigError(f"model {config.model.name!r}: {e}") from None
 
@@ -303,6 +306,23 @@ def _finetune_plan(config, task, example, plan):
                           "part of the model; freezing and lr_multipliers need one optimizer "
                           "over all parameters")
     return finetune
+
+
+def _prune_plan(config, task, example, plan):
+    """The `config.prune` plan over the model's parameter paths; None when it is off."""
+    if config.prune.final_sparsity == 0:
+        return None
+    if type(task).init_optimizer is not tasks.Task.init_optimizer:
+        raise ConfigError(f"config.prune: task {config.task.name!r} keeps an optimizer per "
+                          "part of the model; pruning needs one optimizer over all parameters")
+    if config.optimizer.ema_decay > 0:
+        raise ConfigError("config.prune with optimizer.ema_decay > 0: the moving average of "
+                          "pruned weights is not sparse; set ema_decay=0")
+    params = jax.eval_shape(lambda x: task.init(jax.random.PRNGKey(config.seed), x),
+                            example["inputs"][:1])["params"]
+    clock = Clock(steps_per_epoch=plan.steps_per_epoch, batch_size=config.data.batch_size)
+    return prune_lib.plan(config.prune, params, to_steps=clock.steps,
+                          total_steps=plan.total_steps)
 
 
 def _place_and_compile(config, dataset, splits, plan, backend, task, tx, example,

@@ -21,7 +21,7 @@ from jaxdl.training.context import open_run, truncate_metrics
 from jaxdl.training.errors import (CheckpointWriteError, NonFiniteError,  # noqa: F401
                                    OutOfMemoryError, RunInterrupted, explain_out_of_memory)
 from jaxdl.training.hooks import (checkpointing, early_stopping, ema, nonfinite, plateau,
-                                  plots, profiling, summary, warm_start)
+                                  plots, profiling, pruning, summary, warm_start)
 from jaxdl.training.hooks.base import Cadence, Hook
 from jaxdl.training import optim
 from jaxdl.training.window import Window
@@ -53,6 +53,8 @@ def make_hooks(config, trainer: Trainer, workdir: Path,
         hooks.append(plateau.PlateauMonitor(config.checkpoint.mode))
     hooks += [early_stopping.EarlyStopping(config),
               checkpointing.Checkpointing(trainer.plan.checkpoint_seconds, clock)]
+    if trainer.prune is not None:
+        hooks.append(pruning.Pruning(trainer.prune))
     if config.logging.plot:
         hooks.append(plots.Plots())
     return hooks + [summary.Summary()]  # last: summary.json marks the run complete

@@ -364,10 +364,12 @@ def make_optimizer(
     total_updates: int,
     to_updates: Callable[[str], int],
     finetune=None,
+    prune=None,
 ) -> tuple[optax.GradientTransformationExtraArgs, Schedule]:
     """Returns (tx, schedule_fn). A plateau schedule observes the value `observe` puts in
     the optimizer state. `finetune` (a `finetune.Finetune` plan, or None) freezes, gates and
-    scales parameters by path around that optimizer."""
+    scales parameters by path around that optimizer; `prune` (a `prune.Prune` plan, or None)
+    keeps pruned weights at zero around all of it."""
     _check_name('optimizer', opt.name, OPTIMIZERS)
     _check_name('schedule', sched.name, SCHEDULES)
     mask = _decay_mask(opt.weight_decay_mask)
@@ -407,6 +409,8 @@ def make_optimizer(
         tx = optax.GradientTransformationExtraArgs(multi.init, multi.update)
     if finetune is not None:  # outermost: frozen leaves hold no state, accumulator included
         tx = optax.with_extra_args_support(finetune.wrap(tx))
+    if prune is not None:  # outermost: no update of any part may revive a pruned weight
+        tx = prune.wrap(tx)
     return tx, schedule
 
 
