@@ -70,6 +70,8 @@ import ml_collections
 
 ARMS = ("alone", "kd", "kd_features")
 SEEDS = (0, 1, 2)
+# The study's arms, one per seed (get_config also takes the validation grids' names).
+VARIANTS = tuple(f"{arm}_{seed}" for arm in ARMS for seed in SEEDS)
 # The validation grids (seed 0): T and alpha for kd, then beta at the chosen (T, alpha).
 TEMPERATURES = (2.0, 4.0, 8.0)
 ALPHAS = (0.1, 0.5)

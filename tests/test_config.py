@@ -457,15 +457,34 @@ _TASK_CASES = {
                                                "validation_examples": 100, "seed": 0}},
                  set()),
     "seq2seq": ("dates_seq2seq", {"data.options.examples": 500}, set()),
+    # The teacher (a finished run) is trained by the test: slow tier.
+    "distillation": ("digits_cnn", {"task": {"name": "distillation", "teacher": "TEACHER",
+                                             "alpha": 0.5, "temperature": 2.0}}, set()),
 }
+
+
+def _tiny_teacher(workdir):
+    """A finished 2-step digits_cnn run, for the distillation task's case."""
+    import io
+
+    from conftest import make_config
+    from jaxdl.training import loop
+    loop.train_and_evaluate(make_config("digits_cnn", **{
+        "model.features": (2,), "model.dense_width": 4, "train.duration": "2 steps",
+        "train.eval_every": "2 steps", "train.log_every": "2 steps",
+        "checkpoint.every": "2 steps", "logging.tensorboard": False, "logging.plot": False,
+        "logging.progress": False}), workdir, stream=io.StringIO())
+    return str(workdir)
 
 
 def test_every_task_is_checked_below():
     assert set(_TASK_CASES) == set(tasks.task_names())
 
 
-@pytest.mark.parametrize("task_name", sorted(_TASK_CASES))
-def test_declared_metric_names_are_what_the_task_reports(task_name):
+@pytest.mark.parametrize("task_name", [
+    pytest.param(name, marks=pytest.mark.slow) if name == "distillation" else name
+    for name in sorted(_TASK_CASES)])
+def test_declared_metric_names_are_what_the_task_reports(task_name, tmp_path):
     """metric_names == the keys of the values `apply` returns at evaluation (traced, not
     run) plus what on_eval adds: a monitor that validates is found at every evaluation."""
     import jax
@@ -475,6 +494,9 @@ def test_declared_metric_names_are_what_the_task_reports(task_name):
     from jaxdl import data as data_lib
     from jaxdl.training import loop
     experiment, overrides, on_eval = _TASK_CASES[task_name]
+    if task_name == "distillation":
+        overrides = {"task": {**overrides["task"],
+                              "teacher": _tiny_teacher(tmp_path / "teacher")}}
     config = make_config(experiment, **overrides)
     assert config.task.name == task_name
     if data_lib.source_location(config.data.name) is None:
