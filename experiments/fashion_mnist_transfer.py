@@ -154,19 +154,15 @@ def get_config(variant: str = "pretrain") -> ml_collections.ConfigDict:
 
 def _train(variant: str, workdir: Path, pretrain: Path, cache_dir: str) -> dict:
     """Trains (or resumes, or reads) one run of the study; returns its summary."""
-    from jaxdl import app, runs
-    from jaxdl.training import loop
+    from jaxdl import api, runs
 
-    run_dir = runs.RunDir(workdir)
-    if run_dir.is_complete():
-        return run_dir.read_summary()
+    if runs.RunDir(workdir).is_complete():
+        return runs.RunDir(workdir).read_summary()
     config = get_config(variant)
     if "init_from" in config:
         config.init_from = str(pretrain)
-    config = app.load_config(config)
-    app.prepare_process(config, compilation_cache_dir=cache_dir)
     start = time.perf_counter()
-    summary = loop.train_and_evaluate(config, workdir)
+    summary = api.train(config, workdir=workdir, compilation_cache_dir=cache_dir)
     print(f"{variant}: test accuracy {summary['final']['test']['accuracy']:.4f} "
           f"({time.perf_counter() - start:.0f} s)", flush=True)
     return summary

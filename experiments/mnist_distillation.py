@@ -141,19 +141,15 @@ def get_config(variant: str = "kd_0") -> ml_collections.ConfigDict:
 
 def _train(variant: str, workdir: Path, teacher: Path, cache_dir: str) -> dict:
     """Trains (or resumes, or reads) one run of the study; returns its summary."""
-    from jaxdl import app, runs
-    from jaxdl.training import loop
+    from jaxdl import api, runs
 
-    run_dir = runs.RunDir(workdir)
-    if run_dir.is_complete():
-        return run_dir.read_summary()
+    if runs.RunDir(workdir).is_complete():
+        return runs.RunDir(workdir).read_summary()
     config = get_config(variant)
     if config.task.name == "distillation":
         config.task.teacher = str(teacher)
-    config = app.load_config(config)
-    app.prepare_process(config, compilation_cache_dir=cache_dir)
     start = time.perf_counter()
-    summary = loop.train_and_evaluate(config, workdir)
+    summary = api.train(config, workdir=workdir, compilation_cache_dir=cache_dir)
     seconds = time.perf_counter() - start
     print(f"{variant}: validation {summary['final']['validation']['accuracy']:.4f}, test "
           f"{summary['final']['test']['accuracy']:.4f} ({seconds:.0f} s)", flush=True)
