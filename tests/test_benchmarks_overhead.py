@@ -12,6 +12,7 @@ import pytest
 from benchmarks import overhead
 
 
+@pytest.mark.slow  # 18-35 s on 2 cores (--durations of a fresh clone): slow tier
 def test_overhead_record_and_same_losses(tmp_path, capsys):
     # pmap: the plain step's pmean, per-example dropout masks (digits_cnn has dropout) and
     # BatchNorm over the device axis (model state) must all match jaxdl's.

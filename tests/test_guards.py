@@ -232,6 +232,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_previous_one(tmp_path):
     assert int(state.step) == first
 
 
+@pytest.mark.slow  # 18-35 s on 2 cores (--durations of a fresh clone): slow tier
 def test_reduce_on_plateau_follows_the_monitored_eval_metric(tmp_path):
     """Patience counts evaluations of checkpoint.monitor: the learning rate may change only
     on the step right after an evaluation, and only by the plateau factor."""

@@ -99,6 +99,7 @@ def test_ema_under_pmap_on_4_devices_equals_one_device():
     assert np.asarray(four.ema_params["Dense_0"]["kernel"]).shape == (64, 128)
 
 
+@pytest.mark.slow  # 18-35 s on 2 cores (--durations of a fresh clone): slow tier
 def test_resume_with_ema_is_bitwise_exact(tmp_path):
     config = _config(**SHORT, **{"optimizer.ema_decay": 0.9,
                                  "checkpoint.monitor": "validation_ema/accuracy"})

@@ -27,6 +27,7 @@ DIVERGE = {"optimizer.name": "sgd", "optimizer.learning_rate": 1e30,
            "train.duration": "2 epochs", "checkpoint.every": "1 steps"}
 
 
+@pytest.mark.slow  # 18-35 s on 2 cores (--durations of a fresh clone): slow tier
 def test_a_non_finite_step_exits_1_with_one_line_naming_it(tmp_path):
     workdir = tmp_path / "run"
     result = run_cli("experiments.digits_cnn", f"--workdir={workdir}", *QUIET,
@@ -64,6 +65,7 @@ def _global_norm(tree):
                              for x in jax.tree.leaves(tree))))
 
 
+@pytest.mark.slow  # 18-35 s on 2 cores (--durations of a fresh clone): slow tier
 def test_gradient_parameter_and_update_norms_are_logged_and_true(tmp_path):
     """Every train record carries finite grad/param/update norms; the last step's parameter
     norm is that of the final weights, and its update norm that of the last change to them

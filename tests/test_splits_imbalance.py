@@ -280,6 +280,7 @@ def test_mixup_off_is_the_plain_loss_and_on_mixes_by_hand():
 # --- the experiment, through the CLI ---------------------------------------------------------
 
 
+@pytest.mark.slow  # 18-35 s on 2 cores (--durations of a fresh clone): slow tier
 def test_breast_cancer_folds_run_with_counts_reported(tmp_path):
     """One shrunken fold of the experiment, with balanced sampling and mixup on as well:
     the class counts are logged and saved, the folds are stratified, the epoch is the

@@ -193,6 +193,7 @@ def test_a_crash_before_the_curves_leaves_the_run_incomplete(tmp_path, monkeypat
     assert runs.RunDir(workdir).read_summary()["steps"] == STEPS_PER_EPOCH
 
 
+@pytest.mark.slow  # 18-35 s on 2 cores (--durations of a fresh clone): slow tier
 def test_a_resume_logs_each_step_once_in_tensorboard(tmp_path):
     """Killed after step 38 was logged but before its checkpoint was committed: the rerun
     replays steps 20-38; TensorBoard, like metrics.jsonl, must hold each step once."""
