@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib.util
 import math
 import sys
@@ -48,6 +49,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="also time a warm compile: build the trainer twice with the "
                              "persistent compilation cache in a fresh temporary directory "
                              "(the first build fills it, the second reads it)")
+    parser.add_argument("--conv_grad", choices=("taps", "xla"), default="taps",
+                        help="the convolutions' weight gradient: jaxdl's on CPU (one matmul "
+                             "per kernel tap, jaxdl/models/layers.py) or XLA's own (the A/B "
+                             "of that choice)")
     parser.add_argument("--json", default=None, help="append one JSON record (a line) here")
     parser.add_argument("--no_header", action="store_true",
                         help="print only the Markdown row, not the table header")
@@ -94,6 +99,15 @@ def load_config(args: argparse.Namespace, overrides: list[str]):
     return config_lib.validate(given)
 
 
+def conv_grad_context(choice: str):
+    """A context in which the models' convolutions trace with `choice`'s weight gradient:
+    'taps' is what they do anyway; 'xla' is lax's own (`jaxdl.models.layers.plain_convolutions`)."""
+    if choice == "taps":
+        return contextlib.nullcontext()
+    from jaxdl.models import layers
+    return layers.plain_convolutions()
+
+
 def main(argv: list[str] | None = None) -> dict:
     args, overrides = parse_args(sys.argv[1:] if argv is None else argv)
     from jaxdl import app
@@ -131,10 +145,12 @@ def main(argv: list[str] | None = None) -> dict:
                   "Data: lookup order; `python -m jaxdl.data list`)", file=sys.stderr)
             return {}
     compile_fields = {}
-    trainer = loop.build(config)
+    with conv_grad_context(args.conv_grad):  # the steps are traced and compiled in build
+        trainer = loop.build(config)
     if cache is not None:
         misses = cache.misses
-        warm = loop.build(config)  # same programs: read back from the cache
+        with conv_grad_context(args.conv_grad):
+            warm = loop.build(config)  # same programs: read back from the cache
         compile_fields = {"compile_seconds_cold": trainer.compile_seconds,
                           "compile_seconds_warm": warm.compile_seconds,
                           "warm_cache_hits": cache.hits, "warm_cache_misses": cache.misses - misses}
@@ -149,6 +165,7 @@ def main(argv: list[str] | None = None) -> dict:
         record = compare.compare_torch(trainer, config, args, max_in_flight)
         record.update(compile_fields)
         record["config_overrides"] = overrides
+        record["conv_grad"] = args.conv_grad
         print(f"# {record['mode']}; {record['repeats']} alternating windows of "
               f"{args.steps} timed steps per side after {args.warmup} warmup; "
               f"{record['precision']}; "
@@ -177,6 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
         "examples_per_second": batch_size / (timing["ms_per_step_median"] / 1e3),
         **measure.efficiency(trainer, timing["ms_per_step_median"]),
         "precision": config.precision,
+        "conv_grad": args.conv_grad,
         "config_overrides": overrides,
         "env": environment.describe(backend.devices, backend.kind),
         **compile_fields,

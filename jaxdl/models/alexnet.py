@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxdl.models.fields import COUNT, RATE
-from jaxdl.models.layers import adaptive_avg_pool
+from jaxdl.models.layers import Conv, adaptive_avg_pool
 from jaxdl.models.registry import register
 
 
@@ -54,7 +54,7 @@ class AlexNet(nn.Module):
         dense = functools.partial(nn.Dense, dtype=self.dtype, param_dtype=self.param_dtype)
         x = x.astype(self.dtype)
         for i, (features, kernel, stride, pad, pool) in enumerate(self.conv_config):
-            x = nn.Conv(features, (kernel, kernel), strides=(stride, stride),
+            x = Conv(features, (kernel, kernel), strides=(stride, stride),
                         padding=((pad, pad), (pad, pad)), dtype=self.dtype,
                         param_dtype=self.param_dtype, name=f"conv{i + 1}")(x)
             x = nn.relu(x)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxdl.models.fields import ACTIVATION, COUNT, COUNTS
-from jaxdl.models.layers import ConvTransposeFastGrad, ExampleKeys, activation
+from jaxdl.models.layers import Conv, ConvTransposeFastGrad, ExampleKeys, activation
 from jaxdl.models.registry import register
 from jaxdl.schema import Field, positive
 
@@ -93,7 +93,7 @@ class _ConvEncoder(nn.Module):
         act = activation(self.activation)
         x = x.astype(self.dtype)
         for width in self.features:  # each halves the height and width
-            x = act(nn.Conv(width, (self.kernel_size, self.kernel_size), strides=(2, 2),
+            x = act(Conv(width, (self.kernel_size, self.kernel_size), strides=(2, 2),
                             padding="SAME", dtype=self.dtype, param_dtype=self.param_dtype)(x))
         x = x.reshape((x.shape[0], -1))
         return nn.Dense(self.latent_dim, dtype=self.dtype, param_dtype=self.param_dtype)(x)
@@ -124,7 +124,7 @@ class _ConvDecoder(nn.Module):
                 feature_count, (self.kernel_size, self.kernel_size), strides=(2, 2),
                 padding="SAME", dtype=self.dtype, param_dtype=self.param_dtype,
                 name=f"ConvTranspose_{i}")(x))
-        x = nn.Conv(channels, (self.kernel_size, self.kernel_size), padding="SAME",
+        x = Conv(channels, (self.kernel_size, self.kernel_size), padding="SAME",
                     dtype=self.dtype, param_dtype=self.param_dtype)(x)
         return x[:, :height, :width, :]
 

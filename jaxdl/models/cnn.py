@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdl.models.fields import ACTIVATION, BATCH_NORM, BN_MOMENTUM, COUNT, COUNTS, POOLING, RATE
-from jaxdl.models.layers import activation, batch_norm, pool
+from jaxdl.models.layers import Conv, activation, batch_norm, pool
 from jaxdl.models.registry import register
 
 
@@ -39,7 +39,7 @@ class CNN(nn.Module):
         act, down = activation(self.activation), pool(self.pooling)
         x = x.astype(self.dtype)
         for width in self.features:
-            x = nn.Conv(width, (self.kernel_size, self.kernel_size), padding="SAME",
+            x = Conv(width, (self.kernel_size, self.kernel_size), padding="SAME",
                         use_bias=not self.batch_norm, dtype=self.dtype,
                         param_dtype=self.param_dtype)(x)
             if self.batch_norm:

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdl.models.fields import BN_MOMENTUM, COUNT, RATE
-from jaxdl.models.layers import batch_norm
+from jaxdl.models.layers import Conv, batch_norm
 from jaxdl.models.registry import register
 
 _KAIMING_NORMAL = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
@@ -48,7 +48,7 @@ class DenseLayer(nn.Module):
         norm = functools.partial(batch_norm, train=train, momentum=self.bn_momentum,
                                  axis_name=self.axis_name, dtype=self.dtype,
                                  param_dtype=self.param_dtype)
-        conv = functools.partial(nn.Conv, use_bias=False, kernel_init=_KAIMING_NORMAL,
+        conv = functools.partial(Conv, use_bias=False, kernel_init=_KAIMING_NORMAL,
                                  dtype=self.dtype, param_dtype=self.param_dtype)
         y = nn.relu(norm(name="norm1")(x))
         y = conv(self.bn_size * self.growth_rate, (1, 1), name="conv1")(y)
@@ -93,7 +93,7 @@ class Transition(nn.Module):
     def __call__(self, x, *, train: bool):
         x = batch_norm(train=train, momentum=self.bn_momentum, axis_name=self.axis_name,
                        dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x)
-        x = nn.Conv(self.features, (1, 1), use_bias=False, kernel_init=_KAIMING_NORMAL,
+        x = Conv(self.features, (1, 1), use_bias=False, kernel_init=_KAIMING_NORMAL,
                     dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(nn.relu(x))
         return nn.avg_pool(x, (2, 2), strides=(2, 2))
 
@@ -133,7 +133,7 @@ class DenseNet(nn.Module):
                                  axis_name=self.axis_name, dtype=self.dtype,
                                  param_dtype=self.param_dtype)
         x = x.astype(self.dtype)
-        x = nn.Conv(self.num_init_features, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
+        x = Conv(self.num_init_features, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
                     use_bias=False, kernel_init=_KAIMING_NORMAL, dtype=self.dtype,
                     param_dtype=self.param_dtype, name="conv0")(x)
         x = nn.relu(norm(name="norm0")(x))

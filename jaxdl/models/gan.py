@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdl.models.fields import BATCH_NORM, BN_MOMENTUM, COUNT, LEAKY_RELU_SLOPE
-from jaxdl.models.layers import ConvTransposeFastGrad, activation, batch_norm
+from jaxdl.models.layers import Conv, ConvTransposeFastGrad, activation, batch_norm
 from jaxdl.schema import Field
 from jaxdl.models.registry import register
 
@@ -97,7 +97,7 @@ class Discriminator(nn.Module):
         x = x.astype(self.dtype)
         for i in range(self.blocks):
             normed = self.batch_norm and i > 0
-            x = nn.Conv(self.width * 2 ** i, (self.kernel_size, self.kernel_size),
+            x = Conv(self.width * 2 ** i, (self.kernel_size, self.kernel_size),
                         strides=(2, 2), padding="SAME", use_bias=not normed, dtype=self.dtype,
                         param_dtype=self.param_dtype)(x)
             if normed:

@@ -40,7 +40,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdl.models.fields import BN_MOMENTUM, COUNT, RATE
-from jaxdl.models.layers import batch_norm
+from jaxdl.models.layers import Conv, batch_norm
 from jaxdl.models.registry import register
 from jaxdl.schema import Field
 
@@ -76,7 +76,7 @@ class BasicConv2d(nn.Module):
 
     @nn.compact
     def __call__(self, x, *, train: bool):
-        x = nn.Conv(self.features, self.kernel_size, strides=self.strides, padding=self.padding,
+        x = Conv(self.features, self.kernel_size, strides=self.strides, padding=self.padding,
                     use_bias=False, kernel_init=nn.initializers.normal(self.stddev),
                     dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
         x = batch_norm(train=train, momentum=self.bn_momentum, axis_name=self.axis_name,

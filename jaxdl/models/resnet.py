@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxdl.models.fields import BN_EPSILON, BN_MOMENTUM, COUNT, SE_RATIO, ZERO_INIT_LAST_BN
-from jaxdl.models.layers import batch_norm
+from jaxdl.models.layers import Conv, batch_norm
 from jaxdl.models.registry import register
 
 # torch.nn.init.kaiming_normal_(mode="fan_out", nonlinearity="relu"), as torchvision does.
@@ -74,8 +74,8 @@ class _Block(nn.Module):
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
 
-    def conv(self, features: int, kernel: int, strides: int, name: str) -> nn.Conv:
-        return nn.Conv(features, (kernel, kernel), strides=(strides, strides),
+    def conv(self, features: int, kernel: int, strides: int, name: str) -> Conv:
+        return Conv(features, (kernel, kernel), strides=(strides, strides),
                        padding=_pad(kernel), use_bias=False, kernel_init=conv_init,
                        dtype=self.dtype, param_dtype=self.param_dtype, name=name)
 
@@ -181,7 +181,7 @@ class CifarResNet(_ResNetBase):
     def __call__(self, x, *, train: bool):
         blocks_per_stage = (self.DEPTH - 2) // 6
         x = x.astype(self.dtype)
-        x = nn.Conv(self.WIDTHS[0], (3, 3), padding=_pad(3), use_bias=False,
+        x = Conv(self.WIDTHS[0], (3, 3), padding=_pad(3), use_bias=False,
                     kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype,
                     name="stem_conv")(x)
         x = nn.relu(self.stem_bn(train)(x))
@@ -203,7 +203,7 @@ class ImageNetResNet(_ResNetBase):
     @nn.compact
     def __call__(self, x, *, train: bool):
         x = x.astype(self.dtype)
-        x = nn.Conv(self.WIDTHS[0], (7, 7), strides=(2, 2), padding=_pad(7), use_bias=False,
+        x = Conv(self.WIDTHS[0], (7, 7), strides=(2, 2), padding=_pad(7), use_bias=False,
                     kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype,
                     name="stem_conv")(x)
         x = nn.relu(self.stem_bn(train)(x))

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxdl.models.fields import BN_EPSILON, BN_MOMENTUM, COUNT, RATE
-from jaxdl.models.layers import adaptive_avg_pool, batch_norm
+from jaxdl.models.layers import Conv, adaptive_avg_pool, batch_norm
 from jaxdl.models.registry import register
 
 # torchvision's cfgs "A", "B", "D", "E": conv widths, "M" a 2x2 max pool.
@@ -59,7 +59,7 @@ class _VGGBase(nn.Module):
                                      f"map is {x.shape[1:3]} before a 2x2 max pool")
                 x = nn.max_pool(x, (2, 2), strides=(2, 2))
                 continue
-            x = nn.Conv(entry, (3, 3), padding=((1, 1), (1, 1)), kernel_init=conv_init,
+            x = Conv(entry, (3, 3), padding=((1, 1), (1, 1)), kernel_init=conv_init,
                         dtype=self.dtype, param_dtype=self.param_dtype)(x)
             if self.BATCH_NORM:
                 x = batch_norm(train=train, momentum=self.bn_momentum,
