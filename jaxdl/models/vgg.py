@@ -21,7 +21,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxdl.models.fields import BN_EPSILON, BN_MOMENTUM, COUNT, RATE
-from jaxdl.models.layers import Conv, adaptive_avg_pool, batch_norm
+from jaxdl.models.layers import Conv, adaptive_avg_pool, batch_norm, max_pool
 from jaxdl.models.registry import register
 
 # torchvision's cfgs "A", "B", "D", "E": conv widths, "M" a 2x2 max pool.
@@ -57,7 +57,7 @@ class _VGGBase(nn.Module):
                 if min(x.shape[1:3]) < 2:
                     raise ValueError(f"{type(self).__name__}: input too small, the feature "
                                      f"map is {x.shape[1:3]} before a 2x2 max pool")
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool(x, (2, 2), strides=(2, 2))
                 continue
             x = Conv(entry, (3, 3), padding=((1, 1), (1, 1)), kernel_init=conv_init,
                         dtype=self.dtype, param_dtype=self.param_dtype)(x)
