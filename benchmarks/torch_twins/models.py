@@ -47,11 +47,11 @@ def _lecun_normal_fan_in_(weight: torch.Tensor, fan_in: int) -> torch.Tensor:
 
 
 class CNN(nn.Module):
-    """jaxdl's `cnn` without BatchNorm: [conv -> act -> 2x2 pool] x len(features), dense."""
+    """jaxdl's `cnn`: [conv -> (BatchNorm) -> act -> 2x2 pool] x len(features), dense."""
 
     def __init__(self, *, features, kernel_size: int, pooling: str, dense_width: int,
                  activation: str, dropout_rate: float, num_classes: int, in_channels: int,
-                 image_hw: tuple[int, int]):
+                 image_hw: tuple[int, int], batch_norm: bool = False, bn_momentum: float = 0.9):
         super().__init__()
         if kernel_size % 2 == 0:
             raise UnsupportedConfig(f"cnn kernel_size={kernel_size}: SAME padding of an even "
@@ -66,19 +66,28 @@ class CNN(nn.Module):
         self.dropout_rate = dropout_rate
         channels, (h, w) = in_channels, image_hw
         self.convs = nn.ModuleList()
+        # Flax's BatchNorm: momentum = the old average's weight (torch's is 1 - that), eps 1e-5.
+        self.norms = nn.ModuleList() if batch_norm else None
         for width in features:
-            self.convs.append(nn.Conv2d(channels, width, kernel_size, padding=kernel_size // 2))
+            self.convs.append(nn.Conv2d(channels, width, kernel_size, padding=kernel_size // 2,
+                                        bias=not batch_norm))
+            if batch_norm:
+                self.norms.append(nn.BatchNorm2d(width, eps=1e-5, momentum=1 - bn_momentum))
             channels, h, w = width, h // 2, w // 2
         self.dense = nn.Linear(channels * h * w, dense_width)
         self.logits = nn.Linear(dense_width, num_classes)
         for module in self.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 lecun_normal_(module.weight)
-                nn.init.zeros_(module.bias)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, x):
-        for conv in self.convs:
-            x = self.pool(self.act(conv(x)), 2)
+        for i, conv in enumerate(self.convs):
+            x = conv(x)
+            if self.norms is not None:
+                x = self.norms[i](x)
+            x = self.pool(self.act(x), 2)
         x = x.permute(0, 2, 3, 1).flatten(1)  # jaxdl's NHWC flatten order
         x = self.act(self.dense(x))
         x = F.dropout(x, self.dropout_rate, self.training)
@@ -370,12 +379,11 @@ def build_model(model: Mapping[str, Any], input_shape: tuple[int, ...]) -> tuple
     name = model["name"]
     h, w, c = input_shape
     if name == "cnn":
-        if model.get("batch_norm"):
-            raise UnsupportedConfig("cnn with batch_norm=True is not mirrored")
         return CNN(features=tuple(model["features"]), kernel_size=model["kernel_size"],
                    pooling=model["pooling"], dense_width=model["dense_width"],
                    activation=model["activation"], dropout_rate=model["dropout_rate"],
-                   num_classes=model["num_classes"], in_channels=c, image_hw=(h, w)), "cnn"
+                   num_classes=model["num_classes"], in_channels=c, image_hw=(h, w),
+                   batch_norm=model["batch_norm"], bn_momentum=model["bn_momentum"]), "cnn"
     resnets = {**{k: (CifarResNet, v, "cifar_resnet") for k, v in CIFAR_DEPTHS.items()},
                **{k: (ImageNetResNet, v, "imagenet_resnet") for k, v in IMAGENET_STAGES.items()}}
     if name in resnets:

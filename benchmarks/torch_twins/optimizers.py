@@ -6,6 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
+import optax
 import torch
 import torch.nn as nn
 
@@ -44,9 +45,17 @@ def make_schedule(schedule: Mapping[str, Any], total_updates: int, to_updates=No
         # the boundaries are absolute update counts (jaxdl undoes the warmup shift).
         def main(count: int) -> float:
             return factor ** sum(count + warmup >= b for b in bounds)
+    elif name == "one_cycle":
+        # optax's own formula, read point by point (a factor of the peak learning rate).
+        one_cycle = optax.cosine_onecycle_schedule(
+            max(total_updates, 1), 1.0, pct_start=schedule["pct_start"],
+            div_factor=schedule["div_factor"], final_div_factor=schedule["final_div_factor"])
+
+        def main(count: int) -> float:
+            return float(one_cycle(count))
     else:
         raise UnsupportedConfig(f"schedule {name!r} is not mirrored; mirrored: constant, "
-                                "cosine, warmup_cosine, piecewise")
+                                "cosine, warmup_cosine, piecewise, one_cycle")
     if warmup <= 0:
         return main
     return lambda count: count / warmup if count < warmup else main(count - warmup)

@@ -68,22 +68,26 @@ def load_flax_params(model: nn.Module, params: Mapping, batch_stats: Mapping | N
     """Copies one host copy of jaxdl's parameters (and BatchNorm statistics) into `model`,
     so both frameworks start from the same numbers. Raises KeyError on a layout mismatch."""
     pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
+    stats = batch_stats or {}
+
+    def bn(module: nn.BatchNorm2d, p, s):
+        pairs.extend([(module.weight, _vec(p["scale"])), (module.bias, _vec(p["bias"]))])
+        if s:
+            pairs.extend([(module.running_mean, _vec(s["mean"])),
+                          (module.running_var, _vec(s["var"]))])
+
     if isinstance(model, CNN):
         for i, conv in enumerate(model.convs):
             p = params[f"Conv_{i}"]
-            pairs += [(conv.weight, _conv(p["kernel"])), (conv.bias, _vec(p["bias"]))]
+            pairs.append((conv.weight, _conv(p["kernel"])))
+            if conv.bias is not None:
+                pairs.append((conv.bias, _vec(p["bias"])))
+            if model.norms is not None:
+                bn(model.norms[i], params[f"BatchNorm_{i}"], stats.get(f"BatchNorm_{i}"))
         for i, dense in enumerate((model.dense, model.logits)):
             p = params[f"Dense_{i}"]
             pairs += [(dense.weight, _dense(p["kernel"])), (dense.bias, _vec(p["bias"]))]
     elif isinstance(model, CifarResNet):
-        stats = batch_stats or {}
-
-        def bn(module: nn.BatchNorm2d, p, s):
-            pairs.extend([(module.weight, _vec(p["scale"])), (module.bias, _vec(p["bias"]))])
-            if s:
-                pairs.extend([(module.running_mean, _vec(s["mean"])),
-                              (module.running_var, _vec(s["var"]))])
-
         pairs.append((model.stem_conv.weight, _conv(params["stem_conv"]["kernel"])))
         bn(model.stem_bn, params["stem_bn"], stats.get("stem_bn"))
         n = len(model.blocks) // len(model.WIDTHS)
