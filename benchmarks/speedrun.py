@@ -13,6 +13,7 @@ wall time of its loop. Test accuracy: jaxdl's final test evaluation; torch's mod
 mode (running BatchNorm statistics) on the same test split.
 
     python -m benchmarks.speedrun --seeds 5 --workdir runs/speedrun [--json FILE]
+        [--config.KEY=VALUE ...]   (the experiment's config, as on its command line)
 
 Needs the MNIST files ($JAXDL_DATA_DIR) and torch (`make install-extras`).
 """
@@ -95,13 +96,17 @@ def _stats(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, overrides = parser.parse_known_args(argv)
+    bad = [a for a in overrides if not a.startswith("--config.")]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
     from jaxdl import app
     from jaxdl.config import ConfigError
     from jaxdl.training import build
 
     try:
-        config = app.load_config(EXPERIMENT)
+        config = app.load_config(EXPERIMENT, overrides)
         app.prepare_process(config)
         _, splits = build.load_splits(config)
     except ConfigError as e:
@@ -109,6 +114,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise SystemExit(2) from None
     workdir = Path(args.workdir)
     record = {"benchmark": "speedrun", "experiment": EXPERIMENT, "target": TARGET,
+              "config_overrides": overrides,
               "jaxdl": [], "torch": [], "loadavg_start": list(_loadavg())}
     for seed in range(args.seeds):
         mine = jaxdl_run(config, seed, workdir)

@@ -10,7 +10,37 @@ device, one device (no host-device split), one evaluation at the end. The time t
 the training loop's (`summary.json` train_seconds: first step to last, compile excluded).
 
 Choices were made on the validation split (5,002 of the train images), never on the test
-split; see RESULTS below for the runs.
+split. Validation accuracy of the candidates, one run each (seed 0, 2-core CPU dev VM,
+2026-12-07; loops measured while other runs shared the machine, so not comparable):
+
+| features | dense | epochs | peak lr | batch | validation |
+|---|---:|---:|---:|---:|---:|
+| (16, 32) | 128 | 2 | 0.2 | 128 | 0.9904 |
+| (16, 32) | 128 | 1 | 0.2 / 0.4 | 128 | 0.9864 / 0.9878 |
+| (16, 32) | 128 | 1 | 0.4 | 256 | 0.9854 |
+| (16, 32) | 128 | 1.5 | 0.4 | 128 | 0.9884 |
+| (8, 32) | 128 | 1.5 | 0.4 | 128 | 0.9894 |
+| (12, 24) | 128 | 2 | 0.4 | 128 | 0.9896 |
+| (8, 16) | 64 | 1 / 2 | 0.2 | 128 | 0.9838 / 0.9866 |
+| (8, 16) | 128 | 2 / 3 | 0.4 | 128 | 0.9894 / **0.9916** (pinned) |
+
+RESULTS (`python -m benchmarks.speedrun --seeds 5 --workdir DIR`, 2026-12-07, 2-core AMD
+EPYC CPU dev VM, no GPU, jax 0.10.2, torch 2.13.0+cpu with 2 threads; load average 1.3-2.0;
+1,287 steps each; the whole benchmark, compiles and evaluations included, took 6 min):
+
+| seed | jaxdl loop s | jaxdl test | torch eager loop s | torch test |
+|---:|---:|---:|---:|---:|
+| 0 | 24.0 | 0.9911 | 31.7 | 0.9922 |
+| 1 | 24.6 | 0.9917 | 30.0 | 0.9932 |
+| 2 | 26.3 | 0.9923 | 31.5 | 0.9919 |
+| 3 | 27.7 | 0.9921 | 28.6 | 0.9931 |
+| 4 | 27.3 | 0.9916 | 29.9 | 0.9925 |
+| mean ± sd | 26.0 ± 1.6 | 0.9918 | 30.3 ± 1.3 | 0.9926 |
+
+Every seed reached 99.0% on both sides; jaxdl's loop was 1.17x faster than PyTorch eager's
+(its loop also fetches metrics every 100 steps; torch's does not). The goal of <= 10 s is
+not met: at 1,287 steps that needs ~8 ms a step, and this step takes ~20 ms (XLA:CPU's
+small convolutions; benchmarks/README.md).
 """
 
 import ml_collections

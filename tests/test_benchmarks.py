@@ -121,7 +121,8 @@ def test_compare_torch_tiny(tmp_path):
 
 # Registered model and task each --model name times.
 FAMILIES = {"mlp": ("mlp", "classification"), "mnist_cnn": ("cnn", "classification"),
-            "cnn": ("cnn", "classification"), "resnet20": ("resnet20", "classification"),
+            "cnn": ("cnn", "classification"), "mnist_speedrun": ("cnn", "classification"),
+            "resnet20": ("resnet20", "classification"),
             "resnet56": ("resnet56", "classification"),
             "resnet50": ("resnet50", "classification"), "vgg16": ("vgg16", "classification"),
             "densenet121": ("densenet121", "classification"),

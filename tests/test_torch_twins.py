@@ -103,13 +103,13 @@ def test_torch_resnet50_parameter_count():
     assert sum(p.numel() for p in model.parameters()) == 25_557_032
 
 
-@pytest.mark.parametrize("family", ["mnist_cnn", "resnet20"])
+@pytest.mark.parametrize("family", ["mnist_cnn", "mnist_speedrun", "resnet20"])
 def test_classification_twin_trains_as_jaxdl(family):
     """Model, loss, optimizer and schedule together: from jaxdl's initial weights, the twin's
     step gives jaxdl's compiled train step's loss at each of 3 steps on the same batches (the
     losses of steps 2 and 3 follow the optimizer's updates; ResNet-20's BatchNorm runs on
     batch statistics). A twin with another optimizer, learning rate or weight decay drifts
-    apart by step 2."""
+    apart by step 2. mnist_speedrun: the CNN with BatchNorm, Nesterov and one-cycle."""
     from benchmarks import torch_twins
     from benchmarks.step_throughput import measure
     from jaxdl.training import loop

@@ -4,6 +4,7 @@ needed; the step is still the one the trainer compiles for that config.
 
     mlp          experiments/digits_mlp.py         8x8x1 images, 10 classes, batch 64
     mnist_cnn    experiments/mnist_cnn.py          28x28x1, 10 classes, batch 128 (alias: cnn)
+    mnist_speedrun  experiments/mnist_speedrun.py  28x28x1, 10 classes, batch 128 (BatchNorm)
     resnet20/56  experiments/cifar10_resnet20/56   32x32x3, 10 classes, batch 128
     resnet50     experiments/imagenet_resnet50.py  224x224x3, 1000 classes, batch 1024, bf16
     vgg16        imagenet_resnet50's recipe, model vgg16 (dropout 0.5)
@@ -119,6 +120,7 @@ MODEL_FAMILIES = {
     "mlp": _image_family("digits_mlp", (8, 8, 1), 10),
     "mnist_cnn": _image_family("mnist_cnn", (28, 28, 1), 10),
     "cnn": _image_family("mnist_cnn", (28, 28, 1), 10),
+    "mnist_speedrun": _image_family("mnist_speedrun", (28, 28, 1), 10),
     "resnet20": _image_family("cifar10_resnet20", (32, 32, 3), 10),
     "resnet56": _image_family("cifar10_resnet56", (32, 32, 3), 10),
     "resnet50": _image_family(*IMAGENET),
@@ -135,4 +137,4 @@ MODEL_FAMILIES = {
 }
 # --model names with a PyTorch twin in benchmarks/torch_twins, and experiments whose
 # configs it mirrors.
-COMPARABLE = ("mnist_cnn", "cnn", "resnet20", "resnet56", "resnet50", "lstm_lm", "dcgan")
+COMPARABLE = ("mnist_cnn", "cnn", "mnist_speedrun", "resnet20", "resnet56", "resnet50", "lstm_lm", "dcgan")

@@ -55,8 +55,8 @@ class AlexNet(nn.Module):
         x = x.astype(self.dtype)
         for i, (features, kernel, stride, pad, pool) in enumerate(self.conv_config):
             x = Conv(features, (kernel, kernel), strides=(stride, stride),
-                        padding=((pad, pad), (pad, pad)), dtype=self.dtype,
-                        param_dtype=self.param_dtype, name=f"conv{i + 1}")(x)
+                     padding=((pad, pad), (pad, pad)), dtype=self.dtype,
+                     param_dtype=self.param_dtype, name=f"conv{i + 1}")(x)
             x = nn.relu(x)
             if pool:
                 x = nn.max_pool(x, (3, 3), strides=(2, 2))

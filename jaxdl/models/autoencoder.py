@@ -94,7 +94,7 @@ class _ConvEncoder(nn.Module):
         x = x.astype(self.dtype)
         for width in self.features:  # each halves the height and width
             x = act(Conv(width, (self.kernel_size, self.kernel_size), strides=(2, 2),
-                            padding="SAME", dtype=self.dtype, param_dtype=self.param_dtype)(x))
+                         padding="SAME", dtype=self.dtype, param_dtype=self.param_dtype)(x))
         x = x.reshape((x.shape[0], -1))
         return nn.Dense(self.latent_dim, dtype=self.dtype, param_dtype=self.param_dtype)(x)
 
@@ -125,7 +125,7 @@ class _ConvDecoder(nn.Module):
                 padding="SAME", dtype=self.dtype, param_dtype=self.param_dtype,
                 name=f"ConvTranspose_{i}")(x))
         x = Conv(channels, (self.kernel_size, self.kernel_size), padding="SAME",
-                    dtype=self.dtype, param_dtype=self.param_dtype)(x)
+                 dtype=self.dtype, param_dtype=self.param_dtype)(x)
         return x[:, :height, :width, :]
 
 

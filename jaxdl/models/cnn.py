@@ -40,8 +40,8 @@ class CNN(nn.Module):
         x = x.astype(self.dtype)
         for width in self.features:
             x = Conv(width, (self.kernel_size, self.kernel_size), padding="SAME",
-                        use_bias=not self.batch_norm, dtype=self.dtype,
-                        param_dtype=self.param_dtype)(x)
+                     use_bias=not self.batch_norm, dtype=self.dtype,
+                     param_dtype=self.param_dtype)(x)
             if self.batch_norm:
                 x = batch_norm(train=train, momentum=self.bn_momentum, axis_name=self.axis_name,
                                dtype=self.dtype, param_dtype=self.param_dtype)(x)

@@ -94,7 +94,7 @@ class Transition(nn.Module):
         x = batch_norm(train=train, momentum=self.bn_momentum, axis_name=self.axis_name,
                        dtype=self.dtype, param_dtype=self.param_dtype, name="norm")(x)
         x = Conv(self.features, (1, 1), use_bias=False, kernel_init=_KAIMING_NORMAL,
-                    dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(nn.relu(x))
+                 dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(nn.relu(x))
         return nn.avg_pool(x, (2, 2), strides=(2, 2))
 
 
@@ -134,8 +134,8 @@ class DenseNet(nn.Module):
                                  param_dtype=self.param_dtype)
         x = x.astype(self.dtype)
         x = Conv(self.num_init_features, (7, 7), strides=(2, 2), padding=((3, 3), (3, 3)),
-                    use_bias=False, kernel_init=_KAIMING_NORMAL, dtype=self.dtype,
-                    param_dtype=self.param_dtype, name="conv0")(x)
+                 use_bias=False, kernel_init=_KAIMING_NORMAL, dtype=self.dtype,
+                 param_dtype=self.param_dtype, name="conv0")(x)
         x = nn.relu(norm(name="norm0")(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         for i, num_layers in enumerate(self.block_config, start=1):

@@ -98,8 +98,8 @@ class Discriminator(nn.Module):
         for i in range(self.blocks):
             normed = self.batch_norm and i > 0
             x = Conv(self.width * 2 ** i, (self.kernel_size, self.kernel_size),
-                        strides=(2, 2), padding="SAME", use_bias=not normed, dtype=self.dtype,
-                        param_dtype=self.param_dtype)(x)
+                     strides=(2, 2), padding="SAME", use_bias=not normed, dtype=self.dtype,
+                     param_dtype=self.param_dtype)(x)
             if normed:
                 x = batch_norm(train=train, momentum=self.bn_momentum,
                                axis_name=self.axis_name, dtype=self.dtype,

@@ -77,8 +77,8 @@ class BasicConv2d(nn.Module):
     @nn.compact
     def __call__(self, x, *, train: bool):
         x = Conv(self.features, self.kernel_size, strides=self.strides, padding=self.padding,
-                    use_bias=False, kernel_init=nn.initializers.normal(self.stddev),
-                    dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
+                 use_bias=False, kernel_init=nn.initializers.normal(self.stddev),
+                 dtype=self.dtype, param_dtype=self.param_dtype, name="conv")(x)
         x = batch_norm(train=train, momentum=self.bn_momentum, axis_name=self.axis_name,
                        dtype=self.dtype, param_dtype=self.param_dtype, epsilon=self.bn_epsilon,
                        name="bn")(x)

@@ -76,8 +76,8 @@ class _Block(nn.Module):
 
     def conv(self, features: int, kernel: int, strides: int, name: str) -> Conv:
         return Conv(features, (kernel, kernel), strides=(strides, strides),
-                       padding=_pad(kernel), use_bias=False, kernel_init=conv_init,
-                       dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+                    padding=_pad(kernel), use_bias=False, kernel_init=conv_init,
+                    dtype=self.dtype, param_dtype=self.param_dtype, name=name)
 
     def bn(self, train: bool, name: str, last: bool = False) -> nn.BatchNorm:
         zero = last and self.zero_init_last_bn
@@ -182,8 +182,8 @@ class CifarResNet(_ResNetBase):
         blocks_per_stage = (self.DEPTH - 2) // 6
         x = x.astype(self.dtype)
         x = Conv(self.WIDTHS[0], (3, 3), padding=_pad(3), use_bias=False,
-                    kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype,
-                    name="stem_conv")(x)
+                 kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype,
+                 name="stem_conv")(x)
         x = nn.relu(self.stem_bn(train)(x))
         for i, width in enumerate(self.WIDTHS):
             for j in range(blocks_per_stage):
@@ -204,8 +204,8 @@ class ImageNetResNet(_ResNetBase):
     def __call__(self, x, *, train: bool):
         x = x.astype(self.dtype)
         x = Conv(self.WIDTHS[0], (7, 7), strides=(2, 2), padding=_pad(7), use_bias=False,
-                    kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype,
-                    name="stem_conv")(x)
+                 kernel_init=conv_init, dtype=self.dtype, param_dtype=self.param_dtype,
+                 name="stem_conv")(x)
         x = nn.relu(self.stem_bn(train)(x))
         x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=_pad(3))
         for i, (width, size) in enumerate(zip(self.WIDTHS, self.STAGE_SIZES)):

@@ -60,7 +60,7 @@ class _VGGBase(nn.Module):
                 x = max_pool(x, (2, 2), strides=(2, 2))
                 continue
             x = Conv(entry, (3, 3), padding=((1, 1), (1, 1)), kernel_init=conv_init,
-                        dtype=self.dtype, param_dtype=self.param_dtype)(x)
+                     dtype=self.dtype, param_dtype=self.param_dtype)(x)
             if self.BATCH_NORM:
                 x = batch_norm(train=train, momentum=self.bn_momentum,
                                epsilon=self.bn_epsilon, axis_name=self.axis_name,
