@@ -1,5 +1,6 @@
-"""Small shared pieces of the model files: activations and normalisation by name, a
-transposed convolution whose kernel gradient avoids a slow XLA CPU path, and random draws
+"""Small shared pieces of the model files: activations and normalisation by name, the
+convolution every model uses (`Conv`) and a transposed convolution, both with a kernel
+gradient that avoids a slow XLA CPU path, max pooling with a fast gradient, and random draws
 made per example (`per_example_rngs`, `ExampleKeys`) so that they do not depend on how a
 batch is split over devices."""
 
@@ -172,7 +173,7 @@ class ConvTransposeFastGrad(nn.Module):
 # it runs on a single thread (measured: cpu time / wall 1.0), while the forward pass and the
 # input gradient use both cores. For a 3x3, 16 -> 16 channel layer on 32x32 maps, batch 128,
 # the weight gradient took 50-180 ms against 7-9 ms for each of the other two (2-core CPU dev
-# VM; benchmarks/conv_grad.py). Written as kh*kw matmuls, one per kernel tap, each of the
+# VM; benchmarks/README.md). Written as kh*kw matmuls, one per kernel tap, each of the
 # input window shifted by that tap against the output gradient, it runs on both cores.
 
 
@@ -183,7 +184,7 @@ def _unit(values) -> bool:
 def _tap_matmul_supported(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
                           feature_group_count, batch_group_count) -> bool:
     """The case the tap-matmul weight gradient covers: 2-D, channels last (NHWC input, HWIO
-    kernel, NHWC output), explicit padding, no dilation, no groups."""
+    kernel, NHWC output), no dilation, no groups."""
     if lhs.ndim != 4 or rhs.ndim != 4:
         return False
     dn = dimension_numbers
