@@ -22,12 +22,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 EXPERIMENT = "mnist_speedrun"
 TARGET = 0.99
@@ -67,11 +67,12 @@ def torch_run(config, splits, seed: int, total_steps: int) -> dict:
             done += 1
     seconds = time.perf_counter() - start
     model = step.model.eval()
-    correct = 0
+    correct = 0.0
     with torch.no_grad():
-        for rows in np.array_split(np.arange(len(test)), -(-len(test) // config.data.eval_batch_size)):
-            tx, ty = twins.to_torch_batch(test.take(rows), step.memory_format)
-            correct += int((model(tx).argmax(-1) == ty).sum())
+        for batch in pipeline.eval_batches(test, config.data.eval_batch_size):
+            tx, ty = twins.to_torch_batch(batch, step.memory_format)
+            hits = (model(tx).argmax(-1) == ty).numpy()
+            correct += float((hits * batch["mask"]).sum())  # padding rows weigh 0
     return {"seconds": seconds, "test_accuracy": correct / len(test), "steps": done}
 
 
@@ -115,7 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     workdir = Path(args.workdir)
     record = {"benchmark": "speedrun", "experiment": EXPERIMENT, "target": TARGET,
               "config_overrides": overrides,
-              "jaxdl": [], "torch": [], "loadavg_start": list(_loadavg())}
+              "jaxdl": [], "torch": [], "loadavg_start": os.getloadavg()}
     for seed in range(args.seeds):
         mine = jaxdl_run(config, seed, workdir)
         record["jaxdl"].append({"seed": seed, **mine})
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
             record["torch"].append({"seed": seed, **theirs})
             line += f"; torch {theirs['seconds']:.1f} s, test {theirs['test_accuracy']:.4f}"
         print(line, flush=True)
-    record["loadavg_end"] = list(_loadavg())
+    record["loadavg_end"] = os.getloadavg()
     print(f"\n| side | loop time, mean ± sd over {args.seeds} seeds | test accuracy, mean "
           f"(min) | seeds >= {TARGET} |\n|---|---:|---:|---:|")
     print(f"| jaxdl | {_stats(record['jaxdl'])} |")
@@ -135,14 +136,6 @@ def main(argv: list[str] | None = None) -> dict:
         with open(args.json, "a") as f:
             f.write(json.dumps(record) + "\n")
     return record
-
-
-def _loadavg() -> tuple[float, float, float]:
-    try:
-        import os
-        return os.getloadavg()
-    except OSError:
-        return (float("nan"),) * 3
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import pytest
 
 from jaxdl.models import layers
 from jaxdl.models.cnn import CNN
+from layer_checks import close, outputs_and_gradients, random_params
 
 CASES = [  # (input shape, features, kernel, strides, padding, extra Conv fields)
     ((2, 7, 7, 3), 4, (3, 3), (1, 1), "SAME", {}),
@@ -25,12 +26,6 @@ CASES = [  # (input shape, features, kernel, strides, padding, extra Conv fields
 ]
 
 
-def _close(got, expected, **tolerance):
-    assert jax.tree.structure(got) == jax.tree.structure(expected)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
-        np.testing.assert_allclose(a, b, **tolerance)
-
-
 @pytest.mark.parametrize("shape,features,kernel_size,strides,padding,extra", CASES)
 def test_same_output_and_gradients_as_nn_conv(shape, features, kernel_size, strides, padding,
                                               extra):
@@ -38,24 +33,10 @@ def test_same_output_and_gradients_as_nn_conv(shape, features, kernel_size, stri
               "padding": padding, **extra}
     modules = nn.Conv(**kwargs), layers.Conv(**kwargs)
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-    params = jax.tree.map(
-        lambda s: np.random.default_rng(0).standard_normal(s.shape).astype(s.dtype),
-        jax.eval_shape(modules[0].init, jax.random.PRNGKey(0), x))
-    out_shape = jax.eval_shape(modules[0].apply, params, x).shape
-    weights = np.random.default_rng(2).standard_normal(out_shape).astype(np.float32)
-
-    @jax.jit  # one compilation for both modules
-    def run(params, x):
-        results = []
-        for module in modules:
-            def loss(p, x, module=module):
-                return jnp.sum(weights * jnp.sin(module.apply(p, x)))
-            results.append((module.apply(params, x), jax.grad(loss, argnums=(0, 1))(params, x)))
-        return results
-
-    (out, grads), (fast_out, fast_grads) = run(params, x)
-    _close(fast_out, out, rtol=0, atol=0)  # the forward is lax's convolution itself
-    _close(fast_grads, grads, rtol=1e-4, atol=1e-4)
+    params = random_params(modules[0], x)
+    (out, grads), (fast_out, fast_grads) = outputs_and_gradients(modules, params, x)
+    close(fast_out, out, rtol=0, atol=0)  # the forward is lax's convolution itself
+    close(fast_grads, grads, rtol=1e-4, atol=1e-4)
 
 
 def _kernel_gradient_hlo(module, x, platform):
@@ -93,9 +74,7 @@ def test_second_order_gradient_matches():
     penalty, as in WGAN-GP, goes through it)."""
     kwargs = {"features": 2, "kernel_size": (3, 3), "strides": (2, 2), "padding": "SAME"}
     x = np.random.default_rng(1).standard_normal((1, 5, 5, 2)).astype(np.float32)
-    params = jax.tree.map(
-        lambda s: np.random.default_rng(0).standard_normal(s.shape).astype(s.dtype),
-        jax.eval_shape(nn.Conv(**kwargs).init, jax.random.PRNGKey(0), x))
+    params = random_params(nn.Conv(**kwargs), x)
 
     def input_gradient_norm(module, params):
         dx = jax.grad(lambda x: jnp.sum(jnp.tanh(module.apply(params, x))))(x)
@@ -107,4 +86,4 @@ def test_second_order_gradient_matches():
                 for m in (nn.Conv, layers.Conv)]
 
     expected, got = second_order(params)
-    _close(got, expected, rtol=1e-4, atol=1e-5)
+    close(got, expected, rtol=1e-4, atol=1e-5)

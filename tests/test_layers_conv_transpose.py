@@ -11,6 +11,7 @@ import pytest
 
 from jaxdl.models.gan import Generator
 from jaxdl.models.layers import ConvTransposeFastGrad
+from layer_checks import close, outputs_and_gradients, random_params
 
 CASES = [  # (input shape, features, kernel, strides, padding, use_bias)
     ((2, 7, 7, 6), 4, (4, 4), (2, 2), "SAME", False),
@@ -22,20 +23,6 @@ CASES = [  # (input shape, features, kernel, strides, padding, use_bias)
 ]
 
 
-def _close(got, expected, **tolerance):
-    assert jax.tree.structure(got) == jax.tree.structure(expected)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(expected)):
-        np.testing.assert_allclose(a, b, **tolerance)
-
-
-def _random_params(module, x, seed=0):
-    """Parameters of `module` (shapes from eval_shape) drawn on the host: compiling the
-    initialisers costs seconds per module."""
-    rng = np.random.default_rng(seed)
-    shapes = jax.eval_shape(module.init, jax.random.PRNGKey(0), x)
-    return jax.tree.map(lambda s: rng.standard_normal(s.shape).astype(s.dtype), shapes)
-
-
 @pytest.mark.parametrize("shape,features,kernel_size,strides,padding,use_bias", CASES)
 def test_same_output_and_gradients_as_nn_conv_transpose(
         shape, features, kernel_size, strides, padding, use_bias):
@@ -43,24 +30,11 @@ def test_same_output_and_gradients_as_nn_conv_transpose(
               "padding": padding, "use_bias": use_bias}
     modules = nn.ConvTranspose(**kwargs), ConvTransposeFastGrad(**kwargs)
     x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
-    params = _random_params(modules[0], x)
-    assert jax.tree.structure(_random_params(modules[1], x)) == jax.tree.structure(params)
-    weights = np.random.default_rng(2).standard_normal(
-        jax.eval_shape(modules[0].apply, params, x).shape).astype(np.float32)
-
-    @jax.jit  # one compilation for both modules
-    def run(params, x):
-        results = []
-        for module in modules:
-            def loss(p, x, module=module):
-                return jnp.sum(weights * jnp.sin(module.apply(p, x)))
-
-            results.append((module.apply(params, x), jax.grad(loss, argnums=(0, 1))(params, x)))
-        return results
-
-    (out, grads), (fast_out, fast_grads) = run(params, x)
-    _close(fast_out, out, rtol=1e-5, atol=1e-5)
-    _close(fast_grads, grads, rtol=1e-4, atol=1e-4)
+    params = random_params(modules[0], x)
+    assert jax.tree.structure(random_params(modules[1], x)) == jax.tree.structure(params)
+    (out, grads), (fast_out, fast_grads) = outputs_and_gradients(modules, params, x)
+    close(fast_out, out, rtol=1e-5, atol=1e-5)
+    close(fast_grads, grads, rtol=1e-4, atol=1e-4)
 
 
 def test_same_parameters_and_initialisers_as_nn_conv_transpose():
@@ -68,14 +42,14 @@ def test_same_parameters_and_initialisers_as_nn_conv_transpose():
     x = jnp.ones((1, 3, 3, 2))
     expected, got = jax.jit(lambda key: [module(**kwargs).init(key, x) for module in (
         nn.ConvTranspose, ConvTransposeFastGrad)])(jax.random.PRNGKey(0))
-    _close(got, expected, rtol=0, atol=0)
+    close(got, expected, rtol=0, atol=0)
 
 
 def test_second_order_gradient_matches():
     """The backward pass is made of JAX ops, so it differentiates again."""
     kwargs = {"features": 2, "kernel_size": (4, 4), "strides": (2, 2), "padding": "SAME"}
     x = np.random.default_rng(1).standard_normal((1, 3, 3, 2)).astype(np.float32)
-    params = _random_params(nn.ConvTranspose(**kwargs), x)
+    params = random_params(nn.ConvTranspose(**kwargs), x)
 
     def input_gradient_norm(module, params):
         dx = jax.grad(lambda x: jnp.sum(jnp.tanh(module.apply(params, x))))(x)
@@ -87,7 +61,7 @@ def test_second_order_gradient_matches():
                 for module in (nn.ConvTranspose, ConvTransposeFastGrad)]
 
     expected, got = second_order(params)
-    _close(got, expected, rtol=1e-4, atol=1e-5)
+    close(got, expected, rtol=1e-4, atol=1e-5)
 
 
 def test_dcgan_generator_keeps_nn_conv_transpose_names():
