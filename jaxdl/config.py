@@ -254,7 +254,8 @@ def schema() -> dict[str, Any]:
                                             "(with logging.mlflow)"),
             "profile_steps": Field(str, default="", check=_profile_steps,
                                    help="'START:END': a jax.profiler trace of train steps "
-                                        "START..END in <workdir>/plugins/profile; '' = off"),
+                                        "START..END in <workdir>/profile, and profile/ops.md: "
+                                        "where their time went, per op; '' = off"),
         },
     }
 

@@ -184,6 +184,14 @@ def test_profile_leaves_a_trace_tensorboard_lists(tmp_path):
     traces = list((tmp_path / "profile").glob("plugins/profile/*/*.xplane.pb"))
     assert len(traces) == 1 and traces[0].stat().st_size > 0
     assert (tmp_path / "summary.json").is_file()
+    # ops.md: where the 3 traced steps' time went, the ops named by the model code
+    ops = (tmp_path / "profile" / "ops.md").read_text()
+    assert ops.startswith("# profile: 3 steps traced into "), ops
+    rows = [line.split(" | ") for line in ops.splitlines() if line.startswith("| ")]
+    sources = [row[1] for row in rows if len(row) == 5 and row[0] != "| op"]
+    assert any(s.startswith("forward: ") for s in sources), ops
+    assert any(s.startswith("backward: ") for s in sources), ops
+    assert "| dot_general |" in ops or "| conv_general_dilated |" in ops, ops
 
 
 @pytest.mark.parametrize("value, message", [

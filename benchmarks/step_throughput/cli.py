@@ -8,6 +8,7 @@ import importlib.util
 import math
 import sys
 import tempfile
+from pathlib import Path
 
 from benchmarks.step_throughput import compare, families, measure, report
 
@@ -53,11 +54,20 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="the convolutions' weight gradient: jaxdl's on CPU (one matmul "
                              "per kernel tap, jaxdl/models/layers.py) or XLA's own (the A/B "
                              "of that choice)")
+    parser.add_argument("--profile", default=None, metavar="DIR",
+                        help="after timing, trace --profile_steps more steps with "
+                             "jax.profiler into DIR and print the ops that took the most "
+                             "time, named by the model code they came from "
+                             "(jaxdl/training/op_profile.py)")
+    parser.add_argument("--profile_steps", type=int, default=10,
+                        help="with --profile: steps traced")
+    parser.add_argument("--profile_ops", type=int, default=15,
+                        help="with --profile: rows of the table (the ops with most time)")
     parser.add_argument("--json", default=None, help="append one JSON record (a line) here")
     parser.add_argument("--no_header", action="store_true",
                         help="print only the Markdown row, not the table header")
     args, rest = parser.parse_known_args(argv)
-    for name in ("steps", "repeats", "batches"):
+    for name in ("steps", "repeats", "batches", "profile_steps", "profile_ops"):
         if getattr(args, name) < 1:
             parser.error(f"--{name} must be >= 1")
     if min(args.warmup, args.batch_size, args.max_in_flight or 0) < 0:
@@ -70,6 +80,8 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     if args.compare and args.model and args.model not in families.COMPARABLE:
         parser.error(f"--compare torch has references for --model {', '.join(families.COMPARABLE)} "
                      f"(and --experiment mnist_cnn), not {args.model!r}")
+    if args.compare and args.profile:
+        parser.error("--profile traces jaxdl's step alone; run it without --compare")
     if args.compare and args.warmup < 1:
         parser.error("--compare needs --warmup >= 1: the first step checks that both sides "
                      "start from the same loss")
@@ -206,5 +218,28 @@ def main(argv: list[str] | None = None) -> dict:
         print(report.HEADER)
         print(report.SEPARATOR)
     print(report.markdown_row(record), flush=True)
+    if args.profile:
+        record["profile"] = profile_step(trainer, args, max_in_flight)
     report.append_json(args.json, record)
     return record
+
+
+def profile_step(trainer, args, max_in_flight: int) -> dict:
+    """Traces `args.profile_steps` steps into `args.profile`; prints and returns the ops that
+    took the most time (`jaxdl.training.op_profile`)."""
+    import jax
+
+    from jaxdl.training import op_profile
+
+    runner = measure.JaxdlSteps(trainer, batches=args.batches, max_in_flight=max_in_flight)
+    runner.run(1)  # the first step after a new runner places fresh batches: not traced
+    directory = Path(args.profile)
+    before = set(directory.rglob(op_profile.TRACE_GLOB))
+    with jax.profiler.trace(str(directory), create_perfetto_trace=True):
+        runner.run(args.profile_steps)
+    runner.finish()
+    found = op_profile.report(op_profile.find_trace(directory, before), args.profile_steps,
+                              trainer.train_step_hlo(), limit=args.profile_ops)
+    print("\n" + op_profile.report_markdown(found, trainer.backend.num_devices,
+                                            limit=args.profile_ops), flush=True)
+    return found

@@ -173,6 +173,7 @@ class Trainer:
     finetune: Any = None  # `finetune.Finetune` when config.finetune freezes or scales
     prune: Any = None  # `prune.Prune` when config.prune prunes
     notes: tuple[str, ...] = ()  # lines for the start log (the finetune groups)
+    train_step_hlo: Any = None  # () -> the compiled train step's optimized HLO text
 
     def train_batch(self, step: int) -> dict[str, np.ndarray]:
         """The host batch of global step `step` (0-based), mask included."""
@@ -352,7 +353,8 @@ def _place_and_compile(config, dataset, splits, plan, backend, task, tx, example
                    eval_splits=eval_splits, train_step=guarded(train_step),
                    eval_step=guarded(eval_step), eval_totals=eval_totals,
                    compile_seconds=train_seconds + eval_seconds,
-                   train_step_cost=train_step.cost(), feed=feed)
+                   train_step_cost=train_step.cost(), feed=feed,
+                   train_step_hlo=train_step.hlo_text)
 
 
 def _compile_eval(config, backend, task, state, abstract_state, splits):

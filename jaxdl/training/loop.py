@@ -48,7 +48,8 @@ def make_hooks(config, trainer: Trainer, workdir: Path,
     if config.logging.profile_steps:
         first, last = profiling.parse_steps(config.logging.profile_steps,
                                             trainer.plan.total_steps)
-        hooks.append(profiling.Profile(runs.RunDir(workdir).profile, first, last))
+        hooks.append(profiling.Profile(runs.RunDir(workdir).profile, first, last,
+                                       trainer.train_step_hlo, trainer.backend.num_devices))
     if optim.observes(trainer.abstract_state.opt_state):  # a plateau schedule
         hooks.append(plateau.PlateauMonitor(config.checkpoint.mode))
     hooks += [early_stopping.EarlyStopping(config),

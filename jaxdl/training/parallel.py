@@ -239,6 +239,10 @@ class _CompiledStep:
                                         - memory.alias_size_in_bytes)
         return out
 
+    def hlo_text(self) -> str:
+        """The optimized HLO of the compiled program: what a profile's op names refer to."""
+        return self._compiled.as_text()
+
     def __call__(self, state, batch, *carry):
         try:
             return self._dispatched(self._compiled(state, batch, *carry))
