@@ -203,3 +203,74 @@ def test_suite_table_per_model_with_efficiency_columns():
     assert "GFLOP/step | TFLOP/s | MFU | memory MiB/device |" in table[0]
     cells = [c.strip() for c in table[3].strip("|").split("|")]
     assert cells[:2] == ["mlp", "pmap"] and cells[-4:] == ["1", "0.00625", "n/a", "1"]
+
+
+def _compare_record(model, round_index, jaxdl_ms, torch_ms, load=1.0):
+    """A step_throughput --compare record as the suite reads it: jaxdl and torch sides."""
+    sides = {"jaxdl": {"ms_per_step_median": jaxdl_ms}}
+    for name, ms in torch_ms.items():
+        sides[name] = {"ms_per_step_median": ms, "jaxdl_ratio": ms / jaxdl_ms,
+                       "jaxdl_ratio_per_window_median": ms / jaxdl_ms * 1.01}
+    return {"experiment": model, "backend": "pmap", "num_devices": 2, "batch_size": 128,
+            "round": round_index, "loadavg_start": [load, load, load], "sides": sides}
+
+
+def test_suite_compare_table_names_who_reaches_torch_eager():
+    """--compare's summary: per model, medians over rounds of each side's ms/step and of
+    jaxdl's speed over it; a side a round lacks (torch.compile failed) is left out of its
+    medians; the closing line names the models at >= 1.0x torch eager and those below."""
+    from benchmarks import suite
+
+    records = [_compare_record("dcgan", 0, 40.0, {"torch eager": 50.0, "torch.compile": 60.0}),
+               _compare_record("dcgan", 1, 44.0, {"torch eager": 55.0}),
+               _compare_record("resnet20", 0, 800.0, {"torch eager": 400.0}),
+               _compare_record("resnet20", 1, 700.0, {"torch eager": 420.0})]
+    rows = suite.summarize_compare(records)
+    assert [r["model"] for r in rows] == ["dcgan", "resnet20"]
+    dcgan, resnet = rows
+    assert dcgan["jaxdl_ms"] == pytest.approx(42.0)
+    assert dcgan["sides"]["torch eager"]["ratio"] == pytest.approx((50 / 40 + 55 / 44) / 2)
+    assert dcgan["sides"]["torch.compile"]["ratio"] == pytest.approx(1.5)  # one round only
+    assert resnet["sides"]["torch eager"]["ratio"] == pytest.approx((0.5 + 0.6) / 2)
+    assert "torch.compile" not in resnet["sides"]
+    table = suite.compare_markdown(rows).splitlines()
+    resnet_cells = [c.strip() for c in table[3].strip("|").split("|")]
+    assert resnet_cells[0] == "resnet20" and resnet_cells[-2:] == ["n/a", "n/a"]
+    assert resnet_cells[5] == "**0.55** (0.56)"
+    assert table[-1] == "jaxdl >= 1.0x torch eager: dcgan; below: resnet20 0.55x"
+
+
+def test_suite_compare_refuses_what_it_would_ignore():
+    """--compare keeps each experiment's own parallel setting, so --backends and
+    --host_devices are refused (not ignored), as are models without a PyTorch twin."""
+    for argv, message in ((["--backends", "pmap"], "own parallel setting"),
+                          (["--host_devices", "1"], "own parallel setting"),
+                          (["--models", "vae"], "no PyTorch twin for vae"),
+                          (["--experiment", "mnist_cnn"], "takes --models")):
+        result = subprocess.run([sys.executable, "-m", "benchmarks.suite", "--compare",
+                                 "torch", *argv], cwd=REPO, capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode == 2 and message in result.stderr, (argv, result.stderr)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None,
+                    reason="torch is not installed: an optional extra (`make install-extras`, "
+                           "which CI runs)")
+def test_suite_compare_torch_tiny(tmp_path):
+    """The bar end to end on the speedrun's small CNN, a few steps: one process, the
+    experiment's own setting (1 device, whatever the caller's XLA_FLAGS forced), a row with
+    jaxdl's speed over torch eager and the closing line."""
+    out = tmp_path / "suite.jsonl"
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.suite", "--compare", "torch", "--models",
+         "mnist_speedrun", "--no_torch_compile", "--batch_size", "16", "--steps", "4",
+         "--warmup", "1", "--repeats", "2", "--json", str(out)],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    context = f"\nstdout:\n{result.stdout}\nstderr:\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, context
+    record = json.loads(out.read_text().splitlines()[-1])
+    assert record["experiment"] == "mnist_speedrun" and record["num_devices"] == 1, context
+    ratio = record["sides"]["torch eager"]["jaxdl_ratio"]
+    row = [line for line in result.stdout.splitlines() if line.startswith("| mnist_speedrun |")]
+    assert len(row) == 1 and f"**{ratio:.2f}**" in row[0], context
+    assert "jaxdl >= 1.0x torch eager: " in result.stdout.splitlines()[-1], context

@@ -50,10 +50,11 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
                         help="also time a warm compile: build the trainer twice with the "
                              "persistent compilation cache in a fresh temporary directory "
                              "(the first build fills it, the second reads it)")
-    parser.add_argument("--conv_grad", choices=("taps", "xla"), default="taps",
-                        help="the convolutions' weight gradient: jaxdl's on CPU (one matmul "
-                             "per kernel tap, jaxdl/models/layers.py) or XLA's own (the A/B "
-                             "of that choice)")
+    parser.add_argument("--conv_grad", choices=("jaxdl", "xla"), default="jaxdl",
+                        help="the convolutions' weight gradient: as the models take it (on "
+                             "CPU, reading the input from its own buffer; "
+                             "jaxdl/models/layers.py) or as lax.conv_general_dilated alone "
+                             "does (the A/B of that choice)")
     parser.add_argument("--profile", default=None, metavar="DIR",
                         help="after timing, trace --profile_steps more steps with "
                              "jax.profiler into DIR and print the ops that took the most "
@@ -113,8 +114,8 @@ def load_config(args: argparse.Namespace, overrides: list[str]):
 
 def conv_grad_context(choice: str):
     """A context in which the models' convolutions trace with `choice`'s weight gradient:
-    'taps' is what they do anyway; 'xla' is lax's own (`jaxdl.models.layers.plain_convolutions`)."""
-    if choice == "taps":
+    'jaxdl' is what they do anyway; 'xla' is lax's own (`jaxdl.models.layers.plain_convolutions`)."""
+    if choice == "jaxdl":
         return contextlib.nullcontext()
     from jaxdl.models import layers
     return layers.plain_convolutions()

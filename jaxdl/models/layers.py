@@ -169,100 +169,72 @@ class ConvTransposeFastGrad(nn.Module):
 
 # --- convolution with a weight gradient fast on XLA:CPU ---------------------------------------
 #
-# XLA:CPU computes a convolution's weight gradient as one "backward filter" convolution that
-# it runs on a single thread (measured: cpu time / wall 1.0), while the forward pass and the
-# input gradient use both cores. For a 3x3, 16 -> 16 channel layer on 32x32 maps, batch 128,
-# the weight gradient took 50-180 ms against 7-9 ms for each of the other two (2-core CPU dev
-# VM; benchmarks/README.md). Written as kh*kw matmuls, one per kernel tap, each of the
-# input window shifted by that tap against the output gradient, it runs on both cores.
+# XLA:CPU takes a convolution's weight gradient as a "backward filter" convolution that reads
+# the layer's input through a transpose (batch to the minor axis). Its fusion pass folds the
+# elementwise ops that produced that input (BatchNorm, ReLU, pooling, a residual sum, reaching
+# back over several blocks) into the transpose, so they are recomputed in a cache-hostile
+# order: in ResNet-20 those transposes were 35-40% of the step (benchmarks/README.md, "Where
+# the step's time goes"). Handing the weight gradient the input as the output of a
+# conditional, which XLA does not fuse through (XLA:CPU drops optimization barriers before it
+# fuses), leaves XLA's own convolution reading a plain buffer: the same gradient, 1.2x
+# (ResNet-20) to 1.7x (mnist_cnn) faster steps on the 2-core CPU dev VM.
 
 
-def _unit(values) -> bool:
-    return values is None or all(int(v) == 1 for v in values)
+def _own_buffer(x, kernel):
+    """`x`, computed into its own buffer on XLA:CPU. The predicate is a replicated value
+    (the kernel's first entry equals itself), so no device waits for another; the other
+    branch (taken only when that entry is NaN) returns the same values through a select
+    that XLA folds away, so that JAX, which prunes a conditional whose every branch only
+    forwards its operand, keeps this one."""
+    first = kernel.reshape(-1)[0]
+    return lax.cond(first == first, lambda v: v,
+                    lambda v: jnp.where(jnp.isnan(v), v, v), x)
 
 
-def _tap_matmul_supported(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers,
-                          feature_group_count, batch_group_count) -> bool:
-    """The case the tap-matmul weight gradient covers: 2-D, channels last (NHWC input, HWIO
-    kernel, NHWC output), no dilation, no groups."""
-    if lhs.ndim != 4 or rhs.ndim != 4:
-        return False
-    dn = dimension_numbers
-    if isinstance(dn, lax.ConvDimensionNumbers):  # what nn.Conv passes
-        channels_last = dn == lax.conv_dimension_numbers(lhs.shape, rhs.shape,
-                                                         ("NHWC", "HWIO", "NHWC"))
-    else:
-        channels_last = tuple(dn or ()) == ("NHWC", "HWIO", "NHWC")
-    return (channels_last and _unit(lhs_dilation) and _unit(rhs_dilation)
-            and feature_group_count == 1 and batch_group_count == 1)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _conv_own_buffer_grad(x, kernel, conv_kwargs):
+    return lax.conv_general_dilated(x, kernel, **dict(conv_kwargs))
 
 
-def _tap_slices(x_padded, kernel_hw, strides, out_hw):
-    """The input window under each kernel tap (i, j): x_padded[:, i::sh, j::sw] cut to the
-    output's size, in row-major tap order (HWIO's)."""
-    (kh, kw), (sh, sw), (oh, ow) = kernel_hw, strides, out_hw
-    return [x_padded[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
-            for i in range(kh) for j in range(kw)]
+def _conv_own_buffer_grad_fwd(x, kernel, conv_kwargs):
+    return _conv_own_buffer_grad(x, kernel, conv_kwargs), (x, kernel)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
-def _conv_tap_grad(x, kernel, strides, padding, precision):
-    return lax.conv_general_dilated(x, kernel, strides, padding, precision=precision,
-                                    dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-def _conv_tap_grad_fwd(x, kernel, strides, padding, precision):
-    return _conv_tap_grad(x, kernel, strides, padding, precision), (x, kernel)
-
-
-def _conv_tap_grad_bwd(strides, padding, precision, residuals, g):
+def _conv_own_buffer_grad_bwd(conv_kwargs, residuals, g):
     x, kernel = residuals
-    _, plain_vjp = jax.vjp(lambda x, kernel: lax.conv_general_dilated(
-        x, kernel, strides, padding, precision=precision,
-        dimension_numbers=("NHWC", "HWIO", "NHWC")), x, kernel)
+    kwargs = dict(conv_kwargs)
+    input_grad = jax.vjp(lambda x: lax.conv_general_dilated(x, kernel, **kwargs), x)[1](g)[0]
 
-    def tap_matmuls(x, g):
-        x_padded = jnp.pad(x, ((0, 0), *padding, (0, 0)))
-        kh, kw, cin, cout = kernel.shape
-        g_rows = g.reshape(-1, cout)
-        taps = [jnp.matmul(tap.reshape(-1, cin).T, g_rows, precision=precision)
-                for tap in _tap_slices(x_padded, (kh, kw), strides, g.shape[1:3])]
-        return jnp.stack(taps).reshape(kernel.shape).astype(kernel.dtype)
+    def kernel_grad(x, g):
+        return jax.vjp(lambda k: lax.conv_general_dilated(x, k, **kwargs), kernel)[1](g)[0]
 
-    input_grad, _ = plain_vjp(g)  # XLA drops the unused kernel gradient
-    # Chosen when lowering: the taps on CPU, XLA's own convolution elsewhere.
-    kernel_grad = lax.platform_dependent(x, g, cpu=tap_matmuls,
-                                         default=lambda x, g: plain_vjp(g)[1])
-    return input_grad, kernel_grad
+    # Chosen when lowering: the input in its own buffer on CPU; as lax has it elsewhere.
+    return input_grad, lax.platform_dependent(
+        x, g, cpu=lambda x, g: kernel_grad(_own_buffer(x, kernel), g), default=kernel_grad)
 
 
-_conv_tap_grad.defvjp(_conv_tap_grad_fwd, _conv_tap_grad_bwd)
+_conv_own_buffer_grad.defvjp(_conv_own_buffer_grad_fwd, _conv_own_buffer_grad_bwd)
+
+
+def _hashable(value):
+    if isinstance(value, (list, tuple)) and not hasattr(value, "_fields"):  # not a namedtuple
+        return tuple(_hashable(v) for v in value)
+    return value
 
 
 def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None,
                          rhs_dilation=None, dimension_numbers=None, feature_group_count=1,
                          batch_group_count=1, precision=None, preferred_element_type=None):
-    """`lax.conv_general_dilated` with the same forward and input gradient everywhere, and on
-    CPU, for the case `_tap_matmul_supported` names, the weight gradient as one matmul per
-    kernel tap (see above; equal to XLA's to float32 rounding). Other platforms and cases
-    get lax's own weight gradient, so nothing changes on GPU/TPU. The platform is chosen
-    in the backward pass only, so tools that intercept the forward convolution (Qwix) see
-    lax's call."""
-    plain = functools.partial(
-        lax.conv_general_dilated, window_strides=window_strides, padding=padding,
-        lhs_dilation=lhs_dilation, rhs_dilation=rhs_dilation,
-        dimension_numbers=dimension_numbers, feature_group_count=feature_group_count,
-        batch_group_count=batch_group_count, precision=precision,
-        preferred_element_type=preferred_element_type)
-    if preferred_element_type is not None or not _tap_matmul_supported(
-            lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count,
-            batch_group_count):
-        return plain(lhs, rhs)
-    strides = tuple(int(s) for s in window_strides)
-    if isinstance(padding, str):
-        padding = lax.padtype_to_pads(lhs.shape[1:3], rhs.shape[:2], strides, padding)
-    padding = tuple((int(lo), int(hi)) for lo, hi in padding)
-    return _conv_tap_grad(lhs, rhs, strides, padding, precision)
+    """`lax.conv_general_dilated`: the same forward, input gradient and weight gradient
+    (lax's own, as XLA computes them) on every platform; on CPU the weight gradient reads
+    the input from its own buffer (see above). The platform is chosen in the backward pass
+    only, so tools that intercept the forward convolution (Qwix) see lax's call."""
+    kwargs = dict(window_strides=window_strides, padding=padding, lhs_dilation=lhs_dilation,
+                  rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+                  feature_group_count=feature_group_count,
+                  batch_group_count=batch_group_count, precision=precision,
+                  preferred_element_type=preferred_element_type)
+    return _conv_own_buffer_grad(lhs, rhs, tuple((k, _hashable(v)) for k, v in kwargs.items()))
 
 
 class Conv(nn.Conv):
@@ -274,8 +246,8 @@ class Conv(nn.Conv):
 
 def plain_convolutions():
     """A context in which every `Conv` traces with `lax.conv_general_dilated` itself, as
-    nn.Conv does (XLA's own weight gradient on every platform): the benchmarks' A/B of the
-    weight gradient (`--conv_grad xla`). A Flax method interceptor, active only inside the
+    nn.Conv does (XLA's weight gradient reading the input wherever XLA fuses it): the
+    benchmarks' A/B of the weight gradient (`--conv_grad xla`). A Flax method interceptor, active only inside the
     `with` block."""
 
     def plain(next_fun, args, kwargs, context):
