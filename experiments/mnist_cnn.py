@@ -3,14 +3,15 @@
 Command:
     python -m experiments.mnist_cnn --workdir=runs/mnist_cnn
 
-Expected result (measured 2026-12-07 on the 2-core AMD EPYC CPU dev machine, no GPU, jax
-0.10.2, pmap over 2 host devices, the device feed): test accuracy 0.9926 (the Flax example
-reports 0.9917 after 10 epochs), validation 0.9906 (its best, at step 3,861), after 10
-epochs = 4,290 steps and 10 evaluations; training loop 561 s, whole command 588 s (a test
-run shared the machine for part of it). Before the convolutions took their weight gradient
-as per-tap matmuls (jaxdl/models/layers.py), the same config gave test 0.9928 and validation
-0.9908: float32 rounding of the gradients, carried over 4,290 steps. On the idle machine
-(2026-11-21) the loop took 182 s (3,200 examples/s) and reached test 0.9931. Needs the MNIST
+Expected result (measured 2026-12-07, 20:33-20:36 UTC, on the 2-core AMD EPYC CPU dev VM
+with AVX-512, no GPU, jax 0.10.2, pmap over 2 host devices, the device feed, nothing else of
+ours running): test accuracy 0.9931 (the Flax example reports 0.9917 after 10 epochs),
+validation 0.9908, after 10 epochs = 4,290 steps and 10 evaluations; the best validation
+checkpoint is step 3,432 (0.9910; test 0.9929 there). Training loop 164 s (3,342
+examples/s), whole command 173 s. Earlier runs of this config: test 0.9931 (2026-11-21),
+0.9928 (2026-12-07 on another VM) and 0.9926 (that VM, with the per-tap weight gradient of
+that afternoon): float32 rounding differs between CPUs (vector widths) and between
+gradient routes, and 4,290 steps carry it into the last digit. Needs the MNIST
 IDX files (see README: data lookup order).
 """
 

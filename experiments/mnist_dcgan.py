@@ -5,25 +5,26 @@ Commands (the classifier first: its penultimate layer is the feature space of th
     python -m experiments.mnist_dcgan --workdir=runs/mnist_dcgan \
         --config.task.fd_classifier=runs/mnist_cnn_1ep
 
-Measured 2026-12-07 on the 2-core AMD EPYC CPU dev machine (no GPU, jax 0.10.2, pmap over 2
-host devices, nothing else running), the two commands above. The 1-epoch classifier: test
-accuracy 0.9812, 34 s run. The DCGAN, 1,500 steps of 64 images (1.7 epochs), Fréchet distance
-over 2,000 real and 2,000 generated images per eval split (the test split once, at the end):
+Measured 2026-12-07, 20:37-20:39 UTC, on the 2-core AMD EPYC CPU dev VM with AVX-512 (no
+GPU, jax 0.10.2, pmap over 2 host devices, nothing else of ours running), the two commands
+above. The 1-epoch classifier: test accuracy 0.9818, 27 s loop. The DCGAN, 1,500 steps of 64
+images (1.7 epochs), Fréchet distance over 2,000 real and 2,000 generated images per eval
+split (the test split once, at the end):
 
     step          300     600     900    1200    1500
-    validation   68.58   37.39   25.46   20.06   17.39
-    test                                         15.78
+    validation   67.10   36.99   24.83   19.56   16.90
+    test                                         15.50
 
-(Rerun the same day after the convolutions took their weight gradient as per-tap matmuls,
-jaxdl/models/layers.py: classifier test 0.9811, 37 s loop; DCGAN loop 73 s, whole run 87 s.
-Before that change: classifier 0.9812, validation 67.71 37.48 25.39 20.03 17.36, test 15.93:
-float32 rounding of the gradients, carried over 1,500 steps.)
+(The same commands earlier that day on another VM: classifier 0.9812, validation 67.71
+37.48 25.39 20.03 17.36, test 15.93; with the per-tap weight gradient of that afternoon,
+classifier 0.9811, validation 68.58 37.39 25.46 20.06 17.39, test 15.78: float32
+rounding, which differs between CPUs and gradient routes, carried over 1,500 steps.)
 
 For scale, real against real in the same kind of features (2,000 train vs 2,000 validation
 images, with the 2026-11-21 classifier): 0.46. At step 1500 the discriminator gives real
 validation images 0.64 and samples 0.17 on average; in the fixed 8x8 grid (samples.png) some
-samples read as digits (0, 3, 7, 9), many are still malformed. Loop 70 s, whole run 88 s of
-wall time (compile 8.9 s). The FD was still falling: train longer for better samples.
+samples read as digits (0, 3, 7, 9), many are still malformed. Loop 39 s, whole run 67 s of
+wall time (compile 7.6 s). The FD was still falling: train longer for better samples.
 """
 
 import ml_collections

@@ -11,28 +11,28 @@ Commands (the first trains mnist_cnn's config; any finished mnist_cnn run will d
 batch 1,000 (20 timed calls; the table in RUN/analysis/compress/), then at batch 1 (200
 calls; RUN/analysis/compress_batch1/).
 
-Measured 2026-12-07, 17:58 UTC, on the 2-core AMD EPYC CPU dev VM (no GPU, jax 0.10.2,
-qwix 0.1.8, one CPU device, nothing else of ours running), on mnist_cnn's finished 10-epoch
-run of that day (test accuracy 0.9926; its best checkpoint on validation, step 3,861), all
-10,000 test images:
+Measured 2026-12-07, 20:35 UTC, on the 2-core AMD EPYC CPU dev VM with AVX-512 (no GPU, jax
+0.10.2, qwix 0.1.8, one CPU device, nothing else of ours running), on mnist_cnn's finished
+10-epoch run of that evening (test accuracy 0.9931; its best checkpoint on validation, step
+3,432), all 10,000 test images:
 
     variant  parameters  non-zero  bytes      vs fp32  test accuracy  test loss  latency (ms)
                                                                                  batch 1000  batch 1
-    fp32     824,458     824,458   3,297,832  1.000    0.9926         0.02284    98.8        0.41
-    bf16     824,458     824,458   1,648,916  0.500    0.9926         0.02284    90.7        0.56
-    int8     824,458     807,708     827,008  0.251    0.9923         0.02276    309.4       0.50
+    fp32     824,458     824,458   3,297,832  1.000    0.9929         0.02210    52.7        0.28
+    bf16     824,458     824,458   1,648,916  0.500    0.9929         0.02208    52.8        0.28
+    int8     824,458     807,592     827,008  0.251    0.9931         0.02201    198.9       0.36
 
-int8 keeps the accuracy to three test images (0.9923 against 0.9926; its test loss is even a
-little lower) at a quarter of the bytes (int8 kernels plus a float32 scale per output
-channel, float32 biases and 4 activation scales); 16,750 weights (2.0 %) round to 0. It is
-not faster on this CPU: XLA's CPU backend runs the int8 convolutions 3.1 times slower than
-float32 at batch 1,000 (the int8 gain is memory, and speed on hardware with int8 units).
-bf16 here stores the weights only (the model still computes in float32, so each call
-converts them back: slower at batch 1). Latencies are medians of 20 (batch 1,000) and 200
-(batch 1) calls after a warm-up. Wall time of `--report` (both tables: quantization, three
-evaluations of 10,000 images and the timings, twice): 38 s. (A first measurement the same
-day, on an mnist_cnn run trained before `layers.Conv` took its CPU weight gradient as tap
-matmuls and on a machine at load 16-19, gave fp32 0.9928 and int8 0.9930.)
+int8 keeps the accuracy (0.9931 against 0.9929, two test images more right; its test loss
+is a little lower too) at a quarter of the bytes (int8 kernels plus a float32 scale per
+output channel, float32 biases and 4 activation scales); 16,866 weights (2.0 %) round to 0.
+It is not faster on this CPU: XLA's CPU backend runs the int8 convolutions 3.8 times slower
+than float32 at batch 1,000 (the int8 gain is memory, and speed on hardware with int8
+units). bf16 here stores the weights only (the model still computes in float32, so each
+call converts them back). Latencies are medians of 20 (batch 1,000) and 200 (batch 1)
+calls after a warm-up. Wall time of `--report` (both tables: quantization, three
+evaluations of 10,000 images and the timings, twice): 23 s. (Earlier the same day, on
+another VM and mnist_cnn runs trained there: fp32 0.9926 / int8 0.9923, and before the
+per-tap weight gradient of that afternoon fp32 0.9928 / int8 0.9930.)
 """
 
 import argparse

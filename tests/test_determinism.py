@@ -55,3 +55,18 @@ def test_xla_flag_parsing():
     assert environment.deterministic_xla(flags + " --xla_gpu_deterministic_ops=True")
     assert environment.deterministic_xla("--xla_gpu_deterministic_ops")  # bare means true
     assert not environment.deterministic_xla("")
+
+
+def test_host_cpu_reads_the_first_processor_block():
+    """env.json names the CPU (vendor, family, model) and its vector extensions, from the
+    first processor's block of /proc/cpuinfo, on x86 and on ARM; nothing without it."""
+    x86 = ("processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+           "model name\t: AMD EPYC\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16\n\n"
+           "processor\t: 1\nvendor_id\t: SomethingElse\n")
+    assert environment.host_cpu(x86) == {
+        "vendor": "AuthenticAMD", "family": "25", "model": "17", "model_name": "AMD EPYC",
+        "simd": ["avx2", "fma", "avx512f", "avx512_bf16"]}
+    arm = "processor\t: 0\nFeatures\t: fp asimd sve\nCPU implementer\t: 0x41\nCPU part\t: 0xd40\n"
+    assert environment.host_cpu(arm) == {"vendor": "0x41", "family": None, "model": "0xd40",
+                                         "model_name": None, "simd": ["asimd", "sve"]}
+    assert environment.host_cpu("")["simd"] == []

@@ -36,6 +36,34 @@ def git_commit() -> str | None:
     return commit + ("+dirty" if dirty else "")
 
 
+# The vector extensions XLA:CPU's and PyTorch's kernels pick their paths by.
+_SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile", "neon",
+               "asimd", "sve")
+
+
+def host_cpu(cpuinfo: str | None = None) -> dict:
+    """The host CPU as /proc/cpuinfo names it (vendor, family, model, model name) and which
+    of `_SIMD_FLAGS` it has: two VMs that print the same model name can run the same
+    convolution 5x apart. Empty where there is no /proc/cpuinfo."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {}
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor's block is enough
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    return {"vendor": fields.get("vendor_id") or fields.get("CPU implementer"),
+            "family": fields.get("cpu family"),
+            "model": fields.get("model") or fields.get("CPU part"),
+            "model_name": fields.get("model name"),
+            "simd": [f for f in _SIMD_FLAGS if f in flags]}
+
+
 def xla_flag(name: str, xla_flags: str | None = None) -> str | None:
     """The value XLA takes for --name in `xla_flags` (default: $XLA_FLAGS); the last one wins."""
     value = None
@@ -63,6 +91,7 @@ def describe(devices, backend: str, *, deterministic: bool | None = None) -> dic
         "device_count": len(devices),
         "process_count": jax.process_count(),
         "cpu_count": os.cpu_count(),
+        "host_cpu": host_cpu(),
         "deterministic": deterministic_xla() if deterministic is None else deterministic,
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
         "tf_deterministic_ops": os.environ.get("TF_DETERMINISTIC_OPS"),
