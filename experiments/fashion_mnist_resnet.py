@@ -11,12 +11,15 @@ while up to six other jobs shared the two cores (and 10 min paused); the step al
 399 ms at batch 128 on an idle machine (`benchmarks.step_throughput`: 321 examples/s, so
 about 60 min for the run). Needs the Fashion-MNIST IDX files (README: data lookup order).
 
-These figures predate `jaxdl.models.layers.Conv` taking its weight gradient on CPU as one
-matmul per kernel tap (2026-12-07, 14:00 UTC). Each step's gradient is XLA's to float32
-rounding, but over a run the difference grows: fashion_mnist_pruning's dense run (390 steps)
-ends at test 0.8609 with the taps and 0.8512 with XLA's own gradient (rerun both ways,
-2026-12-07). This experiment was not rerun since, so the current code gives numbers near,
-not equal to, the ones above.
+These figures were measured with XLA's own convolution weight gradient, which
+`jaxdl.models.layers.Conv` computes again since the evening of 2026-12-07 (bitwise; for one
+afternoon it took it as per-tap matmuls, equal to float32 rounding). The run was not
+repeated on the VM of that evening (AVX-512): float32 rounding differs between CPUs, and
+over a run it grows (fashion_mnist_pruning's dense run: test 0.8512, 0.8609 and 0.8522 on
+two VMs and two gradient routes), so the current code gives numbers near, not equal to,
+the ones above. On that VM the CIFAR-shaped ResNet-20 step (`benchmarks.step_throughput
+--model resnet20`, 32x32x3 at batch 128) takes 470-540 ms on 1 device and 370-400 ms on 2
+host devices (`benchmarks/README.md`).
 """
 
 import ml_collections
