@@ -23,33 +23,34 @@ Commands:
     python -m experiments.fashion_mnist_transfer --variant=finetune_10_0 \\
         --config.init_from=DIR/pretrain --workdir=DIR/finetune_10_0
 
-Results (measured 2026-12-07, 18:01-18:12 UTC, on the 2-core AMD EPYC CPU dev VM, no GPU,
-jax 0.10.2, 1 CPU device, sharded, nothing else of ours running). Pretraining (250 steps
-of 128, 1.1 epochs): test accuracy 0.8206 on classes 0-4 (validation 0.8533). Test
-accuracy on classes 5-9 after 100 steps of 32, mean ± std (numpy's, ddof=0) over seeds 0,
-1, 2:
+Results (measured 2026-12-07, 20:43-20:49 UTC, on the 2-core AMD EPYC CPU dev VM with
+AVX-512, no GPU, jax 0.10.2, 1 CPU device, sharded, nothing else of ours running).
+Pretraining (250 steps of 128, 1.1 epochs): test accuracy 0.8216 on classes 0-4
+(validation 0.8533). Test accuracy on classes 5-9 after 100 steps of 32, mean ± std
+(numpy's, ddof=0) over seeds 0, 1, 2:
 
     | examples per class | scratch         | linear          | finetune        |
     |--------------------|-----------------|-----------------|-----------------|
-    | 10                 | 0.7648 ± 0.0253 | 0.6671 ± 0.0115 | 0.7649 ± 0.0193 |
-    | 50                 | 0.8561 ± 0.0090 | 0.6921 ± 0.0186 | 0.8331 ± 0.0232 |
-    | 250                | 0.8573 ± 0.0063 | 0.6811 ± 0.0200 | 0.8317 ± 0.0010 |
+    | 10                 | 0.7635 ± 0.0247 | 0.6683 ± 0.0109 | 0.7687 ± 0.0166 |
+    | 50                 | 0.8566 ± 0.0097 | 0.6927 ± 0.0188 | 0.8339 ± 0.0237 |
+    | 250                | 0.8568 ± 0.0070 | 0.6834 ± 0.0205 | 0.8335 ± 0.0016 |
 
 The plot of these numbers is experiments/fashion_mnist_transfer.png (the study writes it as
-DIR/results.png). Wall time: 11 min 9 s for the 28 runs (52 s pretraining; 15-52 s a run,
+DIR/results.png). Wall time: 6 min 2 s for the 28 runs (23 s pretraining; 9-19 s a run,
 compilation included; the persistent compilation cache makes the later runs of an arm
-faster), well under the 40 min asked for. A first measurement the same day, before
-`layers.Conv` took its CPU weight gradient as tap matmuls, gave the same picture within
-0.004 everywhere (10 per class: 0.7645 / 0.6635 / 0.7649).
+faster), well under the 40 min asked for. Two measurements earlier the same day on another
+VM (with XLA's own weight gradient, then with the per-tap matmuls of that afternoon) gave
+the same picture within 0.006 everywhere (10 per class: 0.7645 / 0.6635 / 0.7649 and
+0.7648 / 0.6671 / 0.7649).
 
 Transfer did NOT beat training from scratch here. At 10 examples per class fine-tuning ties
-with scratch (0.7649 vs 0.7648, well inside one standard deviation) and the frozen feature
-extractor is worse (0.6671); at 50 and 250 scratch is ahead of both. Why: the source
+with scratch (0.7687 vs 0.7635, well inside one standard deviation) and the frozen feature
+extractor is worse (0.6683); at 50 and 250 scratch is ahead of both. Why: the source
 classes 0-4 are garments (T-shirt, trouser, pullover, dress, coat) and four of the five
 target classes are footwear and bags (sandal, sneaker, ankle boot, bag), so the features
 that tell garments apart do not tell shoes apart: the linear probe stays at 0.67-0.69
 whatever the number of examples (its test confusion at 250 per class, seed 0: sandals are called
-sneakers 237 times in 1,000, recall 0.50), i.e. the frozen features, not the head, are the
+sneakers 243 times in 1,000, recall 0.50), i.e. the frozen features, not the head, are the
 limit. The target task is also easy from scratch with crop-and-flip augmentation (0.76
 from 50 images), and the source network is tiny (18,909 parameters) and briefly trained,
 so it has little general-purpose low-level structure to give. Fine-tuning recovers what
