@@ -26,39 +26,35 @@ Commands:
     python -m experiments.fashion_mnist_pruning --variant=sparsity_90_long \\
         --config.init_from=DIR/dense --workdir=DIR/sparsity_90_long
 
-Results (measured 2026-12-07, 17:22-17:48 UTC, on the 2-core AMD EPYC CPU dev VM, no GPU,
-jax 0.10.2, 1 CPU device, sharded; `--study`, with the test suite running beside it for
-most of the time). Test accuracy of the last weights on the 10,000 test images; every
-pruned layer reached its sparsity to within one weight; the non-zero count is of every
-parameter (stem, biases and BatchNorm included). The dense network after its 5 epochs:
-validation 0.8620, test 0.8609.
+Results (measured 2026-12-07, 20:49-21:09 UTC, on the 2-core AMD EPYC CPU dev VM with
+AVX-512, no GPU, jax 0.10.2, 1 CPU device, sharded; `--study`, with the test suite's slow
+tier running beside it from 20:53). Test accuracy of the last weights on the 10,000 test
+images; every pruned layer reached its sparsity to within one weight; the non-zero count is
+of every parameter (stem, biases and BatchNorm included). The dense network after its 5
+epochs: validation 0.8615, test 0.8522.
 
     | sparsity | non-zero params | prune 40 + tune 40 steps | prune 120 + tune 120 steps |
     |          |                 | validation | test        | validation | test          |
     |----------|-----------------|------------|-------------|------------|---------------|
-    | 0        | 67,906          | 0.8680     | 0.8624      | 0.8700     | 0.8691        |
-    | 0.50     | 34,338          | 0.8650     | 0.8557      | 0.8700     | 0.8634        |
-    | 0.80     | 14,196          | 0.8135     | 0.7987      | 0.8315     | 0.8186        |
-    | 0.90     | 7,486           | 0.7535     | 0.7449      | 0.7725     | 0.7644        |
-    | 0.95     | 4,128           | 0.6580     | 0.6497      | 0.6970     | 0.7021        |
+    | 0        | 67,906          | 0.8585     | 0.8540      | 0.8720     | 0.8635        |
+    | 0.50     | 34,338          | 0.8520     | 0.8460      | 0.8650     | 0.8600        |
+    | 0.80     | 14,196          | 0.8005     | 0.7875      | 0.8090     | 0.8035        |
+    | 0.90     | 7,486           | 0.7250     | 0.7343      | 0.7705     | 0.7761        |
+    | 0.95     | 4,128           | 0.6310     | 0.6248      | 0.6830     | 0.6712        |
 
 experiments/fashion_mnist_pruning.png plots these (the study writes it as DIR/results.png).
-Wall time: 26 min 31 s for the whole study (the dense run, then ten arms); training loop
-138 s for the dense run, 27-31 s per 80-step arm, 123-218 s per 240-step arm (the test
-suite shared the two cores during the long arms).
+Wall time: 19 min 41 s for the whole study (the dense run, then ten arms); training loop
+70 s for the dense run, 26-31 s per 80-step arm, 81-99 s per 240-step arm.
 
-These figures replace the first measurement (earlier on 2026-12-07: dense test 0.8512),
-which predates `jaxdl.models.layers.Conv` taking its CPU weight gradient as one matmul per
-kernel tap. Each step's gradient is XLA's to float32 rounding, yet 390 steps of this small
-network move the dense run by about a point: with XLA's own gradient
-(`layers.plain_convolutions()` around `jaxdl.api.train`) the dense run gives that earlier
-0.8565 / 0.8512 exactly, with the taps 0.8620 / 0.8609. Read differences of a point between
-arms accordingly.
+The dense run has now been measured three ways: test 0.8512 with XLA's own weight gradient
+and 0.8609 with the per-tap matmuls of that afternoon (both on another VM), 0.8522 with XLA's
+own gradient on this one. Each step's gradient agrees to float32 rounding, yet 390 steps
+of this small network carry the rounding of another CPU or route to about a point. Read differences of a point between arms accordingly.
 
-At 50 % the pruned network keeps the accuracy of the dense one trained as long (-0.7 and
--0.6 test points, short / long); beyond that accuracy falls faster and faster, and a longer
-schedule recovers part of it: against the 0 % arm of the same length, -6.4 / -5.1 points at
-80 %, -11.8 / -10.5 at 90 %, -21.3 / -16.7 at 95 %. The network is small (95 % leaves 3,358
+At 50 % the pruned network keeps the accuracy of the dense one trained as long (-0.8 and
+-0.35 test points, short / long); beyond that accuracy falls faster and faster, and a longer
+schedule recovers part of it: against the 0 % arm of the same length, -6.7 / -6.0 points at
+80 %, -12.0 / -8.7 at 90 %, -22.9 / -19.2 at 95 %. The network is small (95 % leaves 3,358
 of the 67,136 weights of the pruned layers) and its schedules are short next to the
 paper's, which prunes large models over tens of thousands of steps.
 

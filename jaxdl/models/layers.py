@@ -173,11 +173,12 @@ class ConvTransposeFastGrad(nn.Module):
 # the layer's input through a transpose (batch to the minor axis). Its fusion pass folds the
 # elementwise ops that produced that input (BatchNorm, ReLU, pooling, a residual sum, reaching
 # back over several blocks) into the transpose, so they are recomputed in a cache-hostile
-# order: in ResNet-20 those transposes were 35-40% of the step (benchmarks/README.md, "Where
-# the step's time goes"). Handing the weight gradient the input as the output of a
-# conditional, which XLA does not fuse through (XLA:CPU drops optimization barriers before it
-# fuses), leaves XLA's own convolution reading a plain buffer: the same gradient, 1.2x
-# (ResNet-20) to 1.7x (mnist_cnn) faster steps on the 2-core CPU dev VM.
+# order: in ResNet-20 the nine largest of those transposes were 36% of the op time
+# (benchmarks/README.md, "The convolution weight gradient"). Handing the weight gradient the
+# input as the output of a conditional, which XLA does not fuse through (XLA:CPU drops
+# optimization barriers before it fuses), leaves XLA's own convolution reading a plain
+# buffer: the same gradient, bitwise; ResNet-20's step 1.3-1.4x faster, the speedrun CNN's
+# 1.2-1.4x, mnist_cnn's and DCGAN's unchanged (2-core CPU dev VM with AVX-512).
 
 
 def _own_buffer(x, kernel):
