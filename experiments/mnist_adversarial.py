@@ -9,26 +9,30 @@ Commands (then the same attack on both):
         --epsilons=0.05,0.1,0.15,0.2 --steps=20 --step_size=0.125
     (the same with --run=runs/mnist_adv)
 
-Expected result (measured 2026-12-07 on the 2-core AMD EPYC CPU dev VM, no GPU, jax 0.10.2,
-1 CPU device, shared with other jobs, load average 7-10): 400 steps of batch 128 (0.93 of an
-epoch) each; the best checkpoint on validation is the last (step 400) for both.
+Expected result (measured 2026-12-07, 20:35-21:27 UTC, on the 2-core AMD EPYC CPU dev VM
+with AVX-512, no GPU, jax 0.10.2, 1 CPU device): 400 steps of batch 128 (0.93 of an epoch)
+each; the best checkpoint on validation is the last (step 400) for both.
 
-    test accuracy (10,000)            standard 0.9782    adversarial 0.9729
+    test accuracy (10,000)            standard 0.9783    adversarial 0.9725
     PGD-20 L-inf accuracy on a fixed 1,000-image test subset (step 0.125 eps, random start):
-      eps 0 / 0.05 / 0.1 / 0.15 / 0.2 standard 0.981 / 0.881 / 0.473 / 0.046 / 0.001
-                                      adversarial 0.973 / 0.955 / 0.916 / 0.779 / 0.358
-    FGSM at the same epsilons         standard 0.981 / 0.936 / 0.826 / 0.614 / 0.381
-                                      adversarial 0.973 / 0.955 / 0.923 / 0.877 / 0.823
+      eps 0 / 0.05 / 0.1 / 0.15 / 0.2 standard 0.980 / 0.878 / 0.470 / 0.048 / 0.001
+                                      adversarial 0.974 / 0.951 / 0.917 / 0.772 / 0.348
+    FGSM at the same epsilons         standard 0.980 / 0.925 / 0.788 / 0.538 / 0.279
+                                      adversarial 0.974 / 0.951 / 0.920 / 0.875 / 0.815
+    (FGSM: the same command with --attack=fgsm)
 
-Wall time: standard run 154 s (training loop 104 s), adversarial run 603 s (loop 565 s: six
-forward-backward passes a step instead of one); the PGD-20 evaluation 274 s and 183 s, FGSM
-38 s and 24 s (whole commands).
+Wall time: standard run 19 s (training loop 6.9 s, nothing else of ours running),
+adversarial run 350 s (loop 324 s: six forward-backward passes a step instead of one; the
+test suite's slow tier shared the cores); the PGD-20 evaluation 129 s (shared) and 78 s
+(attack alone 116 s and 78 s), FGSM 11 s and 13 s (whole commands). The standard run with
+lax's convolution alone (`layers.plain_convolutions()`) gives the same loss, gradient norm
+and accuracy at every logged step.
 
-Rerun with the current code (2026-12-07, 20:35 UTC, the 2-core VM with AVX-512, nothing
-else of ours running): the standard variant ends at test 0.9783, validation 0.9750 (training
-loop 6.9 s, command 19 s); the same run with lax's convolution alone
-(`layers.plain_convolutions()`) gives the same loss, gradient norm and accuracy at every
-logged step. The adversarial variant and the attacks were not rerun.
+Earlier the same day on another VM (load 7-10): test 0.9782 / 0.9729; PGD-20 standard
+0.981 / 0.881 / 0.473 / 0.046 / 0.001, adversarial 0.973 / 0.955 / 0.916 / 0.779 / 0.358;
+FGSM standard 0.981 / 0.936 / 0.826 / 0.614 / 0.381, adversarial 0.973 / 0.955 / 0.923 /
+0.877 / 0.823. float32 rounding of another CPU, carried over 400 steps, moved the
+large-epsilon FGSM figures of the standard model most.
 """
 
 import ml_collections

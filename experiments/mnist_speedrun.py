@@ -24,23 +24,26 @@ split. Validation accuracy of the candidates, one run each (seed 0, 2-core CPU d
 | (8, 16) | 64 | 1 / 2 | 0.2 | 128 | 0.9838 / 0.9866 |
 | (8, 16) | 128 | 2 / 3 | 0.4 | 128 | 0.9894 / **0.9916** (pinned) |
 
-RESULTS (`python -m benchmarks.speedrun --seeds 5 --workdir DIR`, 2026-12-07, 2-core AMD
-EPYC CPU dev VM, no GPU, jax 0.10.2, torch 2.13.0+cpu with 2 threads; load average 1.3-2.0;
-1,287 steps each; the whole benchmark, compiles and evaluations included, took 6 min):
+RESULTS (`python -m benchmarks.speedrun --seeds 5 --workdir DIR`, 2026-12-07, 21:21-21:24
+UTC, 2-core AMD EPYC CPU dev VM with AVX-512, no GPU, jax 0.10.2, torch 2.13.0+cpu with 2
+threads, nothing else of ours running; 1,287 steps each; the whole benchmark, compiles and
+evaluations included, took 3 min):
 
 | seed | jaxdl loop s | jaxdl test | torch eager loop s | torch test |
 |---:|---:|---:|---:|---:|
-| 0 | 24.0 | 0.9911 | 31.7 | 0.9922 |
-| 1 | 24.6 | 0.9917 | 30.0 | 0.9932 |
-| 2 | 26.3 | 0.9923 | 31.5 | 0.9919 |
-| 3 | 27.7 | 0.9921 | 28.6 | 0.9931 |
-| 4 | 27.3 | 0.9916 | 29.9 | 0.9925 |
-| mean ± sd | 26.0 ± 1.6 | 0.9918 | 30.3 ± 1.3 | 0.9926 |
+| 0 | 18.1 | 0.9918 | 16.7 | 0.9920 |
+| 1 | 16.3 | 0.9921 | 17.4 | 0.9925 |
+| 2 | 15.0 | 0.9918 | 15.8 | 0.9920 |
+| 3 | 18.0 | 0.9919 | 16.1 | 0.9928 |
+| 4 | 15.6 | 0.9924 | 15.6 | 0.9932 |
+| mean ± sd | 16.6 ± 1.4 | 0.9920 | 16.3 ± 0.7 | 0.9925 |
 
-Every seed reached 99.0% on both sides; jaxdl's loop was 1.17x faster than PyTorch eager's
-(its loop also fetches metrics every 100 steps; torch's does not). The goal of <= 10 s is
-not met: at 1,287 steps that needs ~8 ms a step, and this step takes ~20 ms (XLA:CPU's
-small convolutions; benchmarks/README.md).
+Every seed reached 99.0% on both sides; the loops are at parity (jaxdl's also fetches
+metrics every 100 steps; torch's does not). The goal of <= 10 s is not met: at 1,287 steps
+that needs ~8 ms a step, and this step takes 11-13 ms on this VM
+(`benchmarks.step_throughput --model mnist_speedrun`; the loop adds the metric fetches and
+the device feed's gathers). Earlier the same day, on another VM: jaxdl 26.0 ± 1.6 s
+(test 0.9918), PyTorch 30.3 ± 1.3 s (0.9926).
 """
 
 import ml_collections
