@@ -51,7 +51,8 @@ and 0.8609 with the per-tap matmuls of that afternoon (both on another VM), 0.85
 own gradient on this one (where the dense run with lax's convolution alone,
 `layers.plain_convolutions()` around `jaxdl.api.train`, logs the same loss, norms and
 accuracies at every step). Each step's gradient agrees to float32 rounding, yet 390 steps
-of this small network carry the rounding of another CPU or route to about a point. Read differences of a point between arms accordingly.
+of this small network carry the rounding of another CPU or route to about a point. Read
+differences of a point between arms accordingly.
 
 At 50 % the pruned network keeps the accuracy of the dense one trained as long (-0.8 and
 -0.35 test points, short / long); beyond that accuracy falls faster and faster, and a longer

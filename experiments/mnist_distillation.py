@@ -49,11 +49,12 @@ test 0.9926 or 0.9928): the same choices and 0.9737 / 0.9691 / 0.9742, and 0.973
 KD did NOT beat the student alone at these settings: plain KD is 0.0039 worse on test
 (0.9696 vs 0.9735, more than two of the student's standard deviations) and worse at every
 T and alpha of the grid on validation; KD with the feature hint ties the student alone
-(0.9744 vs 0.9735, inside one standard deviation) with two thirds of its spread. The likely reason is the budget: in 600 steps the student is
-still underfitting (its training accuracy is about the validation accuracy), so the
-teacher's soft targets, which mainly regularise (Hinton et al. distil into students that
-overfit on the labels alone), have nothing to cure, and with alpha <= 0.5 they take weight
-away from the labels that a short run needs. The feature hint gives the student's
+(0.9744 vs 0.9735, inside one standard deviation) with two thirds of its spread. The
+likely reason is the budget: in 600 steps the student is still underfitting (its training
+accuracy is about the validation accuracy), so the teacher's soft targets, which mainly
+regularise (Hinton et al. distil into students that overfit on the labels alone), have
+nothing to cure, and with alpha <= 0.5 they take weight away from the labels that a short
+run needs. The feature hint gives the student's
 penultimate layer a dense regression target (256 numbers per image, not 10), which is
 what closes the gap. Longer training or a student that overfits is where the soft term
 should pay; this study did not have the time to show it.

@@ -114,7 +114,8 @@ def load_config(args: argparse.Namespace, overrides: list[str]):
 
 def conv_grad_context(choice: str):
     """A context in which the models' convolutions trace with `choice`'s weight gradient:
-    'jaxdl' is what they do anyway; 'xla' is lax's own (`jaxdl.models.layers.plain_convolutions`)."""
+    'jaxdl' is what they do anyway; 'xla' is lax's own
+    (`jaxdl.models.layers.plain_convolutions`)."""
     if choice == "jaxdl":
         return contextlib.nullcontext()
     from jaxdl.models import layers

@@ -248,8 +248,8 @@ class Conv(nn.Conv):
 def plain_convolutions():
     """A context in which every `Conv` traces with `lax.conv_general_dilated` itself, as
     nn.Conv does (XLA's weight gradient reading the input wherever XLA fuses it): the
-    benchmarks' A/B of the weight gradient (`--conv_grad xla`). A Flax method interceptor, active only inside the
-    `with` block."""
+    benchmarks' A/B of the weight gradient (`--conv_grad xla`). A Flax method interceptor,
+    active only inside the `with` block."""
 
     def plain(next_fun, args, kwargs, context):
         if isinstance(context.module, Conv):  # a frozen dataclass: set the field underneath
