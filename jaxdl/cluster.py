@@ -14,7 +14,8 @@ fails at once on CPU; other transports may wait) ends the same way.
 
 Recoverable mode also drops the synchronised shutdown, so `Watch.finish` restores it: all
 processes meet at a barrier, the others disconnect, and process 0, which hosts the
-service, leaves last.
+service, leaves last. `finish` also ends the watch's thread, so that no call of ours is
+in flight while JAX shuts the client down at exit.
 
 Process 0 hosts the coordination service: when it is the one lost, JAX ends the others at
 once with its own fatal error (naming the leader task), before any Python code can run.
@@ -61,8 +62,16 @@ class Watch:
         self._thread = threading.Thread(target=self._run, name="jaxdl-watch", daemon=True)
         self._thread.start()
 
+    def _done(self, live: set[int]) -> bool:
+        """After `finish`: process 0 watches until the others have disconnected; the
+        others stop at once."""
+        return self._closed and (self.process_id != 0 or live == {0})
+
     def _run(self) -> None:
         while True:
+            with self._changed:
+                if self._done(self._live):
+                    return
             try:
                 live = set(self._client.get_live_nodes(self._everyone))
             except Exception:  # noqa: BLE001 - the service is unreachable: process 0 is lost
@@ -73,7 +82,7 @@ class Watch:
             with self._changed:
                 self._rounds, self._live = self._rounds + 1, live
                 self._changed.notify_all()
-                if self._closed and live == {self.process_id}:
+                if self._done(live):
                     return
                 missing = [] if self._closed else sorted(set(self._everyone) - live)
             # One that reached `finish` left on purpose, maybe before this process got there.
@@ -104,7 +113,6 @@ class Watch:
         self._client.wait_at_barrier(_FINISHED, int(timeout * 1000))
         with self._changed:
             self._closed = True
-        if self.process_id != 0:
-            return  # JAX's own shutdown (at exit) disconnects this process
-        with self._changed:
-            self._changed.wait_for(lambda: self._live == {0}, timeout=timeout)
+        # Process 0's thread ends when the others have disconnected (JAX's own shutdown at
+        # their exit); another's after the round under way, which process 0 answers.
+        self._thread.join(timeout)

@@ -7,6 +7,7 @@ never the user's home: the app's default cache directory follows $XDG_CACHE_HOME
 
 import atexit
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -48,6 +49,18 @@ def cli_env() -> dict[str, str]:
     (ahead of any PYTHONPATH a test set) so `-m experiments.NAME` resolves."""
     path = [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     return {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
+
+
+_CRASH_LINE = re.compile(r"^[FE]\d{4} |Check fail|terminate called|Fatal Python error")
+
+
+def stderr_tail(err: str, chars: int = 3000) -> str:
+    """A subprocess's stderr for an assertion message: its crash lines (XLA's fatal log
+    lines, failed checks) and its end, without the list of extension modules that Python's
+    fault handler prints after a crash: that list alone would fill the message."""
+    err = err.partition("\nExtension modules:")[0]
+    crash = [line for line in err.splitlines() if _CRASH_LINE.search(line)]
+    return "\n".join(crash[:10] + ["..."] * bool(crash) + [err[-chars:]])
 
 
 def run_cli(module: str, *args: str, timeout: float = 300):

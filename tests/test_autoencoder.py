@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import REPO, data_path, make_config, run_cli
+from conftest import REPO, data_path, make_config, run_cli, stderr_tail
 from jaxdl import models
 from jaxdl.tasks.autoencoder import AutoencoderTask, VAETask, embed_2d, gaussian_kl
 from jaxdl.config import ConfigError
@@ -200,7 +200,7 @@ def test_vae_experiment_on_digits_through_the_cli(tmp_path):
         "--config.train.duration=20 steps", "--config.train.eval_every=10 steps",
         "--config.checkpoint.every=20 steps", "--config.task.plot_examples=0",
         f"--compilation_cache_dir={tmp_path / 'cache'}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     assert "final test: elbo" in result.stdout
     # Cheap pictures every evaluation, the embedding map at the last one only.
     assert _images(workdir) == ["embedding_step20.png", "reconstructions_step10.png",
@@ -246,7 +246,7 @@ def test_mnist_experiment_runs_end_to_end(experiment, metric, tmp_path):
                      "--config.train.duration=5 steps", "--config.train.eval_every=5 steps",
                      "--config.checkpoint.every=5 steps", "--config.task.plot_examples=500",
                      f"--compilation_cache_dir={tmp_path / 'cache'}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["final"]["test"]["examples"] == 10_000
     assert np.isfinite(summary["final"]["test"][metric])

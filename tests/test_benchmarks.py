@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from benchmark_families import TINY_DCGAN, TINY_LSTM, family_config, family_dataset
+from conftest import stderr_tail
 
 REPO = Path(__file__).parents[1]
 NUM_DEVICES = 2
@@ -37,7 +38,7 @@ def test_step_throughput_tiny(backend, tmp_path):
          "--backend", backend, "--steps", "4", "--warmup", "1", "--json", str(out),
          *(["--warm_compile"] if backend == "sharded" else [])],
         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
-    context = f"\nstdout:\n{result.stdout}\nstderr:\n{result.stderr[-3000:]}"
+    context = f"\nstdout:\n{result.stdout}\nstderr:\n{stderr_tail(result.stderr)}"
     assert result.returncode == 0, context
 
     records = [json.loads(line) for line in out.read_text().splitlines()]
@@ -92,7 +93,7 @@ def test_compare_torch_tiny(tmp_path):
          "--compare", "torch", "--no_torch_compile", "--batch_size", "16", "--steps", "4",
          "--warmup", "1", "--repeats", "2", "--batches", "2", "--json", str(out)],
         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
-    context = f"\nstdout:\n{result.stdout}\nstderr:\n{result.stderr[-3000:]}"
+    context = f"\nstdout:\n{result.stdout}\nstderr:\n{stderr_tail(result.stderr)}"
     assert result.returncode == 0, context
 
     record = json.loads(out.read_text().splitlines()[-1])
@@ -266,7 +267,7 @@ def test_suite_compare_torch_tiny(tmp_path):
          "mnist_speedrun", "--no_torch_compile", "--batch_size", "16", "--steps", "4",
          "--warmup", "1", "--repeats", "2", "--json", str(out)],
         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
-    context = f"\nstdout:\n{result.stdout}\nstderr:\n{result.stderr[-3000:]}"
+    context = f"\nstdout:\n{result.stdout}\nstderr:\n{stderr_tail(result.stderr)}"
     assert result.returncode == 0, context
     record = json.loads(out.read_text().splitlines()[-1])
     assert record["experiment"] == "mnist_speedrun" and record["num_devices"] == 1, context

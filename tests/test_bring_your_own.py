@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, cli_env
+from conftest import REPO, cli_env, stderr_tail
 
 BLOCK = re.compile(r"```python\n(# (my_data\.py|my_task\.py|notebook)\n.*?)```", re.S)
 
@@ -33,7 +33,7 @@ def test_bring_your_own_data_and_task_from_the_readme(tmp_path):
                                 if "force_host_platform_device_count" not in flag)
     result = subprocess.run([sys.executable, "notebook.py"], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     printed = [float(line) for line in result.stdout.split()]
     assert printed[0] == printed[1]  # the loaded best checkpoint is the one train reported
     # The stated figure to one flower: float32 rounding differs between CPUs (the README's

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, cli_env, run_cli
+from conftest import REPO, cli_env, run_cli, stderr_tail
 from jaxdl.training.writers import read_metrics
 
 SHRINK = ["--config.train.duration=2 epochs", "--config.train.eval_every=1 epoch",
@@ -17,7 +17,7 @@ SHRINK = ["--config.train.duration=2 epochs", "--config.train.eval_every=1 epoch
 def _train(workdir, cache):
     result = run_cli("experiments.digits_mlp", f"--workdir={workdir}", *SHRINK,
                      f"--compilation_cache_dir={cache}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     found = re.findall(rf"^compilation cache {re.escape(str(cache))}: (\d+) hits, (\d+) misses$",
                        result.stdout, flags=re.MULTILINE)
     assert len(found) == 1, result.stdout
@@ -47,7 +47,7 @@ def test_the_suite_writes_nothing_into_the_users_home(tmp_path):
     result = subprocess.run([sys.executable, "-m", "experiments.digits_mlp",
                              f"--workdir={tmp_path / 'run'}", *SHRINK], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     cache = Path(os.environ["XDG_CACHE_HOME"]) / "jaxdl" / "xla"
     assert f"compilation cache {cache}:" in result.stdout
     assert any(cache.iterdir())

@@ -4,7 +4,7 @@ import json
 import os
 
 import pytest
-from conftest import run_cli
+from conftest import run_cli, stderr_tail
 from jaxdl.training import environment
 from jaxdl.training.writers import read_metrics
 
@@ -14,7 +14,7 @@ SHRINK = ["--config.train.duration=2 epochs", "--config.train.eval_every=1 epoch
 
 def _train(workdir, *flags):
     result = run_cli("experiments.digits_mlp", f"--workdir={workdir}", *SHRINK, *flags)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     assert "compilation cache" not in result.stdout  # --compilation_cache_dir= turns it off
     values = [{k: v for k, v in r.items() if k != "time"}
               for r in read_metrics(workdir / "metrics.jsonl")]
@@ -41,7 +41,7 @@ def test_conflicting_xla_flag_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("XLA_FLAGS", os.environ.get("XLA_FLAGS", "") +
                        " --xla_gpu_deterministic_ops=false")
     result = run_cli("experiments.digits_mlp", f"--workdir={tmp_path / 'run'}", "--deterministic")
-    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.returncode == 2, stderr_tail(result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert lines == ["error: --deterministic conflicts with XLA_FLAGS "
                      "--xla_gpu_deterministic_ops=false"]

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import REPO, data_path, run_cli
+from conftest import REPO, data_path, run_cli, stderr_tail
 from jaxdl.training.writers import read_metrics
 
 EXPERIMENTS = ["experiments.digits_cnn", "experiments.digits_mlp"]
@@ -27,7 +27,7 @@ def test_experiment_runs_end_to_end(module, tmp_path, repo):
     relative = os.path.relpath(workdir, repo)  # as `make run` passes it: relative to the repo
     result = run_cli(module, f"--workdir={relative}", *SHRINK,
                      f"--compilation_cache_dir={tmp_path / 'cache'}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     assert "final test: accuracy" in result.stdout
     for name in ("config.json", "env.json", "metrics.jsonl", "summary.json", "curves.png"):
         assert (workdir / name).stat().st_size > 0, name
@@ -72,7 +72,7 @@ def test_same_config_gives_identical_metrics(tmp_path):
     for name in ("a", "b"):
         result = run_cli("experiments.digits_mlp", f"--workdir={tmp_path / name}", *SHRINK,
                          f"--compilation_cache_dir={tmp_path / 'cache'}")
-        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.returncode == 0, stderr_tail(result.stderr)
         runs.append(_values(read_metrics(tmp_path / name / "metrics.jsonl")))
     assert len(runs[0]) > 5
     assert runs[0] == runs[1]
@@ -84,7 +84,7 @@ def test_default_experiment_reaches_its_target(tmp_path):
     result = run_cli("experiments.digits_cnn", f"--workdir={tmp_path / 'run'}",
                      "--config.logging.progress=False",
                      f"--compilation_cache_dir={tmp_path / 'cache'}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["final"]["test"]["accuracy"] >= 0.98, summary["final"]
 
@@ -112,7 +112,7 @@ def test_a_model_from_the_users_own_file_trains(tmp_path, monkeypatch):
     result = run_cli("experiments.digits_mlp", f"--workdir={tmp_path / 'run'}", *SHRINK,
                      "--config.model={'name': 'my_models:TinyMLP', 'width': 32, "
                      "'num_classes': 10}", f"--compilation_cache_dir={tmp_path / 'cache'}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["config"]["model"] == {"name": "my_models:TinyMLP", "width": 32,
                                          "num_classes": 10}
@@ -142,7 +142,7 @@ def test_mnist_cnn_runs_end_to_end_on_the_idx_files(tmp_path):
                      "--config.train.log_every=20 steps", "--config.checkpoint.every=40 steps",
                      "--config.logging.progress=False",
                      f"--compilation_cache_dir={tmp_path / 'cache'}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     validation = _stratified_validation_count("mnist", 5000 / 60000)
     assert config["num_examples"] == {"train": 60000 - validation, "validation": validation,

@@ -12,7 +12,7 @@ import numpy as np
 import optax
 import pytest
 import scipy.linalg
-from conftest import make_config, run_cli
+from conftest import make_config, run_cli, stderr_tail
 
 from jaxdl import models, tasks
 from jaxdl.config import ConfigError
@@ -236,7 +236,7 @@ def test_mnist_dcgan_end_to_end_on_digits_with_a_classifier(tmp_path):
     result = run_cli("experiments.mnist_dcgan", f"--workdir={workdir}",
                      *[f"--config.{k}={v}" for k, v in overrides.items()],
                      f"--compilation_cache_dir={tmp_path / 'cache'}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
 
     records = read_metrics(workdir / "metrics.jsonl")
     evals = [r for r in records if r["split"] == "validation"]

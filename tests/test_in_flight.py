@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, make_config
+from conftest import REPO, make_config, stderr_tail
 from jaxdl.data import mnist
 from jaxdl.training import loop, parallel
 
@@ -94,7 +94,7 @@ def _run(tmp_path, *command: str, timeout: float):
         [sys.executable, *command, f"--workdir={workdir}", "--config.logging.progress=False",
          f"--compilation_cache_dir={tmp_path / 'cache'}"],
         cwd=REPO, env=_own_devices_env(), capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     assert "RendezvousKey" not in result.stderr
     env = json.loads((workdir / "env.json").read_text())
     return workdir, env

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, cli_env, run_cli
+from conftest import REPO, cli_env, run_cli, stderr_tail
 from jaxdl.training.writers import read_metrics
 
 SHRINK = ["--config.train.duration=2 epochs", "--config.train.eval_every=1 epoch",
@@ -35,7 +35,7 @@ def _two_processes(workdir, cache, backend, pipeline):
         for i in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]
     for p, (out, err) in zip(procs, outputs):
-        assert p.returncode == 0, err[-3000:]
+        assert p.returncode == 0, stderr_tail(err)
     return outputs
 
 
@@ -58,7 +58,7 @@ def test_two_processes_match_one_process_with_four_devices(backend, pipeline, tm
     one = run_cli("experiments.digits_cnn", f"--workdir={tmp_path / 'one'}",
                   f"--compilation_cache_dir={tmp_path / 'cache'}", *SHRINK,
                   f"--config.parallel.backend={backend}")
-    assert one.returncode == 0, one.stderr[-3000:]
+    assert one.returncode == 0, stderr_tail(one.stderr)
     (out0, err0), (out1, err1) = _two_processes(tmp_path / "two", tmp_path / "cache", backend,
                                                 pipeline)
 

@@ -11,7 +11,7 @@ import threading
 import time
 
 import pytest
-from conftest import REPO, cli_env
+from conftest import REPO, cli_env, stderr_tail
 
 STEPS = 190  # 10 epochs of 19 steps
 RUN = ["--config.train.duration=10 epochs", "--config.checkpoint.every=1 epoch",
@@ -66,10 +66,10 @@ def test_a_lost_process_stops_the_other_with_one_line_and_the_rerun_resumes(tmp_
                 p.kill()
                 p.wait(timeout=30)
     err = (tmp_path / "first0.err").read_text()
-    assert code == 3, err[-3000:]
-    assert waited < 30, err[-3000:]  # heartbeat timeout 5 s, plus a round or two
-    assert "Fatal Python error" not in err and "Check failure" not in err, err[-3000:]
-    assert "Traceback" not in err, err[-3000:]
+    assert code == 3, stderr_tail(err)
+    assert waited < 30, stderr_tail(err)  # heartbeat timeout 5 s, plus a round or two
+    assert "Fatal Python error" not in err and "Check failure" not in err, stderr_tail(err)
+    assert "Traceback" not in err, stderr_tail(err)
     last = err.strip().splitlines()[-1]
     match = re.fullmatch(r"error: process 1 of 2 was lost \(.*\); process 0 stops too; the last "
                          r"complete checkpoint is step (\d+), where a rerun of every process "
@@ -87,7 +87,7 @@ def test_a_lost_process_stops_the_other_with_one_line_and_the_rerun_resumes(tmp_
                 p.kill()
                 p.wait(timeout=30)
     errs = [(tmp_path / f"rerun{i}.err").read_text() for i in range(2)]
-    assert codes == [0, 0], errs[0][-3000:] + errs[1][-3000:]
+    assert codes == [0, 0], stderr_tail(errs[0]) + stderr_tail(errs[1])
     # The latest checkpoint was complete: the rerun resumed from it, no fallback warned.
     assert not any("unreadable" in e for e in errs), errs
     summary = json.loads((workdir / "summary.json").read_text())
@@ -99,9 +99,10 @@ class _Service:
     """A fake coordination-service client: `live` answers each liveness round (or raises)."""
 
     def __init__(self, answers):
-        self.answers, self.barriers, self.keys = list(answers), [], {}
+        self.answers, self.barriers, self.keys, self.calls = list(answers), [], {}, 0
 
     def get_live_nodes(self, ids):
+        self.calls += 1
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, Exception):
             raise answer
@@ -154,6 +155,17 @@ def test_after_finish_the_others_leaving_is_not_a_loss():
     watch.finish(timeout=5)
     assert watch._client.barriers == ["jaxdl_finished"]
     assert watch._live == {0} and not done.wait(0.2) and lost == []
+    assert not watch._thread.is_alive()
+
+
+def test_a_worker_stops_asking_when_it_finishes():
+    # JAX shuts the client down at exit: no liveness call of ours may be in flight then.
+    watch, lost, done = _watch([[0, 1]], process_id=1)
+    watch.finish(timeout=5)
+    assert not watch._thread.is_alive()
+    calls = watch._client.calls
+    time.sleep(0.2)  # 20 rounds' pause
+    assert watch._client.calls == calls and lost == []
 
 
 def test_a_process_that_finished_first_is_not_lost():

@@ -16,7 +16,7 @@ from absl import flags
 from ml_collections import config_flags
 
 import experiments
-from conftest import run_cli
+from conftest import run_cli, stderr_tail
 from experiments import digits_cnn, mnist_dcgan
 from jaxdl import config as config_lib
 from jaxdl.config import Clock, ConfigError, validate
@@ -126,7 +126,7 @@ def test_config_json_records_the_complete_resolved_config(tmp_path):
                      "--config.logging.progress=False", "--config.logging.plot=False",
                      "--config.logging.tensorboard=False",
                      f"--compilation_cache_dir={tmp_path / 'cache'}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     saved = json.loads((workdir / "config.json").read_text())["config"]
     assert saved["optimizer"] == {
         **defaults(optim.SHARED_OPTIMIZER_FIELDS), **defaults(optim.OPTIMIZER_FIELDS["rmsprop"]),

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import REPO, cli_env, make_config
+from conftest import REPO, cli_env, make_config, stderr_tail
 from test_experiments import MY_MODEL
 from jaxdl import api, app, config as config_lib, data as data_lib, run as run_tool
 
@@ -97,14 +97,14 @@ def test_run_from_another_directory_with_a_registered_user_model(tmp_path):
                        f"--workdir={tmp_path / 'run'}",
                        "--config.model={'name': 'my_tiny_mlp', 'width': 16, "
                        "'num_classes': 10}", *common)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["final"]["validation"]["examples"] == 128
     saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert saved["model"]["name"] == "my_tiny_mlp"
 
     result = jaxdl_run(str(tmp_path / "my_exp.py"), "--fast_dev_run", *common)  # bare: 1 step
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     assert "(removed at exit: pass --workdir to keep them)" in result.stdout
     assert not list(tmp_path.glob("jaxdl-fast-dev-run-*"))  # TMPDIR: nothing left
 

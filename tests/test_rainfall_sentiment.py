@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, data_path, make_config, run_cli
+from conftest import REPO, data_path, make_config, run_cli, stderr_tail
 
 from jaxdl import data
 from jaxdl.data import files, mnist, rainfall, sentiment
@@ -188,7 +188,7 @@ def test_fulda_experiment_end_to_end(tmp_path):
                      "--config.data.options.window=8", "--config.model.hidden_size=4",
                      "--config.model.num_layers=1", "--config.data.batch_size=32",
                      "--config.data.eval_batch_size=128")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     final = _summary(tmp_path)["final"]
     # The NSE of the predictions (task.on_eval, on the host) from the eval step's mean
     # squared error of the same predictions, in normalised units (the loss):
@@ -216,7 +216,7 @@ def test_sentiment_experiment_end_to_end(tmp_path):
                      "--config.model.hidden_size=16", "--config.model.embed_dim=16",
                      "--config.model.dropout_rate=0.0", "--config.optimizer.learning_rate=0.01",
                      "--config.data.batch_size=32", "--config.data.eval_batch_size=512")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     final = _summary(tmp_path)["final"]
     assert final["test"]["examples"] == pytest.approx(0.1 * (10605 - 37), abs=1)
     from jaxdl.training.writers import read_metrics

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, cli_env, make_config, run_cli
+from conftest import REPO, cli_env, make_config, run_cli, stderr_tail
 from jaxdl.training import checkpoints, loop
 from jaxdl.training.writers import read_metrics
 
@@ -33,10 +33,10 @@ def test_a_non_finite_step_exits_1_with_one_line_naming_it(tmp_path):
     result = run_cli("experiments.digits_cnn", f"--workdir={workdir}", *QUIET,
                      f"--compilation_cache_dir={tmp_path / 'cache'}",
                      *(f"--config.{k}={v}" for k, v in DIVERGE.items()))
-    assert result.returncode == 1, result.stderr[-3000:]
+    assert result.returncode == 1, stderr_tail(result.stderr)
     assert "Traceback" not in result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1, result.stderr[-3000:]
+    assert len(errors) == 1, stderr_tail(result.stderr)
     assert result.stderr.rstrip().splitlines()[-1] == errors[0]  # the last word
     # The first non-finite step, found by replaying the run's steps one by one (step n
     # trains on batch n - 1).
@@ -121,7 +121,7 @@ def _drawn(tmp_path, *flags):
     result = subprocess.run([sys.executable, "-c", DRAW, f"--workdir={tmp_path / 'run'}",
                              "--compilation_cache_dir=", *flags], cwd=REPO, env=cli_env(),
                             capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     (line,) = [x for x in result.stdout.splitlines() if x.startswith("DRAWN ")]
     return json.loads(line[len("DRAWN "):])
 

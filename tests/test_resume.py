@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, cli_env, run_cli
+from conftest import REPO, cli_env, run_cli, stderr_tail
 from jaxdl.training.writers import read_metrics
 
 # Cadences deliberately out of step: a kill lands between logs, evals and checkpoints.
@@ -77,7 +77,7 @@ def reference(tmp_path_factory):
     root = tmp_path_factory.mktemp("reference")
     result = subprocess.run(_command(root / "run", root / "cache"), cwd=REPO, env=cli_env(),
                             capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     return root / "run"
 
 
@@ -109,7 +109,7 @@ def test_sigkill_at_three_points_then_resume_is_bitwise_identical(reference, tmp
 
     final = subprocess.run(_command(workdir, cache), cwd=REPO, env=cli_env(),
                            capture_output=True, text=True, timeout=300)
-    assert final.returncode == 0, final.stderr[-3000:]
+    assert final.returncode == 0, stderr_tail(final.stderr)
     assert "resuming from the checkpoint at step" in final.stderr
 
     assert _values(_logged(workdir)) == _values(_logged(reference))
@@ -154,7 +154,7 @@ def test_a_signal_checkpoints_the_current_step_and_the_rerun_finishes_identicall
     assert stopped_at < total and not (workdir / "summary.json").exists()
     final = subprocess.run(_command(workdir, cache, *HANDLER_ONLY), cwd=REPO, env=cli_env(),
                            capture_output=True, text=True, timeout=300)
-    assert final.returncode == 0, final.stderr[-3000:]
+    assert final.returncode == 0, stderr_tail(final.stderr)
     assert f"resuming from the checkpoint at step {stopped_at}" in final.stderr
     assert _values(_logged(workdir)) == _values(_logged(reference))
 
@@ -169,7 +169,7 @@ def reference_without_dropout(tmp_path_factory):
     root = tmp_path_factory.mktemp("reference_without_dropout")
     result = subprocess.run(_command(root / "run", root / "cache", *NO_DROPOUT), cwd=REPO,
                             env=cli_env(), capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     return root / "run"
 
 
@@ -189,7 +189,7 @@ def test_resume_on_another_device_count_and_backend(first, second, reference_wit
     assert code == -signal.SIGKILL
     final = run_cli("experiments.digits_cnn", f"--workdir={workdir}",
                     f"--compilation_cache_dir={cache}", *CONFIG, *second, *NO_DROPOUT)
-    assert final.returncode == 0, final.stderr[-3000:]
+    assert final.returncode == 0, stderr_tail(final.stderr)
     resumed_at = int(re.search(r"resuming from the checkpoint at step (\d+)",
                                final.stderr).group(1))
     env = json.loads((workdir / "env.json").read_text())
@@ -231,7 +231,7 @@ def test_killed_between_the_last_checkpoint_and_the_summary(reference, tmp_path)
     shutil.copytree(reference, workdir)
     (workdir / "summary.json").unlink()
     result = run_cli("experiments.digits_cnn", f"--workdir={workdir}", *CONFIG)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     summary = json.loads((workdir / "summary.json").read_text())
     ref = json.loads((reference / "summary.json").read_text())
     assert summary["final"] == ref["final"] and summary["steps"] == ref["steps"]

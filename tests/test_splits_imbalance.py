@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import make_config, run_cli
+from conftest import make_config, run_cli, stderr_tail
 from jaxdl import tasks
 from jaxdl.config import ConfigError
 from jaxdl.data import Dataset, pipeline, splits
@@ -292,7 +292,7 @@ def test_breast_cancer_folds_run_with_counts_reported(tmp_path):
                      "--config.train.eval_every=2 epochs", "--config.logging.progress=False",
                      "--config.logging.plot=False", "--config.logging.tensorboard=False",
                      f"--compilation_cache_dir={tmp_path / 'cache'}")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     assert "final test: accuracy" in result.stdout
     saved = json.loads((workdir / "config.json").read_text())
     counts = saved["class_counts"]

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, cli_env, make_config
+from conftest import REPO, cli_env, make_config, stderr_tail
 
 from jaxdl import app, runs
 from jaxdl.training import loop, optim, writers
@@ -37,7 +37,7 @@ def cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
 
 def assert_refused(result: subprocess.CompletedProcess, *needles: str) -> str:
     """Exit status 2 and one `error:` line naming every needle (absl/XLA W-lines aside)."""
-    context = f"\nstdout:\n{result.stdout[-2000:]}\nstderr:\n{result.stderr[-3000:]}"
+    context = f"\nstdout:\n{result.stdout[-2000:]}\nstderr:\n{stderr_tail(result.stderr)}"
     assert result.returncode == 2, f"exit status {result.returncode}{context}"
     lines = [line for line in result.stderr.splitlines()
              if line.strip() and not (line[:1] == "W" and line[1:2].isdigit())]
@@ -71,7 +71,7 @@ def finished_run(tmp_path_factory, cache) -> Path:
     """A complete 1-epoch digits_cnn run with every writer on (TensorBoard, plots)."""
     workdir = tmp_path_factory.mktemp("finished") / "run"
     result = cli(*_args(workdir, cache))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     return workdir
 
 
@@ -147,7 +147,7 @@ def test_overwrite_empties_a_finished_run_and_trains_afresh(finished_run, cache,
     workdir = copy_of(finished_run, tmp_path / "run")
     result = cli(*_args(workdir, cache), "--config.optimizer.learning_rate=0.001",
                  "--overwrite")
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     assert "resuming" not in result.stderr
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["config"]["optimizer"]["learning_rate"] == 0.001
@@ -248,7 +248,7 @@ def test_a_finished_run_is_extended_from_its_checkpoint(finished_run, cache, tmp
     where an uninterrupted 2-epoch run ends, to the bit."""
     workdir = copy_of(finished_run, tmp_path / "run")
     result = cli(*_args(workdir, cache, **{"train.duration": "2 epochs"}))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     assert f"resuming from the checkpoint at step {STEPS_PER_EPOCH}" in result.stderr
     total = 2 * STEPS_PER_EPOCH
     summary = json.loads((workdir / "summary.json").read_text())
@@ -263,7 +263,7 @@ def test_a_finished_run_is_extended_from_its_checkpoint(finished_run, cache, tmp
 
     reference = tmp_path / "uninterrupted"
     result = cli(*_args(reference, cache, **{"train.duration": "2 epochs"}))
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.returncode == 0, stderr_tail(result.stderr)
     expected = json.loads((reference / "summary.json").read_text())
     assert summary["final"] == expected["final"]
 
