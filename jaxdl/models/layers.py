@@ -177,8 +177,8 @@ class ConvTransposeFastGrad(nn.Module):
 # (benchmarks/README.md, "The convolution weight gradient"). Handing the weight gradient the
 # input as the output of a conditional, which XLA does not fuse through (XLA:CPU drops
 # optimization barriers before it fuses), leaves XLA's own convolution reading a plain
-# buffer: the same gradient, bitwise; ResNet-20's step 1.3-1.4x faster, the speedrun CNN's
-# 1.2-1.4x, mnist_cnn's and DCGAN's unchanged (2-core CPU dev VM with AVX-512).
+# buffer: the same gradient, bitwise; ResNet-20's step 1.3-1.4x faster, the speedrun's CNN
+# (max pooling then) 1.2-1.4x, mnist_cnn's and DCGAN's unchanged (2-core CPU dev VM with AVX-512).
 
 
 def _own_buffer(x, kernel):
